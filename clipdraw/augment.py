@@ -1,0 +1,72 @@
+"""Cutouts and augmentations: many random views of one image, so that CLIP's gradient
+favours what is in the picture rather than adversarial pixel patterns."""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Iterable, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import ClipdrawError
+
+
+def _kornia():
+    import kornia.augmentation as K  # noqa: PLC0415  (slow import: only when augmenting)
+    return K
+
+
+# Each entry builds one kornia module; they compose in the order given.
+AUGMENTATIONS: Dict[str, Callable[[], nn.Module]] = {
+    "affine": lambda: _kornia().RandomAffine(degrees=15, translate=(0.1, 0.1), p=0.7, padding_mode="border"),
+    "perspective": lambda: _kornia().RandomPerspective(distortion_scale=0.4, p=0.7),
+    "jitter": lambda: _kornia().ColorJitter(hue=0.01, saturation=0.01, p=0.7),
+    "noise": lambda: _kornia().RandomGaussianNoise(std=0.05, p=0.5),
+    "flip": lambda: _kornia().RandomHorizontalFlip(p=0.5),
+}
+DEFAULT_AUGMENTATIONS: Tuple[str, ...] = ("affine", "perspective", "jitter", "noise")
+
+
+def parse_augmentations(spec: str | Iterable[str]) -> Tuple[str, ...]:
+    """``"affine,noise"`` -> ("affine", "noise"); ``"none"`` or ``""`` -> ()."""
+    names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else [s.strip() for s in spec]
+    names = [n for n in names if n and n != "none"]
+    unknown = [n for n in names if n not in AUGMENTATIONS]
+    if unknown:
+        raise ClipdrawError(f"unknown augmentation {unknown[0]!r}: expected some of {', '.join(AUGMENTATIONS)} or none")
+    return tuple(dict.fromkeys(names))
+
+
+def build_augmentations(names: Iterable[str]) -> nn.Module:
+    names = tuple(names)
+    return nn.Sequential(*(AUGMENTATIONS[n]() for n in names)) if names else nn.Identity()
+
+
+class Cutouts(nn.Module):
+    """``cutn`` random square crops per image, each resized to ``cut_size`` in one batched warp.
+
+    Crop sides are uniform in [min_scale, 1] of the image side. One ``grid_sample`` does
+    all crops at once instead of a Python loop of slices and interpolations.
+    """
+
+    def __init__(self, cut_size: int, cutn: int, min_scale: float = 0.5, augmentations: Iterable[str] = ()):
+        super().__init__()
+        self.cut_size, self.cutn, self.min_scale = cut_size, cutn, min_scale
+        self.augment = build_augmentations(augmentations)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        batch = images.shape[0]
+        n = batch * self.cutn
+        device = images.device
+        scale = torch.empty(n, device=device).uniform_(self.min_scale, 1.0)
+        # Centre of each crop, in [-1, 1] coordinates, so that the crop stays inside the image.
+        centre = (torch.rand(n, 2, device=device) * 2 - 1) * (1 - scale).unsqueeze(1)
+        theta = torch.zeros(n, 2, 3, device=device, dtype=images.dtype)
+        theta[:, 0, 0] = scale
+        theta[:, 1, 1] = scale
+        theta[:, :, 2] = centre
+        grid = F.affine_grid(theta, [n, images.shape[1], self.cut_size, self.cut_size], align_corners=False)
+        source = images.repeat_interleave(self.cutn, dim=0)
+        cutouts = F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        return self.augment(cutouts).clamp(0, 1)

@@ -1,0 +1,127 @@
+"""Command line: a thin layer over the Python API.
+
+``clipdraw PROMPT [options]`` generates (the ``generate`` subcommand is implied); other
+subcommands sit beside it. Every user error ends as one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import List, Optional
+
+import click
+
+from .errors import ClipdrawError
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class DefaultCommandGroup(click.Group):
+    """A group where an unknown first word means ``generate``: ``clipdraw "a cat"`` works."""
+
+    default_command = "generate"
+
+    def parse_args(self, ctx: click.Context, args: List[str]) -> List[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=DefaultCommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="clipdraw", prog_name="clipdraw")
+def cli() -> None:
+    """Text-to-image with DALL-E's public dVAE guided by CLIP.
+
+    \b
+    clipdraw "a photo of albert einstein" --iters 4000
+    """
+
+
+@cli.command()
+@click.argument("prompt")
+@click.option("--iters", type=click.IntRange(min=1), default=1000, show_default=True, help="Optimization steps.")
+@click.option("--seed", type=int, default=None, help="Random seed (default: a random one, recorded in run.json).")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("outputs"), show_default=True,
+              help="Folder that receives one sub-folder per run.")
+@click.option("--save-every", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Save a frame every K iterations.")
+@click.option("--cutn", type=click.IntRange(min=1), default=32, show_default=True, help="Cutouts per step.")
+@click.option("--lr", type=float, default=0.1, show_default=True, help="Adam learning rate.")
+@click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default="constant", show_default=True)
+@click.option("--size", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Image side in pixels (multiple of 8).")
+@click.option("--relaxation", type=click.Choice(["softmax", "gumbel", "straight-through"]), default="softmax",
+              show_default=True, help="How latent logits become token probabilities.")
+@click.option("--tau", type=float, default=1.0, show_default=True, help="Temperature (gumbel: start of the schedule).")
+@click.option("--tau-end", type=float, default=0.1, show_default=True, help="Gumbel temperature at the last step.")
+@click.option("--loss", type=click.Choice(["cosine", "spherical"]), default="cosine", show_default=True)
+@click.option("--augs", default="affine,perspective,jitter,noise", show_default=True,
+              help="Augmentations of the cutouts: some of affine,perspective,jitter,noise,flip, or none.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--clip-model", default="ViT-B/32", show_default=True, help="CLIP model name or checkpoint path.")
+@click.option("--decoder", default="openai", show_default=True, help="dVAE decoder name or decoder.pkl path.")
+@click.option("--gif/--no-gif", default=True, show_default=True, help="Write progress.gif of the frames.")
+@click.option("--mp4", is_flag=True, help="Also write progress.mp4 (needs: pip install clipdraw[mp4]).")
+@click.option("--offline", is_flag=True, help="Never touch the network; use cached or given files only.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def generate(prompt: str, iters: int, seed: Optional[int], out: Path, save_every: int, cutn: int, lr: float,
+             lr_schedule: str, size: int, relaxation: str, tau: float, tau_end: float, loss: str, augs: str,
+             device: str, clip_model: str, decoder: str, gif: bool, mp4: bool, offline: bool, quiet: bool) -> None:
+    """Draw PROMPT by optimizing dVAE latents under CLIP guidance.
+
+    PROMPT may combine weighted texts: "a tree|a house:0.5|blurry:-1".
+    """
+    # Imported here so that --help and bad input answer without loading torch's world.
+    from .device import resolve_device
+    from .models import load_models
+    from .optimize import GenerationConfig, generate as run_generation
+    from .outputs import RunWriter, check_output_root, make_run_dir, mp4_available
+    from .prompts import parse_prompts
+
+    parse_prompts(prompt)   # cheap checks first: nothing is loaded or written for a bad command
+    if seed is None:
+        seed = random.randrange(2**31)
+
+    config = GenerationConfig(iters=iters, seed=seed, size=size, cutn=cutn, lr=lr, lr_schedule=lr_schedule,
+                              relaxation=relaxation, tau=tau, tau_end=tau_end, loss=loss, augmentations=augs,
+                              save_every=save_every)
+    target = resolve_device(device)
+    check_output_root(out)
+    if mp4 and not mp4_available():
+        raise ClipdrawError("--mp4 needs imageio-ffmpeg: pip install 'clipdraw[mp4]' (or pip install imageio-ffmpeg)")
+
+    models = load_models(clip_model=clip_model, decoder=decoder, device=target, offline=offline)
+    run_dir = make_run_dir(out, prompt, seed)
+    writer = RunWriter(run_dir, prompt, asdict(config),
+                       {"models": models.info, "device": str(models.device)}, gif=gif, mp4=mp4)
+    click.echo(f"clipdraw: {prompt!r} seed {seed} on {models.device} -> {run_dir}", err=True)
+    result = run_generation(models, prompt, config, on_frame=writer.add_frame, progress=not quiet)
+    writer.finish(result)
+    click.echo(f"{run_dir / 'final.png'}  (similarity {result.final_similarity:.4f}, "
+               f"{result.seconds_per_iteration:.3f} s/it)")
+    if result.interrupted:
+        click.echo(f"clipdraw: interrupted at iteration {result.iterations_done}; kept {len(writer.frame_files)} "
+                   f"frame(s) in {run_dir}", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Console entry point: run the CLI, turning user errors into one line and exit code 2."""
+    try:
+        cli.main(args=argv, prog_name="clipdraw", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        click.echo(f"clipdraw: error: {e.format_message()}", err=True)
+        sys.exit(EXIT_USAGE)
+    except ClipdrawError as e:
+        click.echo(f"clipdraw: error: {e}", err=True)
+        sys.exit(EXIT_USAGE)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        click.echo("clipdraw: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(0)

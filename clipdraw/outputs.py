@@ -1,0 +1,163 @@
+"""Writing a run to disk: ``<out>/<prompt-slug>-<seed>[-N]/`` with frames, final.png,
+progress.gif (optionally .mp4) and run.json. Every file is written to a temporary name and
+renamed when whole, so an interrupted run leaves only complete files."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import platform
+import re
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+from PIL import Image, PngImagePlugin
+
+from . import __version__
+from .errors import ClipdrawError
+from .optimize import Frame, GenerationResult
+from .weights import atomic_write_bytes
+
+PACKAGES = ("torch", "torchvision", "clip-anytorch", "DALL-E", "kornia", "numpy", "pillow", "imageio")
+
+
+def slugify(text: str, max_length: int = 60) -> str:
+    """'A photo of Albert Einstein!' -> 'a-photo-of-albert-einstein'."""
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return slug[:max_length].rstrip("-") or "prompt"
+
+
+def check_output_root(out: Path) -> None:
+    """Fail early, creating nothing, when ``out`` cannot hold a run folder."""
+    probe = out
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise ClipdrawError(f"cannot write outputs under {out}: {probe} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        raise ClipdrawError(f"cannot write outputs under {out}: {probe} is not writable ({e.strerror or e})") from None
+
+
+def make_run_dir(out: Path, prompt: str, seed: int) -> Path:
+    """Create a fresh folder for this run; never reuse one (adds -2, -3, ... instead)."""
+    base = f"{slugify(prompt)}-{seed}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for n in range(1, 10_000):
+            path = out / (base if n == 1 else f"{base}-{n}")
+            try:
+                path.mkdir()
+                return path
+            except FileExistsError:
+                continue
+    except OSError as e:
+        raise ClipdrawError(f"cannot create a run folder under {out}: {e.strerror or e}") from None
+    raise ClipdrawError(f"too many runs named {base} under {out}")
+
+
+def package_versions() -> Dict[str, Optional[str]]:
+    versions: Dict[str, Optional[str]] = {"python": platform.python_version(), "clipdraw": __version__}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def png_bytes(image: Image.Image, text: Dict[str, str]) -> bytes:
+    """PNG with ``text`` as tEXt/iTXt chunks (prompt, seed, settings...)."""
+    info = PngImagePlugin.PngInfo()
+    for key, value in text.items():
+        info.add_itxt(key, value)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def write_animation(path: Path, frames: List[np.ndarray], fps: float) -> None:
+    """GIF or MP4 (by suffix) through imageio, written under a temporary name then renamed."""
+    import imageio.v2 as imageio  # noqa: PLC0415
+    import imageio.v3 as iio  # noqa: PLC0415
+
+    tmp = path.with_name(f".{path.stem}.part{path.suffix}")
+    try:
+        if path.suffix == ".gif":
+            iio.imwrite(tmp, np.stack(frames), extension=".gif", duration=round(1000 / fps), loop=0)
+        else:
+            with imageio.get_writer(tmp, fps=fps, codec="libx264", quality=8, macro_block_size=8) as writer:
+                for frame in frames:
+                    writer.append_data(frame)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def mp4_available() -> bool:
+    try:
+        import imageio_ffmpeg  # noqa: F401,PLC0415
+        return True
+    except ImportError:
+        return False
+
+
+class RunWriter:
+    """Streams frames of one run into its folder, then writes the final image, animation and run.json."""
+
+    def __init__(self, run_dir: Path, prompt: str, settings: dict, info: dict,
+                 gif: bool = True, mp4: bool = False, fps: float = 10.0):
+        self.run_dir, self.prompt, self.settings, self.info = run_dir, prompt, settings, info
+        self.gif, self.mp4, self.fps = gif, mp4, fps
+        self.frame_files: List[dict] = []
+
+    def _png_text(self, frame: Frame) -> Dict[str, str]:
+        return {"prompt": self.prompt, "seed": str(self.settings.get("seed")), "iteration": str(frame.iteration),
+                "similarity": f"{frame.similarity:.6f}", "settings": json.dumps(self.settings, sort_keys=True),
+                "Software": f"clipdraw {__version__}"}
+
+    def add_frame(self, frame: Frame) -> None:
+        name = f"frame_{frame.iteration:06d}.png"
+        atomic_write_bytes(self.run_dir / name, png_bytes(frame.image, self._png_text(frame)))
+        self.frame_files.append({"iteration": frame.iteration, "file": name, "similarity": frame.similarity})
+
+    def finish(self, result: GenerationResult, extra: Optional[dict] = None) -> Dict[str, Path]:
+        written = {}
+        final = result.frames[-1]
+        atomic_write_bytes(self.run_dir / "final.png", png_bytes(result.image, self._png_text(final)))
+        written["final"] = self.run_dir / "final.png"
+        frames = [np.asarray(Image.open(self.run_dir / f["file"]).convert("RGB")) for f in self.frame_files]
+        if self.gif and frames:
+            write_animation(self.run_dir / "progress.gif", frames, self.fps)
+            written["gif"] = self.run_dir / "progress.gif"
+        if self.mp4 and frames:
+            write_animation(self.run_dir / "progress.mp4", frames, self.fps)
+            written["mp4"] = self.run_dir / "progress.mp4"
+        record = {
+            "clipdraw": __version__,
+            **result.summary(),
+            "engine": "optimize",
+            "models": self.info.get("models"),
+            "device": self.info.get("device"),
+            "versions": package_versions(),
+            "frames": self.frame_files,
+            "final": {"file": "final.png", "iteration": final.iteration, "similarity": final.similarity},
+            "animations": {k: p.name for k, p in written.items() if k in ("gif", "mp4")},
+            "losses": result.losses,
+            "similarities": result.similarities,
+            **(extra or {}),
+        }
+        atomic_write_bytes(self.run_dir / "run.json",
+                           json.dumps(record, indent=2, default=str, allow_nan=True).encode())
+        written["json"] = self.run_dir / "run.json"
+        return written
