@@ -75,14 +75,15 @@ def generate(prompt: str, iters: int, seed: Optional[int], out: Path, save_every
 
     PROMPT may combine weighted texts: "a tree|a house:0.5|blurry:-1".
     """
-    # Imported here so that --help and bad input answer without loading torch's world.
+    from .prompts import parse_prompts
+
+    parse_prompts(prompt)   # cheap checks first: nothing is loaded or written for a bad command
+    # Imported here so that --help and a bad prompt answer without loading torch.
     from .device import resolve_device
     from .models import load_models
     from .optimize import GenerationConfig, generate as run_generation
     from .outputs import RunWriter, check_output_root, make_run_dir, mp4_available
-    from .prompts import parse_prompts
 
-    parse_prompts(prompt)   # cheap checks first: nothing is loaded or written for a bad command
     if seed is None:
         seed = random.randrange(2**31)
 

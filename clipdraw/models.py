@@ -76,8 +76,9 @@ def load_models(clip_model: str = weights.DEFAULT_CLIP, decoder: str = weights.D
                 device: Union[str, torch.device] = "auto", offline: bool = False) -> Models:
     """Resolve (download if needed), verify and load CLIP and the dVAE decoder onto ``device``."""
     target = device if isinstance(device, torch.device) else resolve_device(device)
-    decoder_path, decoder_name = weights.resolve(decoder, "dvae", offline=offline)
-    clip_path, clip_name = weights.resolve(clip_model, "clip", offline=offline)
+    decoder_source, clip_source = weights.locate(decoder, "dvae"), weights.locate(clip_model, "clip")
+    decoder_path, decoder_name = weights.materialize(decoder_source, offline=offline)
+    clip_path, clip_name = weights.materialize(clip_source, offline=offline)
     dvae = DVAEDecoder(weights.load_dvae_module(decoder_path, "decoder")).to(target)
     clip = ClipModel(weights.load_clip_module(clip_path)).to(target)
     info = {

@@ -100,7 +100,7 @@ class GenerationResult:
         return self.seconds / max(self.iterations_done, 1)
 
     def summary(self) -> dict:
-        return {"prompt": self.prompt, "prompts": [asdict(p) for p in self.prompts],
+        return {"prompt": self.prompt, "prompts": [asdict(p) for p in self.prompts], "seed": self.config.seed,
                 "settings": asdict(self.config), "iterations_done": self.iterations_done,
                 "interrupted": self.interrupted, "seconds": round(self.seconds, 3),
                 "seconds_per_iteration": round(self.seconds_per_iteration, 5),
@@ -121,7 +121,7 @@ def relax(logits: torch.Tensor, config: GenerationConfig, step: int, generator: 
         if not noisy:
             return F.softmax(logits / tau, dim=1)
         uniform = torch.rand(logits.shape, generator=generator, device=logits.device)
-        gumbel = -torch.log(-torch.log(uniform.clamp_min(1e-10)).clamp_min(1e-10))
+        gumbel = -torch.log((-torch.log(uniform.clamp_min(1e-10))).clamp_min(1e-10))
         return F.softmax((logits + gumbel) / tau, dim=1)
     soft = F.softmax(logits / config.tau, dim=1)   # straight-through: one-hot forward, soft gradient
     hard = F.one_hot(soft.argmax(dim=1), soft.shape[1]).permute(0, 3, 1, 2).to(soft.dtype)

@@ -23,7 +23,7 @@ import urllib.request
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -141,12 +141,13 @@ def download(url: str, dest: Path, sha256: Optional[str] = None, desc: Optional[
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        out = os.fdopen(fd, "wb")
     except OSError as e:
         raise DownloadError(f"cannot write to {dest.parent}: {e.strerror or e}") from None
     try:
         request = urllib.request.Request(url, headers={"User-Agent": "clipdraw"})
         digest, received = hashlib.sha256(), 0
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as response:
+        with out, urllib.request.urlopen(request, timeout=timeout) as response:
             status = getattr(response, "status", None)
             if status is not None and status != 200:
                 raise DownloadError(f"HTTP {status}")
@@ -173,6 +174,8 @@ def download(url: str, dest: Path, sha256: Optional[str] = None, desc: Optional[
         raise DownloadError(f"HTTP {e.code} {e.reason}") from None
     except urllib.error.URLError as e:
         raise DownloadError(f"network error: {e.reason}") from None
+    except ValueError as e:   # malformed URL, e.g. a mirror set without http://
+        raise DownloadError(f"bad URL: {e}") from None
     except (http.client.HTTPException, OSError) as e:
         raise DownloadError(f"transfer failed: {type(e).__name__}: {e}") from None
     finally:
@@ -218,24 +221,37 @@ def _verify_cached(weight: WeightFile, path: Path) -> Optional[str]:
             return None
         expected = record.read_text().strip()
     actual = file_sha256(path)
-    return None if actual == expected else f"SHA-256 {actual[:12]}... differs from {expected[:12]}..."
+    return None if actual == expected.lower() else f"SHA-256 {actual[:12]}... differs from {expected[:12]}..."
 
 
-def resolve(name_or_path: str, kind: str, offline: bool = False) -> tuple[Path, str]:
-    """Map a model name or a file path to a local file; return (path, description).
+def locate(name_or_path: str, kind: str) -> Union[Path, WeightFile]:
+    """Without touching the network: an existing file path as is, else the named download.
 
-    ``kind`` is ``"clip"`` or ``"dvae"``. Anything that names an existing file is used as is.
+    ``kind`` is ``"clip"`` or ``"dvae"``. Unknown names and missing paths fail here, before
+    any download starts.
     """
     candidate = Path(name_or_path).expanduser()
     if candidate.is_file():
-        return candidate, str(candidate)
+        return candidate
     if candidate.exists():
         raise ClipdrawError(f"{name_or_path} is not a regular file")
     known = clip_urls() if kind == "clip" else DVAE_URLS
-    if name_or_path not in known and (os.sep in name_or_path or candidate.suffix in (".pt", ".pkl", ".pth")):
+    looks_like_path = name_or_path.startswith(("/", ".", "~")) or candidate.suffix in (".pt", ".pkl", ".pth", ".bin")
+    if name_or_path not in known and looks_like_path:   # CLIP names contain '/', so judge by shape
         raise ClipdrawError(f"no such {kind} weight file: {candidate}")
-    weight = clip_weight_file(name_or_path) if kind == "clip" else dvae_weight_file(name_or_path)
-    return fetch(weight, offline=offline), weight.name
+    return clip_weight_file(name_or_path) if kind == "clip" else dvae_weight_file(name_or_path)
+
+
+def materialize(source: Union[Path, WeightFile], offline: bool = False) -> Tuple[Path, str]:
+    """A located source -> (local path, description), downloading a named file if needed."""
+    if isinstance(source, Path):
+        return source, str(source)
+    return fetch(source, offline=offline), source.name
+
+
+def resolve(name_or_path: str, kind: str, offline: bool = False) -> Tuple[Path, str]:
+    """Map a model name or a file path to a local file; return (path, description)."""
+    return materialize(locate(name_or_path, kind), offline=offline)
 
 
 # --------------------------------------------------------------------------- safe dVAE unpickling

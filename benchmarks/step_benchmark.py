@@ -1,0 +1,513 @@
+"""Time one optimization step of clipdraw against the "DALL-E dVAE + CLIP" Colab notebook loop.
+
+What is measured
+----------------
+One step = latents -> relaxation -> dVAE decoder -> cutouts + augmentations -> CLIP image
+encoder -> loss -> backward -> Adam step, at identical work in both paths: same image size,
+same number of cutouts (each 224 px for ViT-B/32), the same randomly initialised models
+(real sizes: ``dall_e.Decoder()`` with its defaults and a ``clip.model.CLIP`` with the
+published dims, float32; no pretrained weights are needed, timing does not depend on them),
+the same kornia augmentations (clipdraw's defaults) and the same Gumbel (or softmax)
+relaxation. The randomness itself differs between paths; the amount of work does not.
+
+* ``clipdraw``: the step exactly as ``clipdraw.optimize.generate`` runs it, rebuilt from
+  clipdraw's own pieces (``relax``, ``Cutouts``, ``ClipModel.encode_image``, ``prompt_loss``,
+  Adam) around models wrapped in ``DVAEDecoder`` / ``ClipModel`` (both frozen).
+* ``notebook``: a faithful re-implementation of the widely copied notebook loop: a latent
+  Parameter of shape (1, vocab, g*g) put through ``gumbel_softmax`` over its last (spatial)
+  axis and ``.view``-ed to (1, vocab, g, g); dall_e's ``Decoder`` called directly (its
+  parameters left requiring grad, as ``dall_e`` builds them, and on CUDA its convolutions
+  re-cast their weights to half on every call); ``unmap_pixels(sigmoid(out[:, :3]))``;
+  cutouts sliced and ``F.interpolate``-d one by one in a Python loop, then ``torch.cat``;
+  the augmentations; torchvision-style normalisation; ``encode_image`` with CLIP's
+  parameters NOT frozen (so backward also computes, and accumulates, weight gradients for
+  CLIP and the decoder); loss ``10 * -cosine_similarity(...).mean()``; Adam on the latent.
+* ``clipdraw-generate`` (only with ``--check-generate``): the real ``generate()`` loop,
+  timed per step by swapping the progress bar for a timestamping iterator; it checks that
+  the ``clipdraw`` row measures what the real loop does.
+
+Each path runs in its own fresh subprocess (this script re-invoked with a hidden
+``--only``), so peak memory is per path. Per step: ``time.perf_counter`` around the step,
+with ``torch.cuda.synchronize`` on CUDA. ``--warmup`` steps run first and are not timed.
+Memory: on CUDA ``torch.cuda.max_memory_allocated`` over the steps; on CPU the process's
+peak resident set (``VmHWM``), reset after setup through ``/proc/self/clear_refs`` so that
+it covers the steps only (it still includes the models' weights, shown separately as
+"after setup").
+
+How to run
+----------
+    python benchmarks/step_benchmark.py                          # 256 px, cutn 8, ViT-B/32, 5 steps
+    python benchmarks/step_benchmark.py --size 128 --cutn 4 --steps 2   # quick check
+    python benchmarks/step_benchmark.py --device cuda --cutn 32 --json results.json
+    python benchmarks/step_benchmark.py --check-generate          # also time generate() itself
+
+How to read the ratio
+---------------------
+``speedup = median notebook step time / median clipdraw step time``. Above 1 means a
+clipdraw step is that many times faster than the notebook's at the same size and cutn;
+below 1 means slower. Medians over few steps are noisy on a busy machine: compare the
+"min" column as well, and use more ``--steps`` for numbers to quote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+
+PROMPT = "a watercolour painting of a lighthouse on a cliff at dusk"
+SEED = 0
+LR = 0.1                 # both the notebook's and clipdraw's default
+NOTEBOOK_GUMBEL_TAU = 2  # the tau most copies of the notebook use (the value does not change the cost)
+
+# clip.model.CLIP(**dims) for OpenAI's published architectures.
+_TEXT = dict(context_length=77, vocab_size=49408, transformer_width=512, transformer_heads=8, transformer_layers=12)
+CLIP_DIMS = {
+    "ViT-B/32": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
+                     vision_patch_size=32, **_TEXT),
+    "ViT-B/16": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
+                     vision_patch_size=16, **_TEXT),
+    "ViT-L/14": dict(embed_dim=768, image_resolution=224, vision_layers=24, vision_width=1024,
+                     vision_patch_size=14, **{**_TEXT, "transformer_width": 768, "transformer_heads": 12}),
+}
+PATHS = ("clipdraw", "notebook")
+CHECK_PATH = "clipdraw-generate"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Time one clipdraw optimization step against the DALL-E dVAE + CLIP notebook loop.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--size", type=int, default=256, help="image side in pixels (multiple of 8)")
+    parser.add_argument("--cutn", type=int, default=8, help="cutouts per step")
+    parser.add_argument("--clip", default="ViT-B/32", choices=sorted(CLIP_DIMS), help="CLIP architecture (random weights)")
+    parser.add_argument("--vocab", type=int, default=8192, help="dVAE vocabulary size (dall_e.Decoder vocab_size)")
+    parser.add_argument("--relaxation", default="gumbel", choices=("gumbel", "softmax"),
+                        help="latent relaxation, used by both paths (the notebook uses gumbel)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per path")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps before timing")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
+    parser.add_argument("--check-generate", action="store_true",
+                        help="also time clipdraw's real generate() loop per step (a third subprocess)")
+    parser.add_argument("--json", metavar="PATH", help="also write the results to this JSON file")
+    parser.add_argument("--only", choices=PATHS + (CHECK_PATH,), help=argparse.SUPPRESS)
+    parser.add_argument("--result-file", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.size <= 0 or args.size % 8:
+        parser.error(f"--size must be a positive multiple of 8, got {args.size}")
+    for name in ("cutn", "steps"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    if args.warmup < 0:
+        parser.error("--warmup must be 0 or more")
+    if args.vocab < 512:
+        parser.error("--vocab must be at least 512 (dall_e.Decoder's own limit)")
+    return args
+
+
+# --------------------------------------------------------------------------- measuring helpers
+
+
+def _proc_status_bytes(key: str):
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024   # reported in kB
+    except OSError:
+        pass
+    return None
+
+
+class MemoryProbe:
+    """Peak memory over a stretch of the run: CUDA allocator peak, or the process's peak RSS."""
+
+    def __init__(self, device):
+        import torch
+        self.torch, self.device = torch, device
+        self.cuda = device.type == "cuda"
+        self.kind = "cuda max_memory_allocated" if self.cuda else "peak RSS (VmHWM)"
+        self.after_setup = None
+
+    def current(self):
+        if self.cuda:
+            return self.torch.cuda.memory_allocated(self.device)
+        return _proc_status_bytes("VmRSS")
+
+    def reset(self) -> None:
+        self.after_setup = self.current()
+        if self.cuda:
+            self.torch.cuda.reset_peak_memory_stats(self.device)
+            return
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")   # resets VmHWM to the current RSS (Linux >= 4.0)
+        except OSError:
+            self.kind = "peak RSS of the whole process (could not reset after setup)"
+
+    def peak(self):
+        if self.cuda:
+            return self.torch.cuda.max_memory_allocated(self.device)
+        peak = _proc_status_bytes("VmHWM")
+        if peak is None:   # no /proc: ru_maxrss is kB on Linux, bytes on macOS
+            import resource
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            peak = rss if sys.platform == "darwin" else rss * 1024
+            self.kind = "peak RSS of the whole process (ru_maxrss)"
+        return peak
+
+
+def _sync(device) -> None:
+    import torch
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _device_name(device) -> str:
+    import torch
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"cpu ({name}, {os.cpu_count()} logical cores)"
+
+
+def _time_steps(step, device, warmup: int, steps: int, probe: MemoryProbe):
+    """Run ``step(i)`` for i = 1..warmup+steps; return the timed steps' seconds and the peak memory."""
+    _sync(device)
+    probe.reset()
+    times = []
+    for i in range(1, warmup + steps + 1):
+        _sync(device)
+        start = time.perf_counter()
+        step(i)
+        _sync(device)
+        if i > warmup:
+            times.append(time.perf_counter() - start)
+    return times, probe.peak()
+
+
+# --------------------------------------------------------------------------- models
+
+
+def build_raw_models(args, device):
+    """The same randomly initialised dall_e Decoder and CLIP in every subprocess (fixed seed), float32."""
+    import torch
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+        import clip
+        import dall_e
+    torch.manual_seed(SEED)
+    decoder = dall_e.Decoder(vocab_size=args.vocab).to(device)
+    model = clip.model.CLIP(**CLIP_DIMS[args.clip]).float().eval().to(device)
+    return decoder, model
+
+
+# --------------------------------------------------------------------------- clipdraw
+
+
+def _clipdraw_config(args, iters: int):
+    from clipdraw.optimize import GenerationConfig
+    return GenerationConfig(iters=iters, seed=SEED, size=args.size, cutn=args.cutn, lr=LR,
+                            relaxation=args.relaxation, save_every=iters + 1)
+
+
+def _clipdraw_models(args, device):
+    from clipdraw.models import ClipModel, DVAEDecoder, Models
+    decoder, model = build_raw_models(args, device)
+    return Models(clip=ClipModel(model).to(device), decoder=DVAEDecoder(decoder).to(device), device=device)
+
+
+def clipdraw_step(args, device):
+    """The body of generate()'s loop, set up as generate() sets it up, from clipdraw's own pieces."""
+    import torch
+    from clipdraw.augment import Cutouts
+    from clipdraw.optimize import prompt_loss, relax
+    from clipdraw.prompts import parse_prompts
+
+    models = _clipdraw_models(args, device)
+    config = _clipdraw_config(args, args.warmup + args.steps)
+    decoder, clip = models.decoder, models.clip
+    prompts = parse_prompts(PROMPT)
+    grid = config.size // decoder.upsample_factor
+
+    torch.manual_seed(config.seed)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    text_embeds = clip.encode_text([p.text for p in prompts])
+    weights = torch.tensor([p.weight for p in prompts], device=device)
+    logits = (torch.randn(1, decoder.vocab_size, grid, grid, generator=generator, device=device)
+              * config.init_std).requires_grad_(True)
+    optimizer = torch.optim.Adam([logits], lr=config.lr)
+    schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.iters)
+                if config.lr_schedule == "cosine" else None)
+    cutouts = Cutouts(clip.input_resolution, config.cutn, config.cut_min_scale, config.augmentations).to(device)
+    losses, similarities = [], []
+
+    def step(i: int) -> None:
+        tokens = relax(logits, config, i - 1, generator)
+        image = decoder(tokens)
+        embeds = clip.encode_image(cutouts(image))
+        loss, similarity = prompt_loss(embeds, text_embeds, weights, config.loss)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if schedule is not None:
+            schedule.step()
+        losses.append(loss.detach())
+        similarities.append(similarity.detach())
+        if i % 10 == 0 or i == 1:   # generate() reads the value for its progress bar
+            similarity.item()
+
+    return step
+
+
+def time_generate(args, device, probe: MemoryProbe):
+    """Time the real generate() per step: its progress bar is replaced by a timestamping iterator.
+
+    generate() runs warmup + steps + 1 iterations; the last one also takes the final snapshot,
+    so it is left out.
+    """
+    import clipdraw.optimize as optimize
+
+    models = _clipdraw_models(args, device)
+    timed = args.warmup + args.steps
+    config = _clipdraw_config(args, timed + 1)
+    stamps, peaks = [], []
+
+    class StampingBar:
+        def __init__(self, iterable, **_):
+            self.iterable = iterable
+
+        def __iter__(self):
+            for n, item in enumerate(self.iterable):
+                _sync(device)
+                if n == 0:
+                    probe.reset()   # setup (text encoding, latents, optimizer) is done
+                if n == timed:
+                    peaks.append(probe.peak())
+                stamps.append(time.perf_counter())
+                yield item
+
+        def set_postfix(self, *_, **__):
+            pass
+
+        def close(self):
+            pass
+
+    original = optimize.tqdm
+    optimize.tqdm = StampingBar
+    try:
+        optimize.generate(models, PROMPT, config, progress=False)
+    finally:
+        optimize.tqdm = original
+    per_step = [b - a for a, b in zip(stamps, stamps[1:])]   # step n = stamps[n] - stamps[n-1]
+    return per_step[args.warmup:timed], peaks[0]
+
+
+# --------------------------------------------------------------------------- the notebook
+
+
+def notebook_step(args, device):
+    """The DALL-E dVAE + CLIP notebook's loop, written as the notebooks write it."""
+    import torch
+    import torch.nn.functional as F
+    from clipdraw.augment import DEFAULT_AUGMENTATIONS, build_augmentations
+    from clipdraw.models import CLIP_MEAN, CLIP_STD
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+        import clip
+    from dall_e import unmap_pixels
+
+    model, perceptor = build_raw_models(args, device)   # nothing frozen: both left requiring grad
+    perceptor.requires_grad_(True)
+    side = args.size
+    grid = side // 8
+    vocab = args.vocab
+    cut_size = perceptor.visual.input_resolution
+
+    try:
+        import torchvision
+        nom = torchvision.transforms.Normalize(CLIP_MEAN, CLIP_STD)
+    except ImportError:   # the same arithmetic
+        mean = torch.tensor(CLIP_MEAN, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(CLIP_STD, device=device).view(1, 3, 1, 1)
+        def nom(x):
+            return (x - mean) / std
+    augment = build_augmentations(DEFAULT_AUGMENTATIONS).to(device)
+
+    torch.manual_seed(SEED)
+    normu = torch.nn.Parameter(torch.randn(1, vocab, grid * grid, device=device))
+
+    def lats():
+        if args.relaxation == "gumbel":
+            z = F.gumbel_softmax(normu, dim=-1, tau=NOTEBOOK_GUMBEL_TAU)
+        else:
+            z = F.softmax(normu, dim=-1)
+        return z.view(1, vocab, grid, grid)
+
+    optimizer = torch.optim.Adam([{"params": [normu], "lr": LR}])
+    tx = clip.tokenize([PROMPT])
+    t = perceptor.encode_text(tx.to(device)).detach().clone()
+
+    def step(i: int) -> None:
+        out = unmap_pixels(torch.sigmoid(model(lats())[:, :3].float()))
+        p_s = []
+        for _ in range(args.cutn):
+            size = int(side * torch.zeros(1,).normal_(mean=0.8, std=0.3).clip(0.5, 0.95))
+            offsetx = torch.randint(0, side - size, ())
+            offsety = torch.randint(0, side - size, ())
+            apper = out[:, :, offsetx:offsetx + size, offsety:offsety + size]
+            apper = F.interpolate(apper, (cut_size, cut_size), mode="bilinear")
+            p_s.append(apper)
+        into = torch.cat(p_s, 0)
+        into = nom(augment(into))
+        iii = perceptor.encode_image(into)
+        loss = (10 * -torch.cosine_similarity(t, iii).view(-1, 1).T.mean(1)).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+# --------------------------------------------------------------------------- one path (child)
+
+
+def run_path(args) -> dict:
+    import torch
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        if args.device == "cuda" and not torch.cuda.is_available():
+            raise SystemExit("--device cuda: no CUDA device is available")
+        device = torch.device(args.device)
+    import random
+    import numpy as np
+    random.seed(SEED)
+    np.random.seed(SEED)
+    torch.manual_seed(SEED)
+
+    probe = MemoryProbe(device)
+    setup_start = time.perf_counter()
+    if args.only == CHECK_PATH:
+        times, peak = time_generate(args, device, probe)
+    else:
+        step = clipdraw_step(args, device) if args.only == "clipdraw" else notebook_step(args, device)
+        setup_seconds = time.perf_counter() - setup_start
+        times, peak = _time_steps(step, device, args.warmup, args.steps, probe)
+    result = {
+        "path": args.only,
+        "times_s": times,
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "memory_kind": probe.kind,
+        "memory_after_setup_bytes": probe.after_setup,
+        "memory_peak_bytes": peak,
+        "environment": {
+            "device": _device_name(device),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "python": platform.python_version(),
+        },
+    }
+    if args.only != CHECK_PATH:
+        result["setup_s"] = setup_seconds
+    return result
+
+
+# --------------------------------------------------------------------------- driver (parent)
+
+
+def _child_argv(args, path: str, result_file: str) -> list:
+    argv = [sys.executable, os.path.abspath(__file__), "--size", str(args.size), "--cutn", str(args.cutn),
+            "--clip", args.clip, "--vocab", str(args.vocab), "--relaxation", args.relaxation,
+            "--steps", str(args.steps), "--warmup", str(args.warmup), "--device", args.device,
+            "--only", path, "--result-file", result_file]
+    if args.threads:
+        argv += ["--threads", str(args.threads)]
+    return argv
+
+
+def _gib(n) -> str:
+    return "n/a" if n is None else f"{n / 2**30:.2f} GiB"
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.only:
+        result = run_path(args)
+        with open(args.result_file, "w") as f:
+            json.dump(result, f)
+        return 0
+
+    paths = PATHS + ((CHECK_PATH,) if args.check_generate else ())
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="step_benchmark.") as tmp:
+        for path in paths:
+            print(f"running {path} ({args.warmup} warmup + {args.steps} timed steps) ...", flush=True)
+            result_file = os.path.join(tmp, f"{path}.json")
+            proc = subprocess.run(_child_argv(args, path, result_file))
+            if proc.returncode != 0 or not os.path.exists(result_file):
+                print(f"error: the {path} subprocess failed (exit status {proc.returncode})", file=sys.stderr)
+                return 1
+            with open(result_file) as f:
+                results[path] = json.load(f)
+
+    env = results["clipdraw"]["environment"]
+    speedup = results["notebook"]["median_s"] / results["clipdraw"]["median_s"]
+    print()
+    print(f"config: size {args.size}px (latent grid {args.size // 8}x{args.size // 8}), cutn {args.cutn}, "
+          f"CLIP {args.clip} (random init), dVAE vocab {args.vocab}, relaxation {args.relaxation}, "
+          f"float32, {args.warmup} warmup + {args.steps} timed steps")
+    print(f"device: {env['device']}")
+    print(f"torch {env['torch']}, threads {env['threads']}, python {env['python']}")
+    print(f"memory: {results['clipdraw']['memory_kind']}")
+    print()
+    header = f"{'path':<18} {'median s/step':>13} {'min s/step':>11} {'peak mem':>11} {'after setup':>12} {'step extra':>11}"
+    print(header)
+    print("-" * len(header))
+    for path in paths:
+        r = results[path]
+        extra = (None if r["memory_peak_bytes"] is None or r["memory_after_setup_bytes"] is None
+                 else r["memory_peak_bytes"] - r["memory_after_setup_bytes"])
+        print(f"{path:<18} {r['median_s']:>13.3f} {r['min_s']:>11.3f} {_gib(r['memory_peak_bytes']):>11} "
+              f"{_gib(r['memory_after_setup_bytes']):>12} {_gib(extra):>11}")
+    print()
+    if args.check_generate:
+        check = results[CHECK_PATH]["median_s"] / results["clipdraw"]["median_s"]
+        print(f"generate() / reproduced clipdraw step (median): {check:.2f}x (close to 1 = the row above is faithful)")
+    print(f"speedup: {speedup:.2f}x  (notebook median / clipdraw median; > 1 means clipdraw is faster)")
+
+    if args.json:
+        report = {
+            "config": {k: getattr(args, k) for k in ("size", "cutn", "clip", "vocab", "relaxation",
+                                                      "steps", "warmup", "device", "threads")},
+            "environment": env,
+            "results": results,
+            "speedup": speedup,
+        }
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""The command line as a user meets it: real processes, real files, exit codes, stderr."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args, cwd: Path, timeout: float = 300, **env) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "CLIPDRAW_CACHE": str(cwd / "cache"), **env}
+    return subprocess.run([sys.executable, "-m", "clipdraw", *map(str, args)], cwd=cwd, env=environment,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def tiny_args(tiny_files, out: Path, *extra) -> list:
+    return ["--clip-model", tiny_files["clip"], "--decoder", tiny_files["decoder"], "--out", out,
+            "--size", 32, "--cutn", 2, "--device", "cpu", "--quiet", *extra]
+
+
+def assert_clean_failure(result: subprocess.CompletedProcess, pattern: str, out: Path) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("clipdraw: error:") and pattern in lines[0], lines[0]
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert not out.exists() or not any(out.rglob("*")), "a failed run left files behind"
+
+
+CHEAP_BAD_INPUTS = [
+    ([""], "prompt is empty"),
+    (["   "], "prompt is empty"),
+    (["a cat", "--iters", "0"], "--iters"),
+    (["a cat", "--save-every", "0"], "--save-every"),
+    (["a cat", "--cutn", "-3"], "--cutn"),
+    (["a cat", "--size", "100"], "multiple of 8"),
+    (["a cat", "--augs", "blur"], "unknown augmentation"),
+    (["a cat", "--clip-model", "ViT-Z/99"], "unknown CLIP model"),
+    (["a cat", "--decoder", "/nonexistent/decoder.pkl"], "no such dvae weight file"),
+    (["a cat", "--offline"], "https://cdn.openai.com/dall-e/decoder.pkl"),
+    (["a cat", "--lr", "-1"], "lr must be positive"),
+    (["a cat", "--relaxation", "argmax"], "--relaxation"),
+]
+
+
+@pytest.mark.parametrize("args,pattern", CHEAP_BAD_INPUTS, ids=[" ".join(a)[:30] or "empty" for a, _ in CHEAP_BAD_INPUTS])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, pattern):
+    out = tmp_path / "out"
+    result = run_cli(*args, "--out", out, cwd=tmp_path)
+    assert_clean_failure(result, pattern, out)
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_asked_for_but_absent(tmp_path):
+    out = tmp_path / "out"
+    assert_clean_failure(run_cli("a cat", "--device", "cuda", "--out", out, cwd=tmp_path), "no CUDA", out)
+
+
+def test_unusable_output_folders(tmp_path, tiny_files):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = run_cli("a cat", *tiny_args(tiny_files, blocker / "sub"), cwd=tmp_path)
+    assert_clean_failure(result, "is a file, not a folder", blocker / "sub")
+    unwritable = Path("/proc/clipdraw-out")   # not writable, even by root
+    result = run_cli("a cat", *tiny_args(tiny_files, unwritable), cwd=tmp_path)
+    assert_clean_failure(result, "not writable", tmp_path / "never")
+
+
+@pytest.mark.parametrize("damage", ["truncated-decoder", "garbage-clip", "clip-as-decoder", "decoder-as-clip"])
+def test_bad_weight_files(tmp_path, tiny_files, damage):
+    decoder, clip = tiny_files["decoder"], tiny_files["clip"]
+    if damage == "truncated-decoder":
+        decoder = tmp_path / "decoder.pkl"
+        decoder.write_bytes(tiny_files["decoder"].read_bytes()[:5000])
+    elif damage == "garbage-clip":
+        clip = tmp_path / "clip.pt"
+        clip.write_bytes(os.urandom(10000))
+    elif damage == "clip-as-decoder":
+        decoder = tiny_files["clip"]
+    else:
+        clip = tiny_files["decoder"]
+    out = tmp_path / "out"
+    result = run_cli("a cat", "--clip-model", clip, "--decoder", decoder, "--out", out, "--size", 32,
+                     "--device", "cpu", cwd=tmp_path)
+    assert_clean_failure(result, "cannot read" if damage != "clip-as-decoder" else "not a dall_e Decoder", out)
+
+
+def png_text(path: Path) -> dict:
+    with Image.open(path) as image:
+        image.load()
+        return dict(image.text)
+
+
+def test_a_run_writes_frames_gif_and_run_json(tmp_path, tiny_files):
+    out = tmp_path / "out"
+    result = run_cli("A red apple!|blurry:-0.5", *tiny_args(tiny_files, out, "--iters", 7, "--save-every", 3,
+                                                             "--seed", 5), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    run_dir = out / "a-red-apple-blurry-0-5-5"
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "final.png", "frame_000003.png", "frame_000006.png", "frame_000007.png", "progress.gif", "run.json"]
+    with Image.open(run_dir / "progress.gif") as gif:
+        assert gif.n_frames == 3 and gif.size == (32, 32)
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["seed"] == 5 == record["settings"]["seed"]
+    assert record["settings"]["iters"] == 7 and record["settings"]["cutn"] == 2
+    assert [f["iteration"] for f in record["frames"]] == [3, 6, 7]
+    assert all(-1 <= f["similarity"] <= 1 for f in record["frames"])
+    assert record["seconds_per_iteration"] > 0 and record["iterations_done"] == 7
+    assert record["versions"]["torch"] == metadata.version("torch") and record["versions"]["DALL-E"] == "0.1"
+    assert record["models"]["decoder"]["vocab_size"] == 512 and record["models"]["clip"]["input_resolution"] == 32
+    assert record["prompts"] == [{"text": "A red apple!", "weight": 1.0}, {"text": "blurry", "weight": -0.5}]
+    text = png_text(run_dir / "final.png")
+    assert text["prompt"] == "A red apple!|blurry:-0.5" and text["seed"] == "5" and text["iteration"] == "7"
+    assert json.loads(text["settings"])["size"] == 32
+    assert str(run_dir / "final.png") in result.stdout
+
+    again = run_cli("A red apple!|blurry:-0.5", *tiny_args(tiny_files, out, "--iters", 7, "--save-every", 3,
+                                                            "--seed", 5, "--no-gif"), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    second = out / "a-red-apple-blurry-0-5-5-2"     # never overwrites the first run
+    assert not (second / "progress.gif").exists()
+    first_pixels = np.asarray(Image.open(run_dir / "final.png"))
+    assert np.array_equal(first_pixels, np.asarray(Image.open(second / "final.png")))   # bit-identical on CPU
+
+
+def test_ctrl_c_keeps_frames_and_writes_the_gif(tmp_path, tiny_files):
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "clipdraw", "a long run", *map(str, tiny_args(
+        tiny_files, out, "--iters", 100000, "--save-every", 2, "--seed", 1))]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "CLIPDRAW_CACHE": str(tmp_path / "cache")})
+    run_dir = out / "a-long-run-1"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(run_dir.glob("frame_*.png"))) < 2:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "interrupted at iteration" in stderr
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["interrupted"] is True and 4 <= record["iterations_done"] < 100000
+    with Image.open(run_dir / "progress.gif") as gif:
+        assert gif.n_frames == len(record["frames"]) >= 2
+    assert not list(run_dir.glob(".*"))   # no temporary files left
+
+
+def test_checkout_entry_point_and_help(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "cli.py"), "--help"], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=60)
+    assert result.returncode == 0 and "generate" in result.stdout
+    result = subprocess.run([sys.executable, str(ROOT / "cli.py"), "generate", "--help"], capture_output=True,
+                            text=True, cwd=tmp_path, timeout=60)
+    for option in ("--iters", "--seed", "--out", "--save-every", "--cutn", "--lr", "--size", "--device",
+                   "--clip-model", "--decoder", "--gif / --no-gif", "--offline"):
+        assert option in result.stdout
