@@ -445,6 +445,22 @@ def _child_argv(args, path: str, result_file: str) -> list:
     return argv
 
 
+def _cpu_busy_fraction(seconds: float = 1.0):
+    """Share of all cores busy over ``seconds`` (from /proc/stat), before the benchmark starts; None if unknown."""
+    def sample():
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        idle = values[3] + (values[4] if len(values) > 4 else 0)   # idle + iowait
+        return sum(values), idle
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return 1 - (idle1 - idle0) / max(total1 - total0, 1)
+
+
 def _gib(n) -> str:
     return "n/a" if n is None else f"{n / 2**30:.2f} GiB"
 
@@ -458,6 +474,10 @@ def main(argv=None) -> int:
         return 0
 
     paths = PATHS + ((CHECK_PATH,) if args.check_generate else ())
+    busy = _cpu_busy_fraction()
+    if busy is not None and busy > 0.15:
+        print(f"warning: the CPU is {busy:.0%} busy with other work before starting: it competes with the "
+              f"benchmark and will inflate and scatter the timings", file=sys.stderr)
     results = {}
     with tempfile.TemporaryDirectory(prefix="step_benchmark.") as tmp:
         for path in paths:
@@ -499,7 +519,7 @@ def main(argv=None) -> int:
         report = {
             "config": {k: getattr(args, k) for k in ("size", "cutn", "clip", "vocab", "relaxation",
                                                       "steps", "warmup", "device", "threads")},
-            "environment": env,
+            "environment": {**env, "cpu_busy_before_start": busy},
             "results": results,
             "speedup": speedup,
         }

@@ -168,7 +168,8 @@ def generate(models: Models, prompt: str, config: Optional[GenerationConfig] = N
         raise ClipdrawError(f"size must be a multiple of {decoder.upsample_factor} for this decoder, got {config.size}")
     grid = config.size // decoder.upsample_factor
 
-    cuda_devices = [device] if device.type == "cuda" else []
+    cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda_devices):   # leave the caller's RNG state untouched
         torch.manual_seed(config.seed)
         generator = torch.Generator(device=device).manual_seed(config.seed)
