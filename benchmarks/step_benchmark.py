@@ -10,9 +10,8 @@ published dims, float32; no pretrained weights are needed, timing does not depen
 the same kornia augmentations (clipdraw's defaults) and the same Gumbel (or softmax)
 relaxation. The randomness itself differs between paths; the amount of work does not.
 
-* ``clipdraw``: the step exactly as ``clipdraw.optimize.generate`` runs it, rebuilt from
-  clipdraw's own pieces (``relax``, ``Cutouts``, ``ClipModel.encode_image``, ``prompt_loss``,
-  Adam) around models wrapped in ``DVAEDecoder`` / ``ClipModel`` (both frozen).
+* ``clipdraw``: ``clipdraw.optimize.Optimization.step``, the very step ``generate()`` runs,
+  around models wrapped in ``DVAEDecoder`` / ``ClipModel`` (both frozen).
 * ``notebook``: a faithful re-implementation of the widely copied notebook loop: a latent
   Parameter of shape (1, vocab, g*g) put through ``gumbel_softmax`` over its last (spatial)
   axis and ``.view``-ed to (1, vocab, g, g); dall_e's ``Decoder`` called directly (its
@@ -22,10 +21,6 @@ relaxation. The randomness itself differs between paths; the amount of work does
   the augmentations; torchvision-style normalisation; ``encode_image`` with CLIP's
   parameters NOT frozen (so backward also computes, and accumulates, weight gradients for
   CLIP and the decoder); loss ``10 * -cosine_similarity(...).mean()``; Adam on the latent.
-* ``clipdraw-generate`` (only with ``--check-generate``): the real ``generate()`` loop,
-  timed per step by swapping the progress bar for a timestamping iterator; it checks that
-  the ``clipdraw`` row measures what the real loop does.
-
 Each path runs in its own fresh subprocess (this script re-invoked with a hidden
 ``--only``), so peak memory is per path. Per step: ``time.perf_counter`` around the step,
 with ``torch.cuda.synchronize`` on CUDA. ``--warmup`` steps run first and are not timed.
@@ -39,7 +34,6 @@ How to run
     python benchmarks/step_benchmark.py                          # 256 px, cutn 8, ViT-B/32, 5 steps
     python benchmarks/step_benchmark.py --size 128 --cutn 4 --steps 2   # quick check
     python benchmarks/step_benchmark.py --device cuda --cutn 32 --json results.json
-    python benchmarks/step_benchmark.py --check-generate          # also time generate() itself
 
 How to read the ratio
 ---------------------
@@ -78,7 +72,6 @@ CLIP_DIMS = {
                      vision_patch_size=14, **{**_TEXT, "transformer_width": 768, "transformer_heads": 12}),
 }
 PATHS = ("clipdraw", "notebook")
-CHECK_PATH = "clipdraw-generate"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -95,10 +88,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before timing")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
-    parser.add_argument("--check-generate", action="store_true",
-                        help="also time clipdraw's real generate() loop per step (a third subprocess)")
     parser.add_argument("--json", metavar="PATH", help="also write the results to this JSON file")
-    parser.add_argument("--only", choices=PATHS + (CHECK_PATH,), help=argparse.SUPPRESS)
+    parser.add_argument("--only", choices=PATHS, help=argparse.SUPPRESS)
     parser.add_argument("--result-file", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.size <= 0 or args.size % 8:
@@ -234,89 +225,22 @@ def _clipdraw_models(args, device):
 
 
 def clipdraw_step(args, device):
-    """The body of generate()'s loop, set up as generate() sets it up, from clipdraw's own pieces."""
+    """generate()'s own step: an Optimization built as generate() builds it."""
     import torch
-    from clipdraw.augment import Cutouts
-    from clipdraw.optimize import prompt_loss, relax
+    from clipdraw.optimize import Optimization
     from clipdraw.prompts import parse_prompts
 
     models = _clipdraw_models(args, device)
     config = _clipdraw_config(args, args.warmup + args.steps)
-    decoder, clip = models.decoder, models.clip
-    prompts = parse_prompts(PROMPT)
-    grid = config.size // decoder.upsample_factor
-
     torch.manual_seed(config.seed)
-    generator = torch.Generator(device=device).manual_seed(config.seed)
-    text_embeds = clip.encode_text([p.text for p in prompts])
-    weights = torch.tensor([p.weight for p in prompts], device=device)
-    logits = (torch.randn(1, decoder.vocab_size, grid, grid, generator=generator, device=device)
-              * config.init_std).requires_grad_(True)
-    optimizer = torch.optim.Adam([logits], lr=config.lr)
-    schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.iters)
-                if config.lr_schedule == "cosine" else None)
-    cutouts = Cutouts(clip.input_resolution, config.cutn, config.cut_min_scale, config.augmentations).to(device)
-    losses, similarities = [], []
+    run = Optimization(models, parse_prompts(PROMPT), config)
 
     def step(i: int) -> None:
-        tokens = relax(logits, config, i - 1, generator)
-        image = decoder(tokens)
-        embeds = clip.encode_image(cutouts(image))
-        loss, similarity = prompt_loss(embeds, text_embeds, weights, config.loss)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if schedule is not None:
-            schedule.step()
-        losses.append(loss.detach())
-        similarities.append(similarity.detach())
+        _, similarity = run.step(i)
         if i % 10 == 0 or i == 1:   # generate() reads the value for its progress bar
             similarity.item()
 
     return step
-
-
-def time_generate(args, device, probe: MemoryProbe):
-    """Time the real generate() per step: its progress bar is replaced by a timestamping iterator.
-
-    generate() runs warmup + steps + 1 iterations; the last one also takes the final snapshot,
-    so it is left out.
-    """
-    import clipdraw.optimize as optimize
-
-    models = _clipdraw_models(args, device)
-    timed = args.warmup + args.steps
-    config = _clipdraw_config(args, timed + 1)
-    stamps, peaks = [], []
-
-    class StampingBar:
-        def __init__(self, iterable, **_):
-            self.iterable = iterable
-
-        def __iter__(self):
-            for n, item in enumerate(self.iterable):
-                _sync(device)
-                if n == 0:
-                    probe.reset()   # setup (text encoding, latents, optimizer) is done
-                if n == timed:
-                    peaks.append(probe.peak())
-                stamps.append(time.perf_counter())
-                yield item
-
-        def set_postfix(self, *_, **__):
-            pass
-
-        def close(self):
-            pass
-
-    original = optimize.tqdm
-    optimize.tqdm = StampingBar
-    try:
-        optimize.generate(models, PROMPT, config, progress=False)
-    finally:
-        optimize.tqdm = original
-    per_step = [b - a for a, b in zip(stamps, stamps[1:])]   # step n = stamps[n] - stamps[n-1]
-    return per_step[args.warmup:timed], peaks[0]
 
 
 # --------------------------------------------------------------------------- the notebook
@@ -326,7 +250,8 @@ def notebook_step(args, device):
     """The DALL-E dVAE + CLIP notebook's loop, written as the notebooks write it."""
     import torch
     import torch.nn.functional as F
-    from clipdraw.augment import DEFAULT_AUGMENTATIONS, build_augmentations
+    from clipdraw.augment import build_augmentations
+    from clipdraw.config import DEFAULT_AUGMENTATIONS
     from clipdraw.models import CLIP_MEAN, CLIP_STD
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
@@ -406,14 +331,12 @@ def run_path(args) -> dict:
 
     probe = MemoryProbe(device)
     setup_start = time.perf_counter()
-    if args.only == CHECK_PATH:
-        times, peak = time_generate(args, device, probe)
-    else:
-        step = clipdraw_step(args, device) if args.only == "clipdraw" else notebook_step(args, device)
-        setup_seconds = time.perf_counter() - setup_start
-        times, peak = _time_steps(step, device, args.warmup, args.steps, probe)
+    step = clipdraw_step(args, device) if args.only == "clipdraw" else notebook_step(args, device)
+    result_setup_s = time.perf_counter() - setup_start
+    times, peak = _time_steps(step, device, args.warmup, args.steps, probe)
     result = {
         "path": args.only,
+        "setup_s": result_setup_s,
         "times_s": times,
         "median_s": statistics.median(times),
         "min_s": min(times),
@@ -427,8 +350,6 @@ def run_path(args) -> dict:
             "python": platform.python_version(),
         },
     }
-    if args.only != CHECK_PATH:
-        result["setup_s"] = setup_seconds
     return result
 
 
@@ -473,7 +394,7 @@ def main(argv=None) -> int:
             json.dump(result, f)
         return 0
 
-    paths = PATHS + ((CHECK_PATH,) if args.check_generate else ())
+    paths = PATHS
     busy = _cpu_busy_fraction()
     if busy is not None and busy > 0.15:
         print(f"warning: the CPU is {busy:.0%} busy with other work before starting: it competes with the "
@@ -510,9 +431,6 @@ def main(argv=None) -> int:
         print(f"{path:<18} {r['median_s']:>13.3f} {r['min_s']:>11.3f} {_gib(r['memory_peak_bytes']):>11} "
               f"{_gib(r['memory_after_setup_bytes']):>12} {_gib(extra):>11}")
     print()
-    if args.check_generate:
-        check = results[CHECK_PATH]["median_s"] / results["clipdraw"]["median_s"]
-        print(f"generate() / reproduced clipdraw step (median): {check:.2f}x (close to 1 = the row above is faithful)")
     print(f"speedup: {speedup:.2f}x  (notebook median / clipdraw median; > 1 means clipdraw is faster)")
 
     if args.json:

@@ -3,13 +3,12 @@ favours what is in the picture rather than adversarial pixel patterns."""
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterable, Tuple
+from typing import Callable, Dict, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ClipdrawError
 
 
 def _kornia():
@@ -17,7 +16,7 @@ def _kornia():
     return K
 
 
-# Each entry builds one kornia module; they compose in the order given.
+# Each entry builds one kornia module; they compose in the order given. Names: config.AUGMENTATION_NAMES.
 AUGMENTATIONS: Dict[str, Callable[[], nn.Module]] = {
     "affine": lambda: _kornia().RandomAffine(degrees=15, translate=(0.1, 0.1), p=0.7, padding_mode="border"),
     "perspective": lambda: _kornia().RandomPerspective(distortion_scale=0.4, p=0.7),
@@ -25,19 +24,6 @@ AUGMENTATIONS: Dict[str, Callable[[], nn.Module]] = {
     "noise": lambda: _kornia().RandomGaussianNoise(std=0.05, p=0.5),
     "flip": lambda: _kornia().RandomHorizontalFlip(p=0.5),
 }
-DEFAULT_AUGMENTATIONS: Tuple[str, ...] = ("affine", "perspective", "jitter", "noise")
-
-
-def parse_augmentations(spec: str | Iterable[str]) -> Tuple[str, ...]:
-    """``"affine,noise"`` -> ("affine", "noise"); ``"none"`` or ``""`` -> ()."""
-    names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else [s.strip() for s in spec]
-    names = [n for n in names if n and n != "none"]
-    unknown = [n for n in names if n not in AUGMENTATIONS]
-    if unknown:
-        raise ClipdrawError(f"unknown augmentation {unknown[0]!r}: expected some of {', '.join(AUGMENTATIONS)} or none")
-    return tuple(dict.fromkeys(names))
-
-
 def build_augmentations(names: Iterable[str]) -> nn.Module:
     names = tuple(names)
     return nn.Sequential(*(AUGMENTATIONS[n]() for n in names)) if names else nn.Identity()

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import random
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import List, Optional
 
 import click
 
+from .config import DEFAULT_AUGMENTATIONS, LOSSES, LR_SCHEDULES, RELAXATIONS, GenerationConfig
 from .errors import ClipdrawError
 
 EXIT_USAGE = 2
+DEFAULTS = {f.name: f.default for f in fields(GenerationConfig)}   # one source for API and CLI defaults
 EXIT_INTERRUPTED = 130
 
 
@@ -43,23 +45,23 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("prompt")
-@click.option("--iters", type=click.IntRange(min=1), default=1000, show_default=True, help="Optimization steps.")
+@click.option("--iters", type=click.IntRange(min=1), default=DEFAULTS["iters"], show_default=True, help="Optimization steps.")
 @click.option("--seed", type=int, default=None, help="Random seed (default: a random one, recorded in run.json).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("outputs"), show_default=True,
               help="Folder that receives one sub-folder per run.")
-@click.option("--save-every", type=click.IntRange(min=1), default=50, show_default=True,
+@click.option("--save-every", type=click.IntRange(min=1), default=DEFAULTS["save_every"], show_default=True,
               help="Save a frame every K iterations.")
-@click.option("--cutn", type=click.IntRange(min=1), default=32, show_default=True, help="Cutouts per step.")
-@click.option("--lr", type=float, default=0.1, show_default=True, help="Adam learning rate.")
-@click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default="constant", show_default=True)
-@click.option("--size", type=click.IntRange(min=1), default=256, show_default=True,
+@click.option("--cutn", type=click.IntRange(min=1), default=DEFAULTS["cutn"], show_default=True, help="Cutouts per step.")
+@click.option("--lr", type=float, default=DEFAULTS["lr"], show_default=True, help="Adam learning rate.")
+@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=DEFAULTS["lr_schedule"], show_default=True)
+@click.option("--size", type=click.IntRange(min=1), default=DEFAULTS["size"], show_default=True,
               help="Image side in pixels (multiple of 8).")
-@click.option("--relaxation", type=click.Choice(["softmax", "gumbel", "straight-through"]), default="softmax",
+@click.option("--relaxation", type=click.Choice(RELAXATIONS), default=DEFAULTS["relaxation"],
               show_default=True, help="How latent logits become token probabilities.")
-@click.option("--tau", type=float, default=1.0, show_default=True, help="Temperature (gumbel: start of the schedule).")
-@click.option("--tau-end", type=float, default=0.1, show_default=True, help="Gumbel temperature at the last step.")
-@click.option("--loss", type=click.Choice(["cosine", "spherical"]), default="cosine", show_default=True)
-@click.option("--augs", default="affine,perspective,jitter,noise", show_default=True,
+@click.option("--tau", type=float, default=DEFAULTS["tau"], show_default=True, help="Temperature (gumbel: start of the schedule).")
+@click.option("--tau-end", type=float, default=DEFAULTS["tau_end"], show_default=True, help="Gumbel temperature at the last step.")
+@click.option("--loss", type=click.Choice(LOSSES), default=DEFAULTS["loss"], show_default=True)
+@click.option("--augs", default=",".join(DEFAULT_AUGMENTATIONS), show_default=True,
               help="Augmentations of the cutouts: some of affine,perspective,jitter,noise,flip, or none.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--clip-model", default="ViT-B/32", show_default=True, help="CLIP model name or checkpoint path.")
@@ -77,19 +79,19 @@ def generate(prompt: str, iters: int, seed: Optional[int], out: Path, save_every
     """
     from .prompts import parse_prompts
 
-    parse_prompts(prompt)   # cheap checks first: nothing is loaded or written for a bad command
-    # Imported here so that --help and a bad prompt answer without loading torch.
-    from .device import resolve_device
-    from .models import load_models
-    from .optimize import GenerationConfig, generate as run_generation
-    from .outputs import RunWriter, check_output_root, make_run_dir, mp4_available
-
+    # Cheap checks first, before torch is even imported: nothing is loaded or written for a bad command.
+    parse_prompts(prompt)
     if seed is None:
         seed = random.randrange(2**31)
-
     config = GenerationConfig(iters=iters, seed=seed, size=size, cutn=cutn, lr=lr, lr_schedule=lr_schedule,
                               relaxation=relaxation, tau=tau, tau_end=tau_end, loss=loss, augmentations=augs,
                               save_every=save_every)
+
+    from .device import resolve_device
+    from .models import load_models
+    from .optimize import generate as run_generation
+    from .outputs import RunWriter, check_output_root, make_run_dir, mp4_available
+
     target = resolve_device(device)
     check_output_root(out)
     if mp4 and not mp4_available():

@@ -9,7 +9,6 @@ outputs written elsewhere (outputs.py).
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, List, Optional, Tuple
@@ -20,53 +19,11 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .augment import DEFAULT_AUGMENTATIONS, Cutouts, parse_augmentations
+from .augment import Cutouts
+from .config import GenerationConfig
 from .errors import ClipdrawError
 from .models import Models
 from .prompts import Prompt, parse_prompts
-
-RELAXATIONS = ("softmax", "gumbel", "straight-through")
-LOSSES = ("cosine", "spherical")
-LR_SCHEDULES = ("constant", "cosine")
-
-
-@dataclass
-class GenerationConfig:
-    """Every setting of one optimization run (recorded whole in run.json)."""
-
-    iters: int = 1000
-    seed: int = 0
-    size: int = 256                 # output side in pixels; the latent grid is size / 8
-    cutn: int = 32                  # cutouts scored by CLIP per step
-    lr: float = 0.1
-    lr_schedule: str = "constant"   # or "cosine" decay to 0
-    relaxation: str = "softmax"     # over the vocabulary axis
-    tau: float = 1.0                # softmax temperature; gumbel anneals tau -> tau_end
-    tau_end: float = 0.1
-    loss: str = "cosine"            # or "spherical" (great-circle distance squared)
-    augmentations: Tuple[str, ...] = DEFAULT_AUGMENTATIONS
-    cut_min_scale: float = 0.5
-    init_std: float = 1.0           # std of the initial logits
-    save_every: int = 50
-
-    def __post_init__(self):
-        self.augmentations = parse_augmentations(self.augmentations)
-        for name in ("iters", "cutn", "size", "save_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ClipdrawError(f"{name.replace('_', '-')} must be a positive whole number, got {value!r}")
-        if self.size % 8:
-            raise ClipdrawError(f"size must be a multiple of 8 (the dVAE decoder upsamples 8x), got {self.size}")
-        if not self.lr > 0:
-            raise ClipdrawError(f"lr must be positive, got {self.lr}")
-        if not (self.tau > 0 and self.tau_end > 0):
-            raise ClipdrawError("tau and tau-end must be positive")
-        if not 0 < self.cut_min_scale <= 1:
-            raise ClipdrawError(f"cut-min-scale must lie in (0, 1], got {self.cut_min_scale}")
-        for name, allowed in (("relaxation", RELAXATIONS), ("loss", LOSSES), ("lr_schedule", LR_SCHEDULES)):
-            if getattr(self, name) not in allowed:
-                raise ClipdrawError(f"unknown {name.replace('_', '-')} {getattr(self, name)!r}: expected one of {', '.join(allowed)}")
-
 
 @dataclass
 class Frame:
@@ -154,6 +111,50 @@ def to_pil(image: torch.Tensor) -> Image.Image:
 # --------------------------------------------------------------------------- the loop
 
 
+class Optimization:
+    """One image being optimized: its latent logits, their Adam state, and the frozen models
+    that score them. Build it after seeding: it draws the initial latents."""
+
+    def __init__(self, models: Models, prompts: List[Prompt], config: GenerationConfig):
+        decoder, clip, device = models.decoder, models.clip, models.device
+        if config.size % decoder.upsample_factor:
+            raise ClipdrawError(f"size must be a multiple of {decoder.upsample_factor} for this decoder, "
+                                f"got {config.size}")
+        grid = config.size // decoder.upsample_factor
+        self.models, self.config = models, config
+        self.generator = torch.Generator(device=device).manual_seed(config.seed)
+        self.text_embeds = clip.encode_text([p.text for p in prompts])            # once per run
+        self.weights = torch.tensor([p.weight for p in prompts], device=device)
+        self.logits = (torch.randn(1, decoder.vocab_size, grid, grid, generator=self.generator, device=device)
+                       * config.init_std).requires_grad_(True)
+        self.optimizer = torch.optim.Adam([self.logits], lr=config.lr)
+        self.schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, config.iters)
+                         if config.lr_schedule == "cosine" else None)
+        self.cutouts = Cutouts(clip.input_resolution, config.cutn, config.cut_min_scale,
+                               config.augmentations).to(device)
+
+    def step(self, step: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """One iteration (1-based); returns (loss, similarity) as device tensors, unsynchronised."""
+        tokens = relax(self.logits, self.config, step - 1, self.generator)      # latents -> tokens
+        image = self.models.decoder(tokens)                                      # tokens -> image
+        embeds = self.models.clip.encode_image(self.cutouts(image))              # views -> CLIP
+        loss, similarity = prompt_loss(embeds, self.text_embeds, self.weights, self.config.loss)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.schedule is not None:
+            self.schedule.step()
+        return loss.detach(), similarity.detach()
+
+    @torch.no_grad()
+    def snapshot(self, step: int) -> Frame:
+        """The current image without sampling noise, and CLIP's similarity of the whole of it."""
+        image = self.models.decoder(relax(self.logits, self.config, step, self.generator, noisy=False))
+        cos = (self.models.clip.encode_image(image) @ self.text_embeds.T)[0]
+        positive = self.weights.clamp(min=0)
+        return Frame(step, to_pil(image[0]), float((cos * positive).sum() / positive.sum()))
+
+
 def generate(models: Models, prompt: str, config: Optional[GenerationConfig] = None,
              on_frame: Optional[Callable[[Frame], None]] = None, progress: bool = True) -> GenerationResult:
     """Optimize one image for ``prompt``; call ``on_frame`` every ``save_every`` iterations.
@@ -163,73 +164,44 @@ def generate(models: Models, prompt: str, config: Optional[GenerationConfig] = N
     """
     config = config or GenerationConfig()
     prompts = parse_prompts(prompt)
-    decoder, clip, device = models.decoder, models.clip, models.device
-    if config.size % decoder.upsample_factor:
-        raise ClipdrawError(f"size must be a multiple of {decoder.upsample_factor} for this decoder, got {config.size}")
-    grid = config.size // decoder.upsample_factor
-
+    device = models.device
     cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()] \
         if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda_devices):   # leave the caller's RNG state untouched
         torch.manual_seed(config.seed)
-        generator = torch.Generator(device=device).manual_seed(config.seed)
-
-        text_embeds = clip.encode_text([p.text for p in prompts])               # once per run
-        weights = torch.tensor([p.weight for p in prompts], device=device)
-        logits = (torch.randn(1, decoder.vocab_size, grid, grid, generator=generator, device=device)
-                  * config.init_std).requires_grad_(True)
-        optimizer = torch.optim.Adam([logits], lr=config.lr)
-        schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.iters)
-                    if config.lr_schedule == "cosine" else None)
-        cutouts = Cutouts(clip.input_resolution, config.cutn, config.cut_min_scale, config.augmentations).to(device)
-
-        @torch.no_grad()
-        def snapshot(step: int) -> Frame:
-            image = decoder(relax(logits, config, step, generator, noisy=False))
-            similarity = (clip.encode_image(image) @ text_embeds.T)[0]
-            positive = weights.clamp(min=0)
-            return Frame(step, to_pil(image[0]), float((similarity * positive).sum() / positive.sum()))
-
+        run = Optimization(models, prompts, config)
         frames: List[Frame] = []
         losses, similarities = [], []
-        interrupted, step = False, 0
+
+        def keep(frame: Frame) -> None:
+            frames.append(frame)
+            if on_frame:
+                on_frame(frame)
+
+        interrupted = False
         start = time.perf_counter()
         bar = tqdm(range(1, config.iters + 1), desc="optimizing", unit="it", disable=not progress,
                    dynamic_ncols=True, leave=True)
         try:
             for step in bar:
-                tokens = relax(logits, config, step - 1, generator)            # latents -> tokens
-                image = decoder(tokens)                                         # tokens -> image
-                embeds = clip.encode_image(cutouts(image))                      # views -> CLIP
-                loss, similarity = prompt_loss(embeds, text_embeds, weights, config.loss)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                if schedule is not None:
-                    schedule.step()
-                losses.append(loss.detach())
-                similarities.append(similarity.detach())
+                loss, similarity = run.step(step)
+                losses.append(loss)
+                similarities.append(similarity)
                 if step % 10 == 0 or step == 1:   # reading the value syncs the device: not every step
                     bar.set_postfix(similarity=f"{similarity.item():.4f}")
                 if step % config.save_every == 0 or step == config.iters:
-                    frames.append(snapshot(step))
-                    if on_frame:
-                        on_frame(frames[-1])
+                    keep(run.snapshot(step))
         except KeyboardInterrupt:
             interrupted = True
-            step = len(losses)
         finally:
             bar.close()
         seconds = time.perf_counter() - start
-        if step and (not frames or frames[-1].iteration != step):
-            frames.append(snapshot(step))
-            if on_frame:
-                on_frame(frames[-1])
-        if not frames:   # interrupted before the first step finished
-            frames.append(snapshot(0))
+        done = len(losses)
+        if not frames or frames[-1].iteration != done:   # what an interruption left unsaved
+            keep(run.snapshot(done))
 
     return GenerationResult(
         prompt=prompt, prompts=prompts, config=config, image=frames[-1].image, frames=frames,
-        losses=[float(x) for x in torch.stack(losses).tolist()] if losses else [],
-        similarities=[float(x) for x in torch.stack(similarities).tolist()] if similarities else [],
-        iterations_done=len(losses), seconds=seconds, interrupted=interrupted, latents=logits.detach())
+        losses=torch.stack(losses).tolist() if losses else [],
+        similarities=torch.stack(similarities).tolist() if similarities else [],
+        iterations_done=done, seconds=seconds, interrupted=interrupted, latents=run.logits.detach())

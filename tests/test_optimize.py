@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from clipdraw import ClipdrawError, GenerationConfig, generate
-from clipdraw.augment import Cutouts, parse_augmentations
+from clipdraw.augment import AUGMENTATIONS, Cutouts
+from clipdraw.config import AUGMENTATION_NAMES, parse_augmentations
 from clipdraw.optimize import prompt_loss, relax
 from clipdraw.prompts import Prompt, parse_prompts
 
@@ -88,6 +89,7 @@ def test_cutouts_without_augmentation_are_resized_crops():
     with pytest.raises(ClipdrawError, match="unknown augmentation 'blur'"):
         parse_augmentations("affine,blur")
     assert parse_augmentations("none") == ()
+    assert tuple(AUGMENTATIONS) == AUGMENTATION_NAMES   # the torch-free list of names matches the builders
 
 
 def test_loss_falls_and_similarity_rises(tiny_models_cpu):
