@@ -8,6 +8,7 @@ OpenAI's decoder.pkl is, in torch's zip format or the legacy one.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -35,8 +36,10 @@ def save_tiny_clip(path: Path, seed: int = 0, torchscript: bool = False) -> Path
         image = torch.rand(1, 3, res, res)
         text = torch.zeros(1, TINY_CLIP["context_length"], dtype=torch.long)
         text[0, :3] = torch.tensor([49406, 320, 49407])
-        traced = torch.jit.trace(model, (image, text), check_trace=False)
-        torch.jit.save(traced, str(path))
+        with warnings.catch_warnings():   # TorchScript is deprecated, but it is the published format
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(model, (image, text), check_trace=False)
+            torch.jit.save(traced, str(path))
     else:
         torch.save(model.state_dict(), path)
     return path
