@@ -1,0 +1,191 @@
+"""A procedural image-caption world small enough to train every piece of DALL-E on a CPU.
+
+Images are 64x64 flat-coloured shapes on a plain background; captions come from varied
+templates. Every scene is a pure function of (seed, index, split), so the dataset needs no
+storage and is identical on every machine. Some colour-shape pairs are held out of
+training entirely, to test whether models compose attributes they saw only apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+IMAGE_SIZE = 64
+BACKGROUND = (240, 240, 240)
+COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (230, 200, 30)}
+SHAPES = ("circle", "square", "triangle")
+SIZES = {"small": 14, "large": 26}          # side of the shape's bounding box, in pixels
+POSITIONS = ("left", "right", "top", "bottom")
+RELATIONS = ("above", "below", "left of", "right of")
+COUNT_WORDS = {1: "one", 2: "two", 3: "three"}
+PLURALS = {"circle": "circles", "square": "squares", "triangle": "triangles"}
+
+# Never in training: the composition test asks for these pairs, seen only as separate attributes.
+HELDOUT_PAIRS = frozenset({("yellow", "circle"), ("green", "triangle"), ("blue", "square")})
+SCENE_KINDS = ("single", "count", "relation")
+
+
+@dataclass(frozen=True)
+class Shape:
+    shape: str
+    color: str
+    size: str
+    cx: float     # centre, in pixels
+    cy: float
+
+    @property
+    def side(self) -> int:
+        return SIZES[self.size]
+
+
+@dataclass(frozen=True)
+class Scene:
+    kind: str                        # "single", "count" or "relation"
+    objects: Tuple[Shape, ...]
+    caption: str
+    position: Optional[str] = None   # single: where the object is (left/right/top/bottom)
+    relation: Optional[str] = None   # relation: objects[0] <relation> objects[1]
+    mentions: dict = field(default_factory=dict, compare=False)  # which attributes the caption states
+
+
+def allowed_pairs(split: str) -> List[Tuple[str, str]]:
+    pairs = [(c, s) for c in COLORS for s in SHAPES]
+    if split == "train":
+        return [p for p in pairs if p not in HELDOUT_PAIRS]
+    if split == "heldout":
+        return sorted(HELDOUT_PAIRS)
+    if split == "all":
+        return pairs
+    raise ValueError(f"unknown split {split!r}: train, heldout or all")
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def _place(rng: np.random.Generator, side: int, region: Tuple[float, float, float, float]) -> Tuple[float, float]:
+    """A centre inside region (x0, y0, x1, y1 as fractions of the image) keeping the shape whole."""
+    x0, y0, x1, y1 = (v * IMAGE_SIZE for v in region)
+    half = side / 2 + 2
+    cx = rng.uniform(max(x0 + half, half), min(x1 - half, IMAGE_SIZE - half))
+    cy = rng.uniform(max(y0 + half, half), min(y1 - half, IMAGE_SIZE - half))
+    return float(cx), float(cy)
+
+
+POSITION_REGIONS = {"left": (0.0, 0.2, 0.5, 0.8), "right": (0.5, 0.2, 1.0, 0.8),
+                    "top": (0.2, 0.0, 0.8, 0.5), "bottom": (0.2, 0.5, 0.8, 1.0)}
+
+
+def _single(rng: np.random.Generator, pairs) -> Scene:
+    color, shape = pairs[rng.integers(len(pairs))]
+    size = ("small", "large")[rng.integers(2)]
+    position = POSITIONS[rng.integers(len(POSITIONS))]
+    side = SIZES[size]
+    region = POSITION_REGIONS[position] if size == "small" else {
+        "left": (0.0, 0.1, 0.55, 0.9), "right": (0.45, 0.1, 1.0, 0.9),
+        "top": (0.1, 0.0, 0.9, 0.55), "bottom": (0.1, 0.45, 0.9, 1.0)}[position]
+    obj = Shape(shape, color, size, *_place(rng, side, region))
+    templates = [
+        ("{a} {color} {shape}", {"color", "shape"}),
+        ("{a} {size} {color} {shape}", {"size", "color", "shape"}),
+        ("one {color} {shape}", {"color", "shape", "count"}),
+        ("{a} {color} {shape} on the {position}", {"color", "shape", "position"}),
+        ("a photo of {a} {size} {color} {shape} on the {position}", {"size", "color", "shape", "position"}),
+        ("a drawing of {a} {color} {shape}", {"color", "shape"}),
+        ("{a} {size} {color} {shape} at the {position}", {"size", "color", "shape", "position"}),
+    ]
+    template, mentioned = templates[rng.integers(len(templates))]
+    words = {"color": color, "shape": shape, "size": size, "position": position}
+    next_word = template.split("{a} ", 1)[1].split()[0].strip("{}") if "{a}" in template else "color"
+    caption = template.format(a=_article(words[next_word]), **words)
+    mentions = {k: (1 if k == "count" else words[k]) for k in mentioned}
+    return Scene("single", (obj,), caption, position=position, mentions=mentions)
+
+
+def _count(rng: np.random.Generator, pairs) -> Scene:
+    color, shape = pairs[rng.integers(len(pairs))]
+    n = int(rng.integers(2, 4))
+    objects: List[Shape] = []
+    side = SIZES["small"]
+    while len(objects) < n:   # rejection sampling: no overlaps
+        cx, cy = _place(rng, side, (0, 0, 1, 1))
+        if all(abs(cx - o.cx) > side + 4 or abs(cy - o.cy) > side + 4 for o in objects):
+            objects.append(Shape(shape, color, "small", cx, cy))
+    caption = [f"{COUNT_WORDS[n]} {color} {PLURALS[shape]}", f"a photo of {COUNT_WORDS[n]} {color} {PLURALS[shape]}",
+               f"{COUNT_WORDS[n]} {PLURALS[shape]}, all {color}"][rng.integers(3)]
+    return Scene("count", tuple(objects), caption, mentions={"color": color, "shape": shape, "count": n})
+
+
+def _relation(rng: np.random.Generator, pairs) -> Scene:
+    first = pairs[rng.integers(len(pairs))]
+    second = pairs[rng.integers(len(pairs))]
+    while second == first:
+        second = pairs[rng.integers(len(pairs))]
+    relation = RELATIONS[rng.integers(len(RELATIONS))]
+    side = SIZES["small"]
+    # Object A goes in one half, B in the other, along the relation's axis.
+    halves = {"above": ((0.1, 0.0, 0.9, 0.5), (0.1, 0.5, 0.9, 1.0)),
+              "below": ((0.1, 0.5, 0.9, 1.0), (0.1, 0.0, 0.9, 0.5)),
+              "left of": ((0.0, 0.1, 0.5, 0.9), (0.5, 0.1, 1.0, 0.9)),
+              "right of": ((0.5, 0.1, 1.0, 0.9), (0.0, 0.1, 0.5, 0.9))}[relation]
+    a = Shape(first[1], first[0], "small", *_place(rng, side, halves[0]))
+    b = Shape(second[1], second[0], "small", *_place(rng, side, halves[1]))
+    # Keep the relation unambiguous: the main axis gap must exceed the cross-axis offset.
+    vertical = relation in ("above", "below")
+    gap = abs(a.cy - b.cy) if vertical else abs(a.cx - b.cx)
+    if gap < side + 4:
+        return _relation(rng, pairs)
+    text_a, text_b = f"{first[0]} {first[1]}", f"{second[0]} {second[1]}"
+    caption = [f"a {text_a} {relation} a {text_b}", f"a photo of a {text_a} {relation} a {text_b}",
+               f"{_article(first[0])} {text_a} is {relation} {_article(second[0])} {text_b}"][rng.integers(3)]
+    return Scene("relation", (a, b), caption, relation=relation,
+                 mentions={"relation": relation})
+
+
+def scene_at(index: int, seed: int = 0, split: str = "train", kind: Optional[str] = None) -> Scene:
+    """The scene at ``index``: a pure function of its arguments."""
+    rng = np.random.default_rng([seed, index, {"train": 0, "heldout": 1, "all": 2}[split]])
+    pairs = allowed_pairs(split)
+    kind = kind or SCENE_KINDS[int(rng.choice(3, p=[0.5, 0.2, 0.3]))]
+    if split == "heldout" and kind == "relation":
+        # Held-out relations pair one held-out colour-shape with any other pair.
+        others = allowed_pairs("all")
+        scene = _relation(rng, others)
+        while not any((o.color, o.shape) in HELDOUT_PAIRS for o in scene.objects):
+            scene = _relation(rng, others)
+        return scene
+    return {"single": _single, "count": _count, "relation": _relation}[kind](rng, pairs)
+
+
+def render(scene: Scene, size: int = IMAGE_SIZE) -> np.ndarray:
+    """The scene as an (size, size, 3) uint8 array: flat colours, no anti-aliasing."""
+    image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    for obj in scene.objects:
+        half = obj.side / 2
+        box = (obj.cx - half, obj.cy - half, obj.cx + half, obj.cy + half)
+        fill = COLORS[obj.color]
+        if obj.shape == "circle":
+            draw.ellipse(box, fill=fill)
+        elif obj.shape == "square":
+            draw.rectangle(box, fill=fill)
+        else:
+            draw.polygon([(obj.cx, box[1]), (box[2], box[3]), (box[0], box[3])], fill=fill)
+    if size != IMAGE_SIZE:
+        image = image.resize((size, size), Image.NEAREST)
+    return np.asarray(image)
+
+
+def scenes(n: int, seed: int = 0, split: str = "train", kind: Optional[str] = None) -> List[Scene]:
+    return [scene_at(i, seed, split, kind) for i in range(n)]
+
+
+def image_batch(batch: Sequence[Scene]):
+    """Scenes -> float tensor (N, 3, 64, 64) in [0, 1], for training."""
+    import torch  # noqa: PLC0415
+
+    return torch.from_numpy(np.stack([render(s) for s in batch])).permute(0, 3, 1, 2).float() / 255
