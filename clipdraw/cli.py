@@ -54,8 +54,8 @@ def cli() -> None:
 @click.option("--cutn", type=click.IntRange(min=1), default=DEFAULTS["cutn"], show_default=True, help="Cutouts per step.")
 @click.option("--lr", type=float, default=DEFAULTS["lr"], show_default=True, help="Adam learning rate.")
 @click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=DEFAULTS["lr_schedule"], show_default=True)
-@click.option("--size", type=click.IntRange(min=1), default=DEFAULTS["size"], show_default=True,
-              help="Image side in pixels (multiple of 8).")
+@click.option("--size", type=click.IntRange(min=1), default=None,
+              help=f"Image side in pixels, a multiple of 8  [default: {DEFAULTS['size']}; toy: 64].")
 @click.option("--relaxation", type=click.Choice(RELAXATIONS), default=DEFAULTS["relaxation"],
               show_default=True, help="How latent logits become token probabilities.")
 @click.option("--tau", type=float, default=DEFAULTS["tau"], show_default=True, help="Temperature (gumbel: start of the schedule).")
@@ -66,13 +66,21 @@ def cli() -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--clip-model", default="ViT-B/32", show_default=True, help="CLIP model name or checkpoint path.")
 @click.option("--decoder", default="openai", show_default=True, help="dVAE decoder name or decoder.pkl path.")
+@click.option("--model", type=click.Choice(["openai", "toy"]), default="openai", show_default=True,
+              help="openai: real CLIP + dVAE (downloaded); toy: the small trained world shipped with clipdraw.")
+@click.option("--engine", type=click.Choice(["optimize", "transformer"]), default="optimize", show_default=True,
+              help="optimize: CLIP-guided dVAE latents; transformer: the toy autoregressive model (--model toy).")
+@click.option("--temperature", type=float, default=1.0, show_default=True, help="Transformer sampling temperature.")
+@click.option("--top-k", type=click.IntRange(min=0), default=32, show_default=True,
+              help="Transformer: sample among the k likeliest tokens (0: all).")
 @click.option("--gif/--no-gif", default=True, show_default=True, help="Write progress.gif of the frames.")
 @click.option("--mp4", is_flag=True, help="Also write progress.mp4 (needs: pip install clipdraw[mp4]).")
 @click.option("--offline", is_flag=True, help="Never touch the network; use cached or given files only.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def generate(prompt: str, iters: int, seed: Optional[int], out: Path, save_every: int, cutn: int, lr: float,
-             lr_schedule: str, size: int, relaxation: str, tau: float, tau_end: float, loss: str, augs: str,
-             device: str, clip_model: str, decoder: str, gif: bool, mp4: bool, offline: bool, quiet: bool) -> None:
+             lr_schedule: str, size: Optional[int], relaxation: str, tau: float, tau_end: float, loss: str, augs: str,
+             device: str, clip_model: str, decoder: str, model: str, engine: str, temperature: float, top_k: int,
+             gif: bool, mp4: bool, offline: bool, quiet: bool) -> None:
     """Draw PROMPT by optimizing dVAE latents under CLIP guidance.
 
     PROMPT may combine weighted texts: "a tree|a house:0.5|blurry:-1".
@@ -83,9 +91,16 @@ def generate(prompt: str, iters: int, seed: Optional[int], out: Path, save_every
     parse_prompts(prompt)
     if seed is None:
         seed = random.randrange(2**31)
-    config = GenerationConfig(iters=iters, seed=seed, size=size, cutn=cutn, lr=lr, lr_schedule=lr_schedule,
-                              relaxation=relaxation, tau=tau, tau_end=tau_end, loss=loss, augmentations=augs,
-                              save_every=save_every)
+    if engine == "transformer" and model != "toy":
+        raise ClipdrawError("--engine transformer needs --model toy: the transformer here is the toy world's")
+    if engine == "transformer":
+        from .toy.engine import SamplingConfig
+
+        config = SamplingConfig(seed=seed, temperature=temperature, top_k=top_k)
+    else:
+        config = GenerationConfig(iters=iters, seed=seed, size=size or (64 if model == "toy" else DEFAULTS["size"]),
+                                  cutn=cutn, lr=lr, lr_schedule=lr_schedule, relaxation=relaxation, tau=tau,
+                                  tau_end=tau_end, loss=loss, augmentations=augs, save_every=save_every)
 
     from .device import resolve_device
     from .models import load_models
@@ -97,12 +112,20 @@ def generate(prompt: str, iters: int, seed: Optional[int], out: Path, save_every
     if mp4 and not mp4_available():
         raise ClipdrawError("--mp4 needs imageio-ffmpeg: pip install 'clipdraw[mp4]' (or pip install imageio-ffmpeg)")
 
-    models = load_models(clip_model=clip_model, decoder=decoder, device=target, offline=offline)
+    if model == "toy":
+        from .toy.engine import TransformerEngine, load_toy_models
+
+        models = load_toy_models(target)
+    else:
+        models = load_models(clip_model=clip_model, decoder=decoder, device=target, offline=offline)
     run_dir = make_run_dir(out, prompt, seed)
-    writer = RunWriter(run_dir, prompt, asdict(config),
-                       {"models": models.info, "device": str(models.device)}, gif=gif, mp4=mp4)
+    writer = RunWriter(run_dir, prompt, asdict(config), {"models": models.info, "device": str(models.device)},
+                       gif=gif, mp4=mp4, engine=engine)
     click.echo(f"clipdraw: {prompt!r} seed {seed} on {models.device} -> {run_dir}", err=True)
-    result = run_generation(models, prompt, config, on_frame=writer.add_frame, progress=not quiet)
+    if engine == "transformer":
+        result = TransformerEngine(models).generate(prompt, config, on_frame=writer.add_frame, progress=not quiet)
+    else:
+        result = run_generation(models, prompt, config, on_frame=writer.add_frame, progress=not quiet)
     writer.finish(result)
     click.echo(f"{run_dir / 'final.png'}  (similarity {result.final_similarity:.4f}, "
                f"{result.seconds_per_iteration:.3f} s/it)")
@@ -128,3 +151,41 @@ def main(argv: Optional[List[str]] = None) -> None:
         click.echo("clipdraw: interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
     sys.exit(0)
+
+
+@cli.group()
+def toy() -> None:
+    """The mini DALL-E world shipped with clipdraw: shapes data, tiny dVAE, CLIP and transformer."""
+
+
+@toy.command("train")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Folder for the weights (default: $CLIPDRAW_TOY_WEIGHTS, else the package's own).")
+@click.option("--stages", default="dvae,clip,transformer", show_default=True, help="Which models to train.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--scale", type=float, default=1.0, show_default=True,
+              help="Multiply every stage's step count (0.01 for a smoke run).")
+@click.option("--quiet", "-q", is_flag=True)
+def toy_train(out: Optional[Path], stages: str, seed: int, scale: float, quiet: bool) -> None:
+    """Train the toy world from scratch on the CPU (deterministic by seed)."""
+    names = tuple(s.strip() for s in stages.split(",") if s.strip())
+    unknown = [s for s in names if s not in ("dvae", "clip", "transformer")]
+    if unknown or not names:
+        raise ClipdrawError(f"unknown stage {unknown[0] if unknown else stages!r}: expected dvae, clip, transformer")
+    if not scale > 0:
+        raise ClipdrawError(f"--scale must be positive, got {scale}")
+    from .outputs import check_output_root
+    from .toy.models import weights_dir
+    from .toy.train import TrainConfig, train_all
+
+    target = out or weights_dir()
+    check_output_root(target)
+    base = TrainConfig(seed=seed)
+    config = TrainConfig(seed=seed, **{k: max(1, round(getattr(base, k) * scale))
+                                       for k in ("dvae_steps", "clip_steps", "gpt_steps", "gpt_images")})
+    summary = train_all(config, out=target, stages=names, progress=not quiet)
+    for stage, seconds in summary["seconds"].items():
+        last = [entry for entry in summary["log"] if entry["stage"] == stage][-1]
+        values = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k not in ("stage", "step"))
+        click.echo(f"{stage}: {seconds:.0f} s; last logged: {values}")
+    click.echo(f"weights in {target}")

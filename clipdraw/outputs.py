@@ -114,8 +114,9 @@ class RunWriter:
     """Streams frames of one run into its folder, then writes the final image, animation and run.json."""
 
     def __init__(self, run_dir: Path, prompt: str, settings: dict, info: dict,
-                 gif: bool = True, mp4: bool = False, fps: float = 10.0):
+                 gif: bool = True, mp4: bool = False, fps: float = 10.0, engine: str = "optimize"):
         self.run_dir, self.prompt, self.settings, self.info = run_dir, prompt, settings, info
+        self.engine = engine
         self.gif, self.mp4, self.fps = gif, mp4, fps
         self.frame_files: List[dict] = []
 
@@ -144,7 +145,7 @@ class RunWriter:
         record = {
             "clipdraw": __version__,
             **result.summary(),
-            "engine": "optimize",
+            "engine": self.engine,
             "models": self.info.get("models"),
             "device": self.info.get("device"),
             "versions": package_versions(),

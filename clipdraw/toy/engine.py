@@ -1,0 +1,101 @@
+"""The toy world behind the same interfaces as the real one: ``load_toy_models`` gives the
+optimizer its ``Models``; ``TransformerEngine`` is the autoregressive paradigm in miniature,
+returning the same ``GenerationResult`` so the same output path writes it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..device import resolve_device
+from ..errors import ClipdrawError
+from ..models import ClipModel, DVAEDecoder, Models
+from ..optimize import Frame, GenerationResult, to_pil
+from ..prompts import parse_prompts
+from .models import load_toy_clip, load_toy_dvae, load_toy_gpt, weights_dir
+
+
+def load_toy_models(device: Union[str, torch.device] = "cpu", root: Optional[Path] = None) -> Models:
+    """The shipped toy CLIP and dVAE decoder, ready for ``clipdraw.generate``."""
+    root = root or weights_dir()
+    target = device if isinstance(device, torch.device) else resolve_device(device)
+    _, decoder = load_toy_dvae(root)
+    dvae = DVAEDecoder(decoder).to(target)
+    clip = ClipModel(load_toy_clip(root)).to(target)
+    info = {"clip": {"name": "toy", "path": str(root / "clip.safetensors"), "input_resolution": clip.input_resolution},
+            "decoder": {"name": "toy", "path": str(root / "dvae.safetensors"), "vocab_size": dvae.vocab_size,
+                        "upsample_factor": dvae.upsample_factor}}
+    return Models(clip=clip, decoder=dvae, device=target, info=info)
+
+
+@dataclass
+class SamplingConfig:
+    """Settings of one autoregressive sample."""
+
+    seed: int = 0
+    temperature: float = 1.0
+    top_k: int = 32
+    save_every: int = 8     # image tokens between saved frames (8 = one row of the 8x8 grid)
+
+    def __post_init__(self):
+        if not self.temperature > 0:
+            raise ClipdrawError(f"temperature must be positive, got {self.temperature}")
+        if self.top_k < 0 or self.save_every <= 0:
+            raise ClipdrawError("top-k must be >= 0 and save-every positive")
+
+
+class TransformerEngine:
+    """Caption words -> GPT -> dVAE tokens -> decoder -> image, scored by the toy CLIP."""
+
+    name = "transformer"
+
+    def __init__(self, models: Models, root: Optional[Path] = None):
+        self.models = models
+        self.gpt, self.tokenizer = load_toy_gpt(root)
+        self.gpt.to(models.device)
+
+    @torch.no_grad()
+    def _image(self, tokens: torch.Tensor) -> torch.Tensor:
+        grid = int(self.gpt.image_tokens ** 0.5)
+        one_hot = F.one_hot(tokens.view(-1, grid, grid), self.models.decoder.vocab_size).permute(0, 3, 1, 2).float()
+        return self.models.decoder(one_hot)
+
+    def generate(self, prompt: str, config: Optional[SamplingConfig] = None,
+                 on_frame: Optional[Callable[[Frame], None]] = None, progress: bool = True) -> GenerationResult:
+        config = config or SamplingConfig()
+        prompts = parse_prompts(prompt)
+        text = next(p.text for p in prompts if p.weight > 0)
+        device = self.models.device
+        generator = torch.Generator(device=device).manual_seed(config.seed)
+        words = self.tokenizer.encode([text]).to(device)
+        text_embed = self.models.clip.encode_text([text])
+        frames, start = [], time.perf_counter()
+        tokens = torch.zeros(1, 0, dtype=torch.long, device=device)
+        interrupted = False
+        total = self.gpt.image_tokens
+        with torch.no_grad():
+            try:
+                for step in tqdm(range(1, total + 1), desc="sampling", unit="tok", disable=not progress):
+                    tokens = self.gpt.next_token(words, tokens, generator, config.temperature, config.top_k)
+                    if step % config.save_every == 0 or step == total:
+                        # Unsampled positions show token 0 until they are drawn: the image forms row by row.
+                        padded = torch.cat([tokens, tokens.new_zeros(1, total - step)], 1)
+                        image = self._image(padded)
+                        similarity = float((self.models.clip.encode_image(image) @ text_embed.T)[0, 0])
+                        frames.append(Frame(step, to_pil(image[0]), similarity))
+                        if on_frame:
+                            on_frame(frames[-1])
+            except KeyboardInterrupt:
+                interrupted = True
+        if not frames:
+            raise ClipdrawError("interrupted before the first frame")
+        return GenerationResult(prompt=prompt, prompts=prompts, config=config, image=frames[-1].image, frames=frames,
+                                losses=[], similarities=[f.similarity for f in frames],
+                                iterations_done=tokens.shape[1], seconds=time.perf_counter() - start,
+                                interrupted=interrupted, latents=tokens)

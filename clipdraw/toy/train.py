@@ -1,0 +1,233 @@
+"""Train the toy world from scratch: dVAE, then CLIP, then the transformer over dVAE tokens.
+
+Each stage is a short loop in the nanoGPT manner: data batch -> forward -> loss -> step,
+with a tqdm bar and the loss logged. Everything is seeded: the same command gives the same
+weights on the same machine.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..models import CLIP_MEAN, CLIP_STD, LOGIT_LAPLACE_EPS
+from . import data
+from .models import (GPT, GPT_CONFIG, WEIGHTS_DIR, WordTokenizer, build_clip, build_dvae, clip_state_for_saving,
+                     cosine_lr, load_toy_dvae, save_weights)
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    dvae_steps: int = 900
+    dvae_batch: int = 64
+    dvae_lr: float = 2e-3
+    clip_steps: int = 1200
+    clip_batch: int = 128
+    clip_lr: float = 1e-3
+    gpt_images: int = 24000
+    gpt_steps: int = 2500
+    gpt_batch: int = 64
+    gpt_lr: float = 1e-3
+
+
+def map_pixels(x: torch.Tensor) -> torch.Tensor:
+    return (1 - 2 * LOGIT_LAPLACE_EPS) * x + LOGIT_LAPLACE_EPS
+
+
+def _batch(step: int, size: int, seed: int) -> List[data.Scene]:
+    return [data.scene_at(step * size + i, seed, "train") for i in range(size)]
+
+
+def _loop(name: str, steps: int, body: Callable[[int], Dict[str, float]], log: list, progress: bool) -> None:
+    bar = tqdm(range(steps), desc=f"train {name}", unit="step", disable=not progress, dynamic_ncols=True)
+    for step in bar:
+        values = body(step)
+        if step % 25 == 0 or step == steps - 1:
+            bar.set_postfix({k: f"{v:.4f}" for k, v in values.items()})
+            log.append({"stage": name, "step": step, **values})
+
+
+def train_dvae(config: TrainConfig, log: list, progress: bool = True):
+    """Gumbel-softmax dVAE: soft relaxation with an annealed temperature, then straight-through
+    one-hot for the last third so the decoder learns to read hard tokens (what the transformer emits)."""
+    encoder, decoder = build_dvae(config.seed)
+    params = [*encoder.parameters(), *decoder.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    optimizer = torch.optim.Adam(params, lr=config.dvae_lr)
+    generator = torch.Generator().manual_seed(config.seed)
+    vocab = decoder.vocab_size
+
+    def step(i: int) -> Dict[str, float]:
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(i, config.dvae_steps, config.dvae_lr)
+        x = map_pixels(data.image_batch(_batch(i, config.dvae_batch, config.seed)))
+        logits = encoder(x)
+        tau = 1.0 * (1 / 16) ** min(i / (0.66 * config.dvae_steps), 1.0)
+        gumbel = -torch.log(-torch.log(torch.rand(logits.shape, generator=generator).clamp(1e-10, 1 - 1e-7)))
+        soft = F.softmax((logits + gumbel) / tau, dim=1)
+        if i >= 0.66 * config.dvae_steps:
+            hard = F.one_hot(soft.argmax(1), vocab).permute(0, 3, 1, 2).float()
+            soft = hard + soft - soft.detach()
+        pixels = torch.sigmoid(decoder(soft)[:, :3])
+        reconstruction = F.mse_loss(pixels, x)
+        q = F.softmax(logits, dim=1)
+        kl = (q * (q.clamp_min(1e-10) * vocab).log()).sum(1).mean()   # to the uniform prior
+        loss = reconstruction + 1e-4 * kl
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return {"mse": reconstruction.item(), "kl": kl.item(), "tau": tau}
+
+    _loop("dvae", config.dvae_steps, step, log, progress)
+    return encoder.eval().requires_grad_(False), decoder.eval().requires_grad_(False)
+
+
+def _augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Light shifts and noise: CLIP should judge content, not exact pixels."""
+    n = images.shape[0]
+    theta = torch.zeros(n, 2, 3)
+    scale = 1 + (torch.rand(n, generator=generator) - 0.5) * 0.2
+    theta[:, 0, 0] = scale
+    theta[:, 1, 1] = scale
+    theta[:, :, 2] = (torch.rand(n, 2, generator=generator) - 0.5) * 0.1
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    images = F.grid_sample(images, grid, padding_mode="border", align_corners=False)
+    return (images + torch.randn(images.shape, generator=generator) * 0.03).clamp(0, 1)
+
+
+def caption_token_rows(captions: List[str]) -> torch.Tensor:
+    from ..weights import import_clip  # noqa: PLC0415
+
+    tokens = import_clip().tokenize(captions, context_length=77, truncate=True)
+    return torch.unique(tokens)
+
+
+def train_clip(config: TrainConfig, log: list, progress: bool = True):
+    """Contrastive CLIP on (render, caption) pairs, with clip's own tokenizer."""
+    from ..weights import import_clip  # noqa: PLC0415
+
+    clip = import_clip()
+    model = build_clip(config.seed)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.clip_lr, weight_decay=0.05)
+    generator = torch.Generator().manual_seed(config.seed + 1)
+    mean, std = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    context = model.context_length
+
+    def step(i: int) -> Dict[str, float]:
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(i, config.clip_steps, config.clip_lr)
+        scenes = _batch(i, config.clip_batch, config.seed + 7)
+        images = (_augment(data.image_batch(scenes), generator) - mean) / std
+        texts = clip.tokenize([s.caption for s in scenes], context_length=context, truncate=True)
+        image_features = F.normalize(model.encode_image(images), dim=-1)
+        text_features = F.normalize(model.encode_text(texts), dim=-1)
+        logits = model.logit_scale.exp().clamp(max=100) * image_features @ text_features.T
+        # Several scenes can share a caption: treat every identical caption as a positive.
+        same = torch.tensor([[a.caption == b.caption for b in scenes] for a in scenes], dtype=torch.float)
+        targets = same / same.sum(1, keepdim=True)
+        loss = (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets.T)) / 2
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        accuracy = (logits.argmax(1) == torch.arange(len(scenes))).float().mean().item()
+        return {"loss": loss.item(), "acc": accuracy}
+
+    _loop("clip", config.clip_steps, step, log, progress)
+    return model.eval().requires_grad_(False)
+
+
+def vocabulary(seed: int) -> List[str]:
+    """Every word the captions use, in a fixed order."""
+    words = set()
+    for split in ("train", "heldout"):
+        for kind in data.SCENE_KINDS:
+            for scene in data.scenes(400, seed, split, kind):
+                words.update(WordTokenizer.split(scene.caption))
+    return sorted(words)
+
+
+def train_transformer(config: TrainConfig, encoder, log: list, progress: bool = True):
+    """The mini DALL-E: next-token prediction of dVAE codes after the caption's words."""
+    tokenizer = WordTokenizer(vocabulary(config.seed), GPT_CONFIG["text_len"])
+    scenes = [data.scene_at(i, config.seed + 13, "train") for i in range(config.gpt_images)]
+    codes = []
+    with torch.no_grad():   # tokenise every image once with the trained encoder
+        for start in tqdm(range(0, len(scenes), 256), desc="tokenise images", disable=not progress):
+            batch = scenes[start:start + 256]
+            codes.append(encoder(map_pixels(data.image_batch(batch))).argmax(1).flatten(1))
+    codes = torch.cat(codes)
+    texts = tokenizer.encode([s.caption for s in scenes])
+    torch.manual_seed(config.seed + 2)
+    model = GPT(len(tokenizer), encoder.vocab_size, **GPT_CONFIG)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.gpt_lr, weight_decay=0.01)
+    generator = torch.Generator().manual_seed(config.seed + 3)
+
+    def step(i: int) -> Dict[str, float]:
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(i, config.gpt_steps, config.gpt_lr)
+        rows = torch.randint(len(codes), (config.gpt_batch,), generator=generator)
+        logits = model(texts[rows], codes[rows])
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), codes[rows].reshape(-1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        return {"loss": loss.item()}
+
+    _loop("transformer", config.gpt_steps, step, log, progress)
+    return model.eval().requires_grad_(False), tokenizer
+
+
+def train_all(config: Optional[TrainConfig] = None, out: Path = WEIGHTS_DIR, stages=("dvae", "clip", "transformer"),
+              progress: bool = True) -> dict:
+    """Train the requested stages and write their safetensors files into ``out``."""
+    config = config or TrainConfig()
+    torch.manual_seed(config.seed)
+    flush = torch.set_flush_denormal(True)   # tiny gradients turn denormal on CPU: 2x slower without this
+    try:
+        return _train_stages(config, out, stages, progress)
+    finally:
+        if flush:
+            torch.set_flush_denormal(False)
+
+
+def _train_stages(config: TrainConfig, out: Path, stages, progress: bool) -> dict:
+    log: list = []
+    seconds = {}
+    meta = {"train_config": asdict(config)}
+    encoder = None
+    if "dvae" in stages:
+        start = time.perf_counter()
+        encoder, decoder = train_dvae(config, log, progress)
+        state = {**{f"encoder.{k}": v for k, v in encoder.state_dict().items()},
+                 **{f"decoder.{k}": v for k, v in decoder.state_dict().items()}}
+        save_weights(out / "dvae.safetensors", state, meta)
+        seconds["dvae"] = time.perf_counter() - start
+    if "clip" in stages:
+        start = time.perf_counter()
+        model = train_clip(config, log, progress)
+        rows = caption_token_rows([s.caption for split in ("train", "heldout") for kind in data.SCENE_KINDS
+                                   for s in data.scenes(400, config.seed, split, kind)])
+        save_weights(out / "clip.safetensors", clip_state_for_saving(model, rows), meta)
+        seconds["clip"] = time.perf_counter() - start
+    if "transformer" in stages:
+        start = time.perf_counter()
+        if encoder is None:
+            encoder, _ = load_toy_dvae(out)
+        model, tokenizer = train_transformer(config, encoder, log, progress)
+        save_weights(out / "transformer.safetensors", model.state_dict(),
+                     {**meta, "words": tokenizer.words, "image_vocab": encoder.vocab_size})
+        seconds["transformer"] = time.perf_counter() - start
+    summary = {"seconds": seconds, "log": log, "config": asdict(config)}
+    (out / "train_log.json").write_text(json.dumps(summary, indent=1))
+    return summary
