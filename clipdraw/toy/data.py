@@ -134,16 +134,16 @@ def _relation(rng: np.random.Generator, pairs) -> Scene:
               "right of": ((0.5, 0.1, 1.0, 0.9), (0.0, 0.1, 0.5, 0.9))}[relation]
     a = Shape(first[1], first[0], "small", *_place(rng, side, halves[0]))
     b = Shape(second[1], second[0], "small", *_place(rng, side, halves[1]))
-    # Keep the relation unambiguous: the main axis gap must exceed the cross-axis offset.
+    # Keep the relation unambiguous: the main-axis gap must be at least twice the cross-axis offset.
     vertical = relation in ("above", "below")
-    gap = abs(a.cy - b.cy) if vertical else abs(a.cx - b.cx)
-    if gap < side + 4:
+    gap, cross = (abs(a.cy - b.cy), abs(a.cx - b.cx)) if vertical else (abs(a.cx - b.cx), abs(a.cy - b.cy))
+    if gap < side + 4 or cross > gap / 2:
         return _relation(rng, pairs)
     text_a, text_b = f"{first[0]} {first[1]}", f"{second[0]} {second[1]}"
     caption = [f"a {text_a} {relation} a {text_b}", f"a photo of a {text_a} {relation} a {text_b}",
                f"{_article(first[0])} {text_a} is {relation} {_article(second[0])} {text_b}"][rng.integers(3)]
     return Scene("relation", (a, b), caption, relation=relation,
-                 mentions={"relation": relation})
+                 mentions={"relation": relation, "objects": (first, second)})
 
 
 def scene_at(index: int, seed: int = 0, split: str = "train", kind: Optional[str] = None) -> Scene:

@@ -198,7 +198,7 @@ def _shape_of(blob: np.ndarray) -> str:
     taper = top / max(bottom, 1e-6)
     k = max(1, int(round(min(h, w) * 0.2)))
     corners = np.mean([blob[:k, :k].mean(), blob[:k, -k:].mean(), blob[-k:, :k].mean(), blob[-k:, -k:].mean()])
-    if taper < 0.1 and fill < 0.85:
+    if taper < 0.6 and fill < 0.85:
         return "triangle"
     # Clean renders score ~0 (circle) and ~1 (square); blurred, noisy ones stay below 0.15 and
     # above 0.35 respectively, so 0.25 splits them.
