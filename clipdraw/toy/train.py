@@ -8,6 +8,7 @@ weights on the same machine.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,7 +30,9 @@ class TrainConfig:
     dvae_steps: int = 900
     dvae_batch: int = 64
     dvae_lr: float = 2e-3
-    clip_steps: int = 1200
+    dvae_noise: float = 0.0     # gumbel noise scale; full-strength noise drowns tiny untrained logits
+    dvae_usage: float = 0.05    # weight of the codebook-usage term
+    clip_steps: int = 1500
     clip_batch: int = 128
     clip_lr: float = 1e-3
     gpt_images: int = 24000
@@ -73,19 +76,21 @@ def train_dvae(config: TrainConfig, log: list, progress: bool = True):
         logits = encoder(x)
         tau = 1.0 * (1 / 16) ** min(i / (0.66 * config.dvae_steps), 1.0)
         gumbel = -torch.log(-torch.log(torch.rand(logits.shape, generator=generator).clamp(1e-10, 1 - 1e-7)))
-        soft = F.softmax((logits + gumbel) / tau, dim=1)
+        soft = F.softmax((logits + config.dvae_noise * gumbel) / tau, dim=1)
         if i >= 0.66 * config.dvae_steps:
             hard = F.one_hot(soft.argmax(1), vocab).permute(0, 3, 1, 2).float()
             soft = hard + soft - soft.detach()
         pixels = torch.sigmoid(decoder(soft)[:, :3])
         reconstruction = F.mse_loss(pixels, x)
-        q = F.softmax(logits, dim=1)
-        kl = (q * (q.clamp_min(1e-10) * vocab).log()).sum(1).mean()   # to the uniform prior
-        loss = reconstruction + 1e-4 * kl
+        # Codebook usage: keep the batch's average code distribution spread (else a tiny dVAE
+        # collapses onto a couple of codes and the decoder learns the mean image).
+        usage = F.softmax(logits, dim=1).mean(dim=(0, 2, 3))
+        spread = math.log(vocab) + (usage * usage.clamp_min(1e-10).log()).sum()   # log V - entropy
+        loss = reconstruction + config.dvae_usage * spread
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        return {"mse": reconstruction.item(), "kl": kl.item(), "tau": tau}
+        return {"mse": reconstruction.item(), "codes": float(logits.argmax(1).unique().numel()), "tau": tau}
 
     _loop("dvae", config.dvae_steps, step, log, progress)
     return encoder.eval().requires_grad_(False), decoder.eval().requires_grad_(False)
