@@ -61,3 +61,22 @@ def save_tiny_decoder(path: Path, seed: int = 0, legacy: bool = False, old_upsam
                 del module.recompute_scale_factor
     torch.save(decoder, path, _use_new_zipfile_serialization=not legacy)
     return path
+
+
+TINY_ENCODER = dict(n_hid=8, n_blk_per_group=1, vocab_size=32)
+
+
+def make_tiny_encoder(seed: int = 0):
+    """A ``dall_e.Encoder`` far below its validators' minimum widths (they are switched off)."""
+    import attr
+    import dall_e
+
+    torch.manual_seed(seed)
+    with attr.validators.disabled():
+        return dall_e.Encoder(**TINY_ENCODER, requires_grad=False)
+
+
+def save_tiny_encoder(path: Path, seed: int = 0) -> Path:
+    """Pickle a whole Encoder, as OpenAI's encoder.pkl is."""
+    torch.save(make_tiny_encoder(seed), path)
+    return path

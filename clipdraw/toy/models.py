@@ -177,10 +177,20 @@ def load_toy_dvae(root: Optional[Path] = None) -> Tuple[nn.Module, nn.Module]:
     return encoder.eval(), decoder.eval()
 
 
+def gpt_config_from_metadata(meta: dict) -> dict:
+    """The GPT's shape as saved with it; files from before it was saved are the toy's GPT_CONFIG."""
+    config = {**GPT_CONFIG, **(meta.get("gpt_config") or {})}
+    for key in ("image_tokens", "text_len"):
+        if key in meta:
+            config[key] = int(meta[key])
+    return config
+
+
 def load_toy_gpt(root: Optional[Path] = None) -> Tuple[GPT, WordTokenizer]:
     state, meta = load_weights("transformer", root)
-    tokenizer = WordTokenizer(meta["words"], GPT_CONFIG["text_len"])
-    model = GPT(len(tokenizer), meta["image_vocab"], **GPT_CONFIG)
+    config = gpt_config_from_metadata(meta)
+    tokenizer = WordTokenizer(meta["words"], config["text_len"])
+    model = GPT(len(tokenizer), meta["image_vocab"], **config)
     model.load_state_dict(state)
     return model.eval(), tokenizer
 

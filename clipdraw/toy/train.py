@@ -27,7 +27,7 @@ from .models import (GPT, GPT_CONFIG, WEIGHTS_DIR, WordTokenizer, build_clip, bu
 @dataclass
 class TrainConfig:
     seed: int = 0
-    dvae_steps: int = 900
+    dvae_steps: int = 450
     dvae_batch: int = 64
     dvae_lr: float = 2e-3
     dvae_noise: float = 0.0     # gumbel noise scale; full-strength noise drowns tiny untrained logits
@@ -172,8 +172,20 @@ def train_transformer(config: TrainConfig, encoder, log: list, progress: bool = 
             codes.append(encoder(map_pixels(data.image_batch(batch))).argmax(1).flatten(1))
     codes = torch.cat(codes)
     texts = tokenizer.encode([s.caption for s in scenes])
+    model = fit_transformer(texts, codes, len(tokenizer), encoder.vocab_size, GPT_CONFIG, config, log, progress)
+    return model, tokenizer
+
+
+def fit_transformer(texts: torch.Tensor, codes: torch.Tensor, text_vocab: int, image_vocab: int, gpt_config: dict,
+                    config: TrainConfig, log: list, progress: bool = True,
+                    device: Optional[torch.device] = None) -> GPT:
+    """The one training loop both the toy world and a real image-caption set go through:
+    (texts (N, text_len) word ids, codes (N, image_tokens) dVAE tokens) -> a trained GPT.
+    Batches are drawn on the CPU, so the same seed picks the same rows on any device."""
     torch.manual_seed(config.seed + 2)
-    model = GPT(len(tokenizer), encoder.vocab_size, **GPT_CONFIG)
+    model = GPT(text_vocab, image_vocab, **gpt_config)
+    if device is not None:
+        model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.gpt_lr, weight_decay=0.01)
     generator = torch.Generator().manual_seed(config.seed + 3)
 
@@ -181,8 +193,11 @@ def train_transformer(config: TrainConfig, encoder, log: list, progress: bool = 
         for group in optimizer.param_groups:
             group["lr"] = cosine_lr(i, config.gpt_steps, config.gpt_lr)
         rows = torch.randint(len(codes), (config.gpt_batch,), generator=generator)
-        logits = model(texts[rows], codes[rows])
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), codes[rows].reshape(-1))
+        text, image = texts[rows], codes[rows]
+        if device is not None:
+            text, image = text.to(device, non_blocking=True), image.to(device, non_blocking=True)
+        logits = model(text, image)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), image.reshape(-1))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -190,7 +205,7 @@ def train_transformer(config: TrainConfig, encoder, log: list, progress: bool = 
         return {"loss": loss.item()}
 
     _loop("transformer", config.gpt_steps, step, log, progress)
-    return model.eval().requires_grad_(False), tokenizer
+    return model.eval().requires_grad_(False)
 
 
 def train_all(config: Optional[TrainConfig] = None, out: Path = WEIGHTS_DIR, stages=("dvae", "clip", "transformer"),
@@ -231,7 +246,7 @@ def _train_stages(config: TrainConfig, out: Path, stages, progress: bool) -> dic
             encoder, _ = load_toy_dvae(out)
         model, tokenizer = train_transformer(config, encoder, log, progress)
         save_weights(out / "transformer.safetensors", model.state_dict(),
-                     {**meta, "words": tokenizer.words, "image_vocab": encoder.vocab_size})
+                     {**meta, "words": tokenizer.words, "image_vocab": encoder.vocab_size, "gpt_config": GPT_CONFIG})
         seconds["transformer"] = time.perf_counter() - start
     summary = {"seconds": seconds, "log": log, "config": asdict(config)}
     (out / "train_log.json").write_text(json.dumps(summary, indent=1))
