@@ -32,6 +32,7 @@ class TrainConfig:
     dvae_lr: float = 2e-3
     dvae_noise: float = 0.0     # gumbel noise scale; full-strength noise drowns tiny untrained logits
     dvae_usage: float = 0.05    # weight of the codebook-usage term
+    dvae_hard_from: float = 0.66  # fraction of training after which tokens are straight-through one-hot
     clip_steps: int = 1500
     clip_batch: int = 128
     clip_lr: float = 1e-3
@@ -77,7 +78,7 @@ def train_dvae(config: TrainConfig, log: list, progress: bool = True):
         tau = 1.0 * (1 / 16) ** min(i / (0.66 * config.dvae_steps), 1.0)
         gumbel = -torch.log(-torch.log(torch.rand(logits.shape, generator=generator).clamp(1e-10, 1 - 1e-7)))
         soft = F.softmax((logits + config.dvae_noise * gumbel) / tau, dim=1)
-        if i >= 0.66 * config.dvae_steps:
+        if i >= config.dvae_hard_from * config.dvae_steps:
             hard = F.one_hot(soft.argmax(1), vocab).permute(0, 3, 1, 2).float()
             soft = hard + soft - soft.detach()
         pixels = torch.sigmoid(decoder(soft)[:, :3])
