@@ -8,7 +8,9 @@ the judge (clipdraw.toy.judge, no learned model) says whether the image satisfie
 * optimizer: CLIP-guided dVAE latents with the default augmentations;
 * optimizer, no augmentations;
 * transformer: the toy autoregressive model, one sample;
-* random tokens: a uniformly random dVAE token grid, decoded (the floor).
+* random tokens: a uniformly random dVAE token grid, decoded (the floor);
+* dVAE reconstruction: the scene's own render, encoded to tokens and decoded: the ceiling
+  any method that draws through this dVAE can reach.
 
 It also reports the median iteration at which the optimizer's frames first satisfy the judge.
 
@@ -25,7 +27,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from clipdraw.optimize import GenerationConfig, generate
+from clipdraw.optimize import GenerationConfig, generate, to_pil
 from clipdraw.toy import data
 from clipdraw.toy.engine import SamplingConfig, TransformerEngine, load_toy_models
 from clipdraw.toy.judge import satisfies
@@ -36,14 +38,13 @@ def prompt_sets(n: int, seed: int) -> dict:
     sets = {}
     for kind in ("single", "relation"):
         for split, label in (("train", "seen pairs"), ("heldout", "held-out pairs")):
-            captions = []
+            chosen = {}
             index = 0
-            while len(captions) < n:
+            while len(chosen) < n:
                 scene = data.scene_at(index, seed, split, kind)
                 index += 1
-                if scene.caption not in captions:
-                    captions.append(scene.caption)
-            sets[f"{kind}, {label}"] = captions
+                chosen.setdefault(scene.caption, scene)
+            sets[f"{kind}, {label}"] = list(chosen.values())
     return sets
 
 
@@ -66,13 +67,17 @@ def main() -> None:
     models = load_toy_models("cpu")
     engine = TransformerEngine(models)
     groups = prompt_sets(args.prompts, args.seed)
-    methods = ("optimizer", "optimizer, no augs", "transformer", "random tokens")
+    methods = ("optimizer", "optimizer, no augs", "transformer", "random tokens", "dVAE reconstruction")
+    from clipdraw.toy.models import load_toy_dvae
+    from clipdraw.toy.train import map_pixels
+    encoder, _ = load_toy_dvae()
     table = {m: {} for m in methods}
     first_iters = []
     started = time.perf_counter()
-    for group, captions in groups.items():
+    for group, scenes in groups.items():
+        captions = [scene.caption for scene in scenes]
         hits = {m: 0 for m in methods}
-        for i, caption in enumerate(captions):
+        for i, (scene, caption) in enumerate(zip(scenes, captions)):
             for method in ("optimizer", "optimizer, no augs"):
                 config = GenerationConfig(iters=args.iters, seed=i, size=64, cutn=args.cutn, save_every=10,
                                           augmentations=() if "no augs" in method else GenerationConfig().augmentations)
@@ -88,8 +93,11 @@ def main() -> None:
             tokens = torch.randint(models.decoder.vocab_size, (1, 8, 8), generator=generator)
             with torch.no_grad():
                 image = models.decoder(F.one_hot(tokens, models.decoder.vocab_size).permute(0, 3, 1, 2).float())
-            from clipdraw.optimize import to_pil
             hits["random tokens"] += satisfies(caption, to_pil(image[0]))
+            with torch.no_grad():
+                codes = encoder(map_pixels(data.image_batch([scene]))).argmax(1)
+                image = models.decoder(F.one_hot(codes, models.decoder.vocab_size).permute(0, 3, 1, 2).float())
+            hits["dVAE reconstruction"] += satisfies(caption, to_pil(image[0]))
         for method in methods:
             table[method][group] = hits[method] / len(captions)
         print(f"{group}: " + ", ".join(f"{m} {hits[m]}/{len(captions)}" for m in methods), flush=True)
