@@ -69,6 +69,11 @@ class WeightFile:
     url: str
     filename: str
     sha256: Optional[str] = None  # known in advance (CLIP); else recorded at first download
+    kind: str = "weights"         # for messages: "CLIP model", "dVAE decoder", ...
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.name}"
 
     @property
     def source_url(self) -> str:
@@ -85,14 +90,16 @@ def clip_weight_file(name: str) -> WeightFile:
     if name not in urls:
         raise ClipdrawError(f"unknown CLIP model {name!r}: expected one of {', '.join(urls)} or a path to a checkpoint")
     url = urls[name]
-    return WeightFile(name=name, url=url, filename="clip-" + url.rsplit("/", 1)[-1], sha256=url.split("/")[-2])
+    return WeightFile(name=name, url=url, filename="clip-" + url.rsplit("/", 1)[-1], sha256=url.split("/")[-2],
+                      kind="CLIP model")
 
 
 def dvae_weight_file(name: str) -> WeightFile:
     if name not in DVAE_URLS:
         raise ClipdrawError(f"unknown dVAE {name!r}: expected one of {', '.join(DVAE_URLS)} or a path to a .pkl file")
     url = DVAE_URLS[name]
-    return WeightFile(name=name, url=url, filename="dvae-" + url.rsplit("/", 1)[-1])
+    kind = "dVAE encoder" if "encoder" in url else "dVAE decoder"
+    return WeightFile(name=name, url=url, filename="dvae-" + url.rsplit("/", 1)[-1], kind=kind)
 
 
 # --------------------------------------------------------------------------- hashing
@@ -197,14 +204,14 @@ def fetch(weight: WeightFile, offline: bool = False, root: Optional[Path] = None
         if problem is None:
             return dest
         if offline:
-            raise ClipdrawError(f"cached {weight.name} at {dest} is damaged ({problem}); {place_hint}")
-        print(f"clipdraw: cached {weight.name} is damaged ({problem}); downloading again", file=sys.stderr)
+            raise ClipdrawError(f"cached {weight.label} at {dest} is damaged ({problem}); {place_hint}")
+        print(f"clipdraw: cached {weight.label} is damaged ({problem}); downloading again", file=sys.stderr)
     elif offline:
-        raise ClipdrawError(f"--offline: {weight.name} is not in the cache; {place_hint}")
+        raise ClipdrawError(f"--offline: {weight.label} is not in the cache; {place_hint}")
     try:
-        digest = download(url, dest, sha256=weight.sha256, desc=weight.name)
+        digest = download(url, dest, sha256=weight.sha256, desc=weight.label)
     except DownloadError as e:
-        raise ClipdrawError(f"cannot download {weight.name} from {url} ({e}); {place_hint} by hand") from None
+        raise ClipdrawError(f"cannot download {weight.label} from {url} ({e}); {place_hint} by hand") from None
     if weight.sha256 is None:
         atomic_write_bytes(_hash_record(dest), (digest + "\n").encode())
     return dest
