@@ -67,6 +67,12 @@ class GenerationResult:
 # --------------------------------------------------------------------------- the stages
 
 
+def gumbel_noise(like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Standard Gumbel samples shaped like ``like``, from ``generator`` (reproducible by seed)."""
+    uniform = torch.rand(like.shape, generator=generator, device=like.device)
+    return -torch.log((-torch.log(uniform.clamp_min(1e-10))).clamp_min(1e-10))
+
+
 def relax(logits: torch.Tensor, config: GenerationConfig, step: int, generator: torch.Generator,
           noisy: bool = True) -> torch.Tensor:
     """Logits (B, vocab, g, g) -> token probabilities, normalised over the vocabulary axis (dim 1)."""
@@ -77,9 +83,7 @@ def relax(logits: torch.Tensor, config: GenerationConfig, step: int, generator: 
         tau = config.tau * (config.tau_end / config.tau) ** progress   # exponential annealing
         if not noisy:
             return F.softmax(logits / tau, dim=1)
-        uniform = torch.rand(logits.shape, generator=generator, device=logits.device)
-        gumbel = -torch.log((-torch.log(uniform.clamp_min(1e-10))).clamp_min(1e-10))
-        return F.softmax((logits + gumbel) / tau, dim=1)
+        return F.softmax((logits + gumbel_noise(logits, generator)) / tau, dim=1)
     soft = F.softmax(logits / config.tau, dim=1)   # straight-through: one-hot forward, soft gradient
     hard = F.one_hot(soft.argmax(dim=1), soft.shape[1]).permute(0, 3, 1, 2).to(soft.dtype)
     return hard + soft - soft.detach()

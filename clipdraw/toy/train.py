@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..models import CLIP_MEAN, CLIP_STD, LOGIT_LAPLACE_EPS
+from ..optimize import gumbel_noise
 from . import data
 from .models import (GPT, GPT_CONFIG, WEIGHTS_DIR, WordTokenizer, build_clip, build_dvae, clip_state_for_saving,
                      cosine_lr, load_toy_dvae, save_weights)
@@ -76,8 +77,7 @@ def train_dvae(config: TrainConfig, log: list, progress: bool = True):
         x = map_pixels(data.image_batch(_batch(i, config.dvae_batch, config.seed)))
         logits = encoder(x)
         tau = 1.0 * (1 / 16) ** min(i / (0.66 * config.dvae_steps), 1.0)
-        gumbel = -torch.log(-torch.log(torch.rand(logits.shape, generator=generator).clamp(1e-10, 1 - 1e-7)))
-        soft = F.softmax((logits + config.dvae_noise * gumbel) / tau, dim=1)
+        soft = F.softmax((logits + config.dvae_noise * gumbel_noise(logits, generator)) / tau, dim=1)
         if i >= config.dvae_hard_from * config.dvae_steps:
             hard = F.one_hot(soft.argmax(1), vocab).permute(0, 3, 1, 2).float()
             soft = hard + soft - soft.detach()
