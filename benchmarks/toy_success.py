@@ -25,7 +25,6 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
 from clipdraw.optimize import GenerationConfig, generate, to_pil
 from clipdraw.toy import data
@@ -92,11 +91,11 @@ def main() -> None:
             generator = torch.Generator().manual_seed(i)
             tokens = torch.randint(models.decoder.vocab_size, (1, 8, 8), generator=generator)
             with torch.no_grad():
-                image = models.decoder(F.one_hot(tokens, models.decoder.vocab_size).permute(0, 3, 1, 2).float())
+                image = models.decoder.decode_tokens(tokens)
             hits["random tokens"] += satisfies(caption, to_pil(image[0]))
             with torch.no_grad():
                 codes = encoder(map_pixels(data.image_batch([scene]))).argmax(1)
-                image = models.decoder(F.one_hot(codes, models.decoder.vocab_size).permute(0, 3, 1, 2).float())
+                image = models.decoder.decode_tokens(codes)
             hits["dVAE reconstruction"] += satisfies(caption, to_pil(image[0]))
         for method in methods:
             table[method][group] = hits[method] / len(captions)

@@ -36,6 +36,10 @@ class DVAEDecoder(nn.Module):
         pixels = torch.sigmoid(out[:, :3].float())
         return ((pixels - LOGIT_LAPLACE_EPS) / (1 - 2 * LOGIT_LAPLACE_EPS)).clamp(0, 1)  # unmap_pixels
 
+    def decode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Hard token ids (B, g, g) -> image: what a transformer or the dVAE encoder emits."""
+        return self(F.one_hot(tokens, self.vocab_size).permute(0, 3, 1, 2).float())
+
 
 class ClipModel(nn.Module):
     """OpenAI CLIP, frozen, taking images in [0, 1] and raw strings, returning unit vectors."""

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Callable, Optional, Union
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..device import resolve_device
@@ -63,8 +62,7 @@ class TransformerEngine:
     @torch.no_grad()
     def _image(self, tokens: torch.Tensor) -> torch.Tensor:
         grid = int(self.gpt.image_tokens ** 0.5)
-        one_hot = F.one_hot(tokens.view(-1, grid, grid), self.models.decoder.vocab_size).permute(0, 3, 1, 2).float()
-        return self.models.decoder(one_hot)
+        return self.models.decoder.decode_tokens(tokens.view(-1, grid, grid))
 
     def generate(self, prompt: str, config: Optional[SamplingConfig] = None,
                  on_frame: Optional[Callable[[Frame], None]] = None, progress: bool = True) -> GenerationResult:
