@@ -68,18 +68,31 @@ def cli() -> None:
 @click.option("--decoder", default="openai", show_default=True, help="dVAE decoder name or decoder.pkl path.")
 @click.option("--model", type=click.Choice(["openai", "toy"]), default="openai", show_default=True,
               help="openai: real CLIP + dVAE (downloaded); toy: the small trained world shipped with clipdraw.")
-@click.option("--engine", type=click.Choice(["optimize", "transformer"]), default="optimize", show_default=True,
-              help="optimize: CLIP-guided dVAE latents; transformer: the toy autoregressive model (--model toy).")
+@click.option("--engine", type=click.Choice(["optimize", "transformer", "dallemini"]), default="optimize",
+              show_default=True, help="optimize: CLIP-guided dVAE latents; transformer: the toy autoregressive "
+                                      "model (--model toy); dallemini: dalle-mini/mega via min-dalle.")
 @click.option("--temperature", type=float, default=1.0, show_default=True, help="Transformer sampling temperature.")
-@click.option("--top-k", type=click.IntRange(min=0), default=32, show_default=True,
-              help="Transformer: sample among the k likeliest tokens (0: all).")
-@click.option("--gif/--no-gif", default=True, show_default=True, help="Write progress.gif of the frames.")
+@click.option("--top-k", type=click.IntRange(min=0), default=None,
+              help="Transformer engines: sample among the k likeliest tokens, 0: all  [default: 32; dallemini: 256].")
+@click.option("--mega/--mini", default=False, show_default=True, help="dallemini: dalle-mega instead of dalle-mini.")
+@click.option("--grid", type=click.IntRange(min=1), default=1, show_default=True,
+              help="dallemini: draw N x N images at once; final.png is their grid.")
+@click.option("--supercondition", type=float, default=16.0, show_default=True,
+              help="dallemini: weight of the prompt over no prompt (classifier-free guidance).")
+@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True,
+              help="dallemini: precision of the transformer (float16/bfloat16 need CUDA).")
+@click.option("--rerank", default=None, metavar="N:K",
+              help="dallemini: draw N candidates (N a multiple of grid*grid), keep the K that CLIP "
+                   "(--clip-model) ranks best.")
+@click.option("--gif/--no-gif", default=True, show_default=True,
+              help="Write progress.gif of the frames (dallemini: --no-gif also skips decoding the partial images).")
 @click.option("--mp4", is_flag=True, help="Also write progress.mp4 (needs: pip install clipdraw[mp4]).")
 @click.option("--offline", is_flag=True, help="Never touch the network; use cached or given files only.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def generate(prompt: str, iters: int, seed: Optional[int], out: Path, save_every: int, cutn: int, lr: float,
              lr_schedule: str, size: Optional[int], relaxation: str, tau: float, tau_end: float, loss: str, augs: str,
-             device: str, clip_model: str, decoder: str, model: str, engine: str, temperature: float, top_k: int,
+             device: str, clip_model: str, decoder: str, model: str, engine: str, temperature: float,
+             top_k: Optional[int], mega: bool, grid: int, supercondition: float, dtype: str, rerank: Optional[str],
              gif: bool, mp4: bool, offline: bool, quiet: bool) -> None:
     """Draw PROMPT by optimizing dVAE latents under CLIP guidance.
 
@@ -93,10 +106,20 @@ def generate(prompt: str, iters: int, seed: Optional[int], out: Path, save_every
         seed = random.randrange(2**31)
     if engine == "transformer" and model != "toy":
         raise ClipdrawError("--engine transformer needs --model toy: the transformer here is the toy world's")
+    if engine == "dallemini":
+        if model == "toy":
+            raise ClipdrawError("--engine dallemini runs min-dalle's own models: leave out --model toy")
+        from .dallemini import DalleMiniConfig
+
+        config = DalleMiniConfig(seed=seed, mega=mega, grid=grid, top_k=256 if top_k is None else top_k,
+                                 temperature=temperature, supercondition=supercondition, dtype=dtype, rerank=rerank,
+                                 progressive=gif)
+        _generate_dallemini(prompt, config, out, device, clip_model, mp4, offline, quiet)
+        return
     if engine == "transformer":
         from .toy.engine import SamplingConfig
 
-        config = SamplingConfig(seed=seed, temperature=temperature, top_k=top_k)
+        config = SamplingConfig(seed=seed, temperature=temperature, top_k=32 if top_k is None else top_k)
     else:
         config = GenerationConfig(iters=iters, seed=seed, size=size or (64 if model == "toy" else DEFAULTS["size"]),
                                   cutn=cutn, lr=lr, lr_schedule=lr_schedule, relaxation=relaxation, tau=tau,
@@ -132,6 +155,36 @@ def generate(prompt: str, iters: int, seed: Optional[int], out: Path, save_every
     if result.interrupted:
         click.echo(f"clipdraw: interrupted at iteration {result.iterations_done}; kept {len(writer.frame_files)} "
                    f"frame(s) in {run_dir}", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def _generate_dallemini(prompt: str, config, out: Path, device: str, clip_model: str, mp4: bool, offline: bool,
+                        quiet: bool) -> None:
+    """The dallemini branch of ``generate``: checks, then min-dalle's files, then the run folder."""
+    from .dallemini import DalleMiniEngine, check_dtype, import_min_dalle, prompt_text
+    from .device import resolve_device
+    from .outputs import RunWriter, check_output_root, make_run_dir, mp4_available
+
+    prompt_text(prompt)
+    import_min_dalle()   # not installed: one line saying how to get it
+    target = resolve_device(device)
+    check_dtype(config.dtype, target)
+    check_output_root(out)
+    if mp4 and not mp4_available():
+        raise ClipdrawError("--mp4 needs imageio-ffmpeg: pip install 'clipdraw[mp4]' (or pip install imageio-ffmpeg)")
+    engine = DalleMiniEngine.load(config, device=target, clip_model=clip_model, offline=offline)
+    run_dir = make_run_dir(out, prompt, config.seed)
+    writer = RunWriter(run_dir, prompt, asdict(config), {"models": engine.info, "device": str(engine.device)},
+                       gif=config.progressive, mp4=mp4, engine="dallemini")
+    click.echo(f"clipdraw: {prompt!r} seed {config.seed}, dalle-{config.variant} on {engine.device} -> {run_dir}",
+               err=True)
+    result = engine.generate(prompt, config, on_frame=writer.add_frame, progress=not quiet)
+    writer.finish(result)
+    click.echo(f"{run_dir / 'final.png'}  ({len(result.images)} of {len(result.candidates)} image(s), "
+               f"CLIP similarity {result.final_similarity:.4f}, {result.seconds_per_image:.2f} s/image)")
+    if result.interrupted:
+        click.echo(f"clipdraw: interrupted after {result.iterations_done} tokens; kept {len(result.images)} "
+                   f"image(s) and {len(writer.frame_files)} frame(s) in {run_dir}", err=True)
         sys.exit(EXIT_INTERRUPTED)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Sequence, Union
+from typing import Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -91,3 +91,15 @@ def load_models(clip_model: str = weights.DEFAULT_CLIP, decoder: str = weights.D
                     "upsample_factor": dvae.upsample_factor},
     }
     return Models(clip=clip, decoder=dvae, device=target, info=info)
+
+
+def load_clip(clip_model: str = weights.DEFAULT_CLIP, device: Union[str, torch.device] = "auto",
+              offline: bool = False) -> Tuple[ClipModel, dict]:
+    """CLIP alone, resolved and loaded as ``load_models`` does: what dalle-mini's reranking needs.
+
+    Returns the model and its run.json description.
+    """
+    target = device if isinstance(device, torch.device) else resolve_device(device)
+    clip_path, clip_name = weights.resolve(clip_model, "clip", offline=offline)
+    clip = ClipModel(weights.load_clip_module(clip_path)).to(target)
+    return clip, {"name": clip_name, "path": str(clip_path), "input_resolution": clip.input_resolution}

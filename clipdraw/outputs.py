@@ -24,7 +24,7 @@ from .errors import ClipdrawError
 from .optimize import Frame, GenerationResult
 from .weights import atomic_write_bytes
 
-PACKAGES = ("torch", "torchvision", "clip-anytorch", "DALL-E", "kornia", "numpy", "pillow", "imageio")
+PACKAGES = ("torch", "torchvision", "clip-anytorch", "DALL-E", "kornia", "numpy", "pillow", "imageio", "min-dalle")
 
 
 def slugify(text: str, max_length: int = 60) -> str:
@@ -119,6 +119,7 @@ class RunWriter:
         self.engine = engine
         self.gif, self.mp4, self.fps = gif, mp4, fps
         self.frame_files: List[dict] = []
+        self.image_files: List[dict] = []
 
     def _png_text(self, frame: Frame) -> Dict[str, str]:
         return {"prompt": self.prompt, "seed": str(self.settings.get("seed")), "iteration": str(frame.iteration),
@@ -130,10 +131,20 @@ class RunWriter:
         atomic_write_bytes(self.run_dir / name, png_bytes(frame.image, self._png_text(frame)))
         self.frame_files.append({"iteration": frame.iteration, "file": name, "similarity": frame.similarity})
 
+    def add_image(self, name: str, image: Image.Image, similarity: float, iteration: int, **fields) -> None:
+        """A result image beside final.png (dalle-mini's kept candidates), listed in run.json."""
+        text = {**self._png_text(Frame(iteration, image, similarity)), **{k: str(v) for k, v in fields.items()}}
+        atomic_write_bytes(self.run_dir / name, png_bytes(image, text))
+        self.image_files.append({"file": name, "similarity": similarity, **fields})
+
     def finish(self, result: GenerationResult, extra: Optional[dict] = None) -> Dict[str, Path]:
+        """Write final.png, the result's own images (if it has ``images`` and ``scores``, best
+        first: image_01.png, ...), the animations and run.json."""
         written = {}
-        final = result.frames[-1]
+        final = Frame(result.frames[-1].iteration, result.image, result.final_similarity)
         atomic_write_bytes(self.run_dir / "final.png", png_bytes(result.image, self._png_text(final)))
+        for rank, (image, score) in enumerate(zip(getattr(result, "images", ()), getattr(result, "scores", ())), 1):
+            self.add_image(f"image_{rank:02d}.png", image, score, final.iteration, rank=rank)
         written["final"] = self.run_dir / "final.png"
         frames = [np.asarray(Image.open(self.run_dir / f["file"]).convert("RGB")) for f in self.frame_files]
         if self.gif and frames:
@@ -150,6 +161,7 @@ class RunWriter:
             "device": self.info.get("device"),
             "versions": package_versions(),
             "frames": self.frame_files,
+            **({"images": self.image_files} if self.image_files else {}),
             "final": {"file": "final.png", "iteration": final.iteration, "similarity": final.similarity},
             "animations": {k: p.name for k, p in written.items() if k in ("gif", "mp4")},
             "losses": result.losses,

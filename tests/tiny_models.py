@@ -80,3 +80,79 @@ def save_tiny_encoder(path: Path, seed: int = 0) -> Path:
     """Pickle a whole Encoder, as OpenAI's encoder.pkl is."""
     torch.save(make_tiny_encoder(seed), path)
     return path
+
+
+# --------------------------------------------------------------------------- min-dalle (dalle-mini)
+
+TINY_DALLEMINI = dict(layer_count=1, embed_count=32, glu_embed_count=48, image_vocab_count=16384)
+TINY_WORDS = ("cat", "dog", "red", "a", "photo", "of")
+
+
+def tiny_bart_tokenizer_files() -> tuple:
+    """A BART-style vocab.json and merges.txt that spell any lower-case text, whole words for a few.
+
+    Byte-pair merges join a word's letters left to right; the word-start marker is min-dalle's
+    (chr(ord(" ") + 256)).
+    """
+    start = chr(ord(" ") + 256)
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, start: 4}
+    for c in "abcdefghijklmnopqrstuvwxyz":
+        vocab[c] = len(vocab)
+    merges = []
+    for word in TINY_WORDS:
+        piece = start
+        for c in word:
+            merges.append(f"{piece} {c}")
+            piece += c
+            vocab.setdefault(piece, len(vocab))
+    merges = list(dict.fromkeys(merges))
+    return vocab, "#version: 0.2\n" + "".join(m + "\n" for m in merges)
+
+
+def save_tiny_dallemini(root: Path, mega: bool = False, seed: int = 0) -> Path:
+    """min-dalle's real classes at tiny widths, saved where clipdraw's cache keeps them:
+    ``root/min-dalle/dalle_bart_{mini,mega}/{vocab.json,merges.txt,encoder.pt,decoder.pt}`` and
+    ``root/min-dalle/vqgan/detoker.pt``. The VQGAN has one size only; it is saved in float16
+    (half the bytes; it loads into float32). Returns ``root``."""
+    import json
+
+    from clipdraw.dallemini import ARCHITECTURES, TEXT_TOKENS, import_min_dalle
+
+    md = import_min_dalle()
+    variant = "mega" if mega else "mini"
+    folder = root / "min-dalle" / f"dalle_bart_{variant}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (root / "min-dalle" / "vqgan").mkdir(exist_ok=True)
+    vocab, merges = tiny_bart_tokenizer_files()
+    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf8")
+    (folder / "merges.txt").write_text(merges, encoding="utf8")
+    heads = ARCHITECTURES[variant]["attention_head_count"]
+    size = dict(TINY_DALLEMINI, embed_count=max(TINY_DALLEMINI["embed_count"], 2 * heads))
+    torch.manual_seed(seed)
+    encoder = md.models.DalleBartEncoder(layer_count=size["layer_count"], embed_count=size["embed_count"],
+                                         attention_head_count=heads, text_vocab_count=len(vocab) + 3,
+                                         text_token_count=TEXT_TOKENS, glu_embed_count=size["glu_embed_count"],
+                                         device="cpu")
+    decoder = md.models.DalleBartDecoder(image_vocab_count=size["image_vocab_count"], embed_count=size["embed_count"],
+                                         attention_head_count=heads, glu_embed_count=size["glu_embed_count"],
+                                         layer_count=size["layer_count"], device="cpu")
+    torch.save(encoder.state_dict(), folder / "encoder.pt")
+    torch.save(decoder.state_dict(), folder / "decoder.pt")
+    detoker = root / "min-dalle" / "vqgan" / "detoker.pt"
+    if not detoker.exists():
+        torch.save({k: v.half() for k, v in md.models.VQGanDetokenizer().state_dict().items()}, detoker)
+    return root
+
+
+class CheapVQGanDecoder(torch.nn.Module):
+    """Stands in for the VQGAN's convolutional decoder (about 6 s per image on 2 CPU cores):
+    the same (B, 256, 16, 16) -> (B, 3, 256, 256) contract, in milliseconds. The detokenizer's
+    own embedding, grid layout and clipping stay real."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.mix = torch.nn.Conv2d(256, 3, 1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.interpolate(torch.sigmoid(self.mix(z) * 4), scale_factor=16, mode="nearest")
