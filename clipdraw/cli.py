@@ -43,6 +43,16 @@ def cli() -> None:
     """
 
 
+def _register_evaluation() -> None:
+    """score, color, probe and compare (clipdraw/evaluate/commands.py)."""
+    from .evaluate.commands import register
+
+    register(cli)
+
+
+_register_evaluation()
+
+
 @cli.command()
 @click.argument("prompt")
 @click.option("--iters", type=click.IntRange(min=1), default=DEFAULTS["iters"], show_default=True, help="Optimization steps.")

@@ -1,0 +1,301 @@
+"""The evaluation commands, registered onto clipdraw's command group by ``register``:
+
+    clipdraw score IMAGE... --text T [--text T2 ...]       CLIP's scores of every pair
+    clipdraw color IMAGE... [--reference GOLD]            colorimetry
+    clipdraw probe ENTITY_LIST [--templates ...]          does the generator know these names?
+    clipdraw compare PROMPT_FILE | --coco ... | --flickr ...   the engines on one prompt set
+
+Heavy imports (torch, the models) happen inside the commands, so ``clipdraw --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import click
+
+from ..errors import ClipdrawError
+
+DEFAULT_EVAL_MODEL = "ViT-L/14"   # as judge.DEFAULT_EVAL_MODEL, without importing torch
+EXIT_INTERRUPTED = 130
+
+
+def _note(message: str) -> None:
+    click.echo(f"clipdraw: {message}", err=True)
+
+
+def _eval_model(eval_model: Optional[str], model: str) -> str:
+    return eval_model or ("toy" if model == "toy" else DEFAULT_EVAL_MODEL)
+
+
+def _print_table(rows: List[dict], columns: Sequence[str]) -> None:
+    """A plain aligned table on stdout."""
+    from .report import format_value  # noqa: PLC0415
+
+    cells = [[format_value(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip())
+    for row in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+
+
+def _print_rows(rows: List[dict], columns: Sequence[str], as_json: bool, as_csv: bool, extra: Optional[dict] = None) -> None:
+    if as_json:
+        click.echo(json.dumps({**(extra or {}), "rows": rows}, indent=2, default=str))
+    elif as_csv:
+        import csv  # noqa: PLC0415
+
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        _print_table(rows, columns)
+
+
+def _guide_of(image: Path) -> Optional[dict]:
+    """The CLIP that guided an image, read from the run.json beside it (clipdraw run folders)."""
+    try:
+        record = json.loads((image.parent / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if record.get("engine", "optimize") != "optimize":
+        return None
+    return (record.get("models") or {}).get("clip")
+
+
+# --------------------------------------------------------------------------- score
+
+
+@click.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--text", "-t", "texts", multiple=True, required=True, help="A candidate text (repeat for more).")
+@click.option("--eval-model", default=DEFAULT_EVAL_MODEL, show_default=True,
+              help="The judging CLIP: a name, a checkpoint path, or toy.")
+@click.option("--json", "as_json", is_flag=True, help="JSON on stdout instead of a table.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV on stdout instead of a table.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--offline", is_flag=True, help="Never download the judging CLIP.")
+def score(images: Sequence[Path], texts: Sequence[str], eval_model: str, as_json: bool, as_csv: bool, device: str,
+          offline: bool) -> None:
+    """CLIP's scores of every IMAGE with every --text.
+
+    Per pair: cosine x 100, CLIPScore (2.5 x max(cos, 0)), P(text | image) over the texts and
+    P(image | text) over the images, with the judging CLIP's logit scale.
+    """
+    texts = [" ".join(t.split()) for t in texts]
+    if not all(texts):
+        raise ClipdrawError("--text is empty: give the words to score against")
+    if as_json and as_csv:
+        raise ClipdrawError("--json and --csv exclude each other")
+    from ..device import resolve_device  # noqa: PLC0415
+    from .judge import Judge, check_eval_model, load_image  # noqa: PLC0415
+    from .scores import pair_table  # noqa: PLC0415
+
+    pictures = [load_image(path) for path in images]   # an unreadable image stops here, before loading CLIP
+    check_eval_model(eval_model, offline)
+    judge = Judge.load(eval_model, resolve_device(device), offline=offline)
+    table = pair_table(judge.embed_images(pictures), judge.embed_texts(texts), judge.logit_scale)
+    guided = [judge.same_as(_guide_of(path)) for path in images]
+    rows = [{"image": str(path), "text": text, "cosine_x100": table["cosine_x100"][i, j],
+             "clip_score": table["clip_score"][i, j], "p_text_given_image": table["p_text_given_image"][i, j],
+             "p_image_given_text": table["p_image_given_text"][i, j], "judge_is_guide": guided[i]}
+            for i, path in enumerate(images) for j, text in enumerate(texts)]
+    columns = ["image", "text", "cosine_x100", "clip_score", "p_text_given_image", "p_image_given_text",
+               "judge_is_guide"]
+    notes = [f"{path} was optimized against {judge.name}, the judging CLIP: its scores are not independent"
+             for path, same in zip(images, guided) if same]
+    _print_rows(rows, columns if (as_csv or as_json or any(guided)) else columns[:-1], as_json, as_csv,
+                extra={"judge": judge.info, "notes": notes})
+    if not (as_json or as_csv):
+        click.echo(f"judged by {judge.name} (logit scale {judge.logit_scale:.2f})")
+        for note in notes:
+            click.echo(f"note: {note}")
+
+
+# --------------------------------------------------------------------------- color
+
+
+@click.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--reference", type=click.Path(path_type=Path), default=None,
+              help="A gold image: adds the histogram distance (EMD, in levels) of each image to it.")
+@click.option("--colors", "k", type=click.IntRange(min=1, max=16), default=5, show_default=True,
+              help="Dominant colours per image (k-means).")
+@click.option("--json", "as_json", is_flag=True, help="JSON on stdout instead of a table.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV on stdout instead of a table.")
+def color(images: Sequence[Path], reference: Optional[Path], k: int, as_json: bool, as_csv: bool) -> None:
+    """Colorimetry of IMAGE...: colourfulness, HSV statistics, dominant colours, EMD to --reference."""
+    if as_json and as_csv:
+        raise ClipdrawError("--json and --csv exclude each other")
+    from .color import describe  # noqa: PLC0415
+    from .judge import load_image  # noqa: PLC0415
+
+    pictures = [load_image(path) for path in images]
+    gold = load_image(reference) if reference is not None else None
+    rows = []
+    for path, picture in zip(images, pictures):
+        record = describe(picture, gold, k=k)
+        dominant = record.pop("dominant")
+        record.pop("colourfulness_reference", None)
+        rows.append({"image": str(path), **record,
+                     "dominant": dominant if as_json else " ".join(f"{c['hex']}:{c['share']:.0%}" for c in dominant)})
+    columns = ["image", "colourfulness", "hue_mean", "hue_concentration", "saturation_mean", "saturation_std",
+               "value_mean", "value_std", "dominant"] + (["emd", "emd_r", "emd_g", "emd_b"] if gold else [])
+    _print_rows(rows, columns, as_json, as_csv, extra={"reference": str(reference) if reference else None})
+
+
+# --------------------------------------------------------------------------- experiments: shared options
+
+
+def generation_options(function):
+    """Options every experiment shares: which generator, with what settings, judged by what."""
+    options = [
+        click.option("--iters", type=click.IntRange(min=1), default=None,
+                     help="Optimization steps per run  [default: probe 2000, compare 1000]."),
+        click.option("--save-every", type=click.IntRange(min=1), default=50, show_default=True,
+                     help="Keep a frame every K iterations."),
+        click.option("--cutn", type=click.IntRange(min=1), default=32, show_default=True, help="Cutouts per step."),
+        click.option("--size", type=click.IntRange(min=1), default=None, help="Image side  [default: 256; toy: 64]."),
+        click.option("--lr", type=float, default=0.1, show_default=True, help="Adam learning rate."),
+        click.option("--model", type=click.Choice(["openai", "toy"]), default="openai", show_default=True,
+                     help="toy: the shipped toy world, offline, judged by the toy CLIP unless --eval-model."),
+        click.option("--clip-model", default="ViT-B/32", show_default=True, help="The guiding CLIP (optimize)."),
+        click.option("--decoder", default="openai", show_default=True, help="dVAE decoder name or path."),
+        click.option("--transformer", "transformer_dir", type=click.Path(path_type=Path), default=None,
+                     help="Engine transformer: folder with transformer.safetensors."),
+        click.option("--mega", is_flag=True, help="Engine dallemini: dalle-mega instead of dalle-mini."),
+        click.option("--eval-model", default=None,
+                     help=f"The judging CLIP: name, path or toy  [default: {DEFAULT_EVAL_MODEL}; --model toy: toy]."),
+        click.option("--out", type=click.Path(path_type=Path), default=None,
+                     help="Experiment folder; running again into it resumes  [default: outputs/<kind>-<list>]."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda."),
+        click.option("--offline", is_flag=True, help="Never touch the network."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bars."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _settings(iters: int, save_every: int, cutn: int, size: Optional[int], lr: float, model: str, clip_model: str,
+              decoder: str, transformer_dir: Optional[Path], mega: bool):
+    from .engines import EngineSettings  # noqa: PLC0415
+
+    return EngineSettings(model=model, clip_model=clip_model, decoder=decoder,
+                          transformer=str(transformer_dir) if transformer_dir else None, iters=iters,
+                          save_every=save_every, cutn=cutn, size=size, lr=lr, mega=mega)
+
+
+def default_out(kind: str, source: Path) -> Path:
+    """outputs/probe-people, outputs/compare-captions_val2017, ..."""
+    from ..outputs import slugify  # noqa: PLC0415
+
+    return Path("outputs") / f"{kind}-{slugify(Path(source).stem, 40)}"
+
+
+def _finish(paths: dict, interrupted: bool) -> None:
+    if paths:
+        click.echo(f"report: {paths['html']}")
+        for key in sorted(k for k in paths if k != "html"):
+            click.echo(f"  {key}: {paths[key]}")
+    if interrupted:
+        _note("interrupted: the finished runs are kept and reported; run the same command again to go on")
+        sys.exit(EXIT_INTERRUPTED)
+
+
+# --------------------------------------------------------------------------- probe
+
+
+@click.command()
+@click.argument("entity_list", type=click.Path(path_type=Path))
+@click.option("--templates", "-t", multiple=True,
+              help="A template with {} for the entity, or a file of them (repeat for more)  "
+                   "[default: 'a photo of {}', 'a photo of the face of {}', '{}'].")
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True, help="Runs per prompt (seeds 0..N-1).")
+@click.option("--engine", type=click.Choice(["optimize", "transformer", "dallemini"]), default="optimize",
+              show_default=True)
+@click.option("--faces/--no-faces", default=True, show_default=True,
+              help="Count faces per frame with OpenCV's Haar cascade (needs clipdraw[eval]).")
+@generation_options
+def probe(entity_list: Path, templates: Sequence[str], seeds: int, engine: str, faces: bool, iters: Optional[int],
+          save_every: int, cutn: int, size: Optional[int], lr: float, model: str, clip_model: str, decoder: str,
+          transformer_dir: Optional[Path], mega: bool, eval_model: Optional[str], out: Optional[Path], device: str,
+          offline: bool, quiet: bool) -> None:
+    """Does the generator know the names in ENTITY_LIST (one per line)?
+
+    Each entity x template x seed is drawn with frames every --save-every iterations; the
+    judging CLIP scores every frame and identifies it among the list's entities; OpenCV counts
+    faces. Writes probe.html, CSVs and probe.json into --out; running again resumes.
+    """
+    from .probe import run_probe  # noqa: PLC0415
+
+    settings = _settings(iters or 2000, save_every, cutn, size, lr, model, clip_model, decoder, transformer_dir, mega)
+    out = out or default_out("probe", entity_list)
+    paths, interrupted = run_probe(entity_list, templates, seeds, engine, settings, out, _eval_model(eval_model, model),
+                                   device=device, offline=offline, faces=faces, progress=not quiet, log=_note)
+    _finish(paths, interrupted)
+
+
+# --------------------------------------------------------------------------- compare
+
+
+@click.command()
+@click.argument("prompt_file", type=click.Path(path_type=Path), required=False)
+@click.option("--coco", type=click.Path(path_type=Path), default=None, help="A COCO captions JSON (with --images).")
+@click.option("--flickr", type=click.Path(path_type=Path), default=None,
+              help="Karpathy's dataset_flickr30k.json (with --images).")
+@click.option("--images", "images_dir", type=click.Path(path_type=Path), default=None,
+              help="The folder of the dataset's images (the gold images).")
+@click.option("--split", default="test", show_default=True, help="--flickr: which split (train, val, test, all).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N prompts.")
+@click.option("--per-prompt", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Images per prompt and engine (seeds 0..K-1).")
+@click.option("--engines", default=None,
+              help="Comma-separated engines  [default: optimize,dallemini; --model toy: optimize,transformer].")
+@generation_options
+def compare(prompt_file: Optional[Path], coco: Optional[Path], flickr: Optional[Path], images_dir: Optional[Path],
+            split: str, limit: Optional[int], per_prompt: int, engines: Optional[str], iters: Optional[int],
+            save_every: int, cutn: int, size: Optional[int], lr: float, model: str, clip_model: str, decoder: str,
+            transformer_dir: Optional[Path], mega: bool, eval_model: Optional[str], out: Optional[Path], device: str,
+            offline: bool, quiet: bool) -> None:
+    """The same prompts through each engine, judged by one CLIP.
+
+    Prompts come from PROMPT_FILE (one per line, [group] headers), or from a captions set
+    with its gold images: --coco captions.json --images DIR, or --flickr
+    dataset_flickr30k.json --images DIR [--split test]. Writes compare.html, CSVs and
+    compare.json into --out; running again resumes.
+    """
+    from .compare import run_compare  # noqa: PLC0415
+    from .datasets import read_coco, read_flickr, read_prompt_file  # noqa: PLC0415
+
+    sources = [s for s in (prompt_file, coco, flickr) if s is not None]
+    if len(sources) != 1:
+        raise ClipdrawError("give one prompt source: PROMPT_FILE, --coco captions.json --images DIR, "
+                            "or --flickr dataset_flickr30k.json --images DIR")
+    if prompt_file is not None:
+        if images_dir is not None:
+            raise ClipdrawError("--images goes with --coco or --flickr, not a prompt file")
+        items = read_prompt_file(prompt_file, limit)
+    elif images_dir is None:
+        raise ClipdrawError(f"{'--coco' if coco else '--flickr'} needs --images DIR, the folder of its images")
+    elif coco is not None:
+        items = read_coco(coco, images_dir, limit, note=_note)
+    else:
+        items = read_flickr(flickr, images_dir, None if split == "all" else split, limit, note=_note)
+    names = [n.strip() for n in (engines or ("optimize,transformer" if model == "toy" else "optimize,dallemini"))
+             .split(",") if n.strip()]
+    settings = _settings(iters or 1000, save_every, cutn, size, lr, model, clip_model, decoder, transformer_dir, mega)
+    out = out or default_out("compare", sources[0])
+    paths, interrupted = run_compare(items, str(sources[0]), list(dict.fromkeys(names)), per_prompt, settings, out,
+                                     _eval_model(eval_model, model), device=device, offline=offline,
+                                     progress=not quiet, log=_note)
+    _finish(paths, interrupted)
+
+
+def register(group: click.Group) -> None:
+    """Add the evaluation commands to clipdraw's command group."""
+    for command in (score, color, probe, compare):
+        group.add_command(command)

@@ -1,0 +1,258 @@
+"""Named-entity probes: does the generator know this person or brand?
+
+For every entity x template x seed, one generation with frames every ``save_every``
+iterations. Then, frame by frame, the judging CLIP gives
+
+- the similarity curve: cosine x 100 between the frame and the run's own prompt;
+- zero-shot identification: the probabilities over every entity of the list, written with
+  the same template ("a photo of Albert Einstein", "a photo of Steve Jobs", ...); the frame
+  is identified when its own entity comes first;
+
+and OpenCV's face cascade counts faces, to find the iteration where a face appears and where
+a second one creeps in. The summary per entity x template: identified or not (share of seeds,
+on the final frame), first iteration identified, iteration of the second face, final similarity.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import ClipdrawError
+from ..outputs import slugify
+from .datasets import read_lines
+from .faces import FaceCounter, first_iteration
+from .judge import Judge, load_image
+from .report import Report, write_csv
+from .runs import RunSpec
+from .scores import cosine_matrix, text_probabilities
+
+DEFAULT_TEMPLATES = ("a photo of {}", "a photo of the face of {}", "{}")
+STRIP_FRAMES = 8   # frames shown per run in the report
+
+
+def read_entities(path: Path) -> List[str]:
+    """Entities, one per line (``#`` comments and ``[group]`` headers allowed), without repeats."""
+    entities = list(dict.fromkeys(text for _, text in read_lines(path, "entity list")))
+    if not entities:
+        raise ClipdrawError(f"entity list {path} names no entity: write one name per line, e.g. Albert Einstein")
+    if len(entities) < 2:
+        raise ClipdrawError(f"entity list {path} names only {entities[0]!r}: identification picks among the "
+                            "list's entities, so give at least two")
+    return entities
+
+
+def read_templates(values: Sequence[str]) -> List[str]:
+    """Each value is a template with ``{}`` where the entity goes, or a file of them."""
+    templates: List[str] = []
+    for value in values or DEFAULT_TEMPLATES:
+        if "{}" not in value and Path(value).expanduser().is_file():
+            templates.extend(text for _, text in read_lines(Path(value).expanduser(), "template file"))
+        else:
+            templates.append(value)
+    for template in templates:
+        if template.count("{}") != 1:
+            raise ClipdrawError(f"template {template!r} needs exactly one {{}} where the entity goes, "
+                                "e.g. 'a photo of {}'")
+    if not templates:
+        raise ClipdrawError("no template given")
+    return list(dict.fromkeys(templates))
+
+
+def fill(template: str, entity: str) -> str:
+    return template.replace("{}", entity)
+
+
+def plan(entities: Sequence[str], templates: Sequence[str], seeds: int, engine: str) -> List[RunSpec]:
+    return [RunSpec(key=f"{engine}/{slugify(fill(t, e), 80)}/seed-{s}", engine=engine, prompt=fill(t, e), seed=s,
+                    meta={"entity": e, "template": t})
+            for e in entities for t in templates for s in range(seeds)]
+
+
+def analyze_run(spec: RunSpec, record: dict, run_dir: Path, entities: Sequence[str], judge: Judge,
+                counter: Optional[FaceCounter], text_embeds: Dict[str, np.ndarray]) -> Tuple[dict, List[dict]]:
+    """One run's row and its per-frame rows."""
+    entity, template = spec.meta["entity"], spec.meta["template"]
+    frames = record.get("frames") or [{"iteration": record["final"]["iteration"], "file": "final.png",
+                                        "similarity": record["final"]["similarity"]}]
+    images = [load_image(run_dir / f["file"]) for f in frames]
+    if template not in text_embeds:
+        text_embeds[template] = judge.embed_texts([fill(template, e) for e in entities])
+    cos = cosine_matrix(judge.embed_images(images), text_embeds[template])       # (frames, entities)
+    probabilities = text_probabilities(cos, judge.logit_scale)
+    own = list(entities).index(entity)
+    frame_rows = []
+    for n, (frame, image) in enumerate(zip(frames, images)):
+        top = int(np.argmax(probabilities[n]))
+        frame_rows.append({
+            "entity": entity, "template": template, "seed": spec.seed, "iteration": frame["iteration"],
+            "file": str(run_dir / frame["file"]), "guide_similarity": frame.get("similarity"),
+            "judge_similarity_x100": 100.0 * cos[n, own], "p_entity": float(probabilities[n, own]),
+            "top_entity": entities[top], "identified": top == own,
+            "faces": counter.count(image) if counter else None})
+    iterations = [r["iteration"] for r in frame_rows]
+    faces = [r["faces"] for r in frame_rows]
+    final = frame_rows[-1]
+    row = {"entity": entity, "template": template, "prompt": spec.prompt, "seed": spec.seed,
+           "engine": spec.engine, "iterations": record.get("iterations_done"),
+           "identified": final["identified"], "top_entity": final["top_entity"], "p_entity": final["p_entity"],
+           "first_identified": first_iteration(iterations, [int(r["identified"]) for r in frame_rows], 1),
+           "first_face": first_iteration(iterations, faces, 1) if counter else None,
+           "second_face": first_iteration(iterations, faces, 2) if counter else None,
+           "max_faces": max(faces) if counter else None,
+           "final_judge_similarity_x100": final["judge_similarity_x100"],
+           "final_guide_similarity": record.get("final", {}).get("similarity"),
+           "seconds": record.get("seconds"),
+           "judge_is_guide": spec.engine == "optimize" and judge.same_as((record.get("models") or {}).get("clip")),
+           "run_dir": str(run_dir)}
+    return row, frame_rows
+
+
+def _median(values: List[Optional[float]]) -> Optional[float]:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def summarize(run_rows: List[dict], entities: Sequence[str], templates: Sequence[str]) -> List[dict]:
+    """One row per entity x template over its seeds."""
+    summary = []
+    for entity in entities:
+        for template in templates:
+            rows = [r for r in run_rows if r["entity"] == entity and r["template"] == template]
+            if not rows:
+                continue
+            identified = [r for r in rows if r["first_identified"] is not None]
+            with_second = [r for r in rows if r["second_face"] is not None]
+            summary.append({
+                "entity": entity, "template": template, "runs": len(rows),
+                "identified": sum(r["identified"] for r in rows) / len(rows),
+                "ever_identified": len(identified) / len(rows),
+                "first_identified": _median([r["first_identified"] for r in rows]),
+                "second_face_runs": len(with_second) if rows[0]["max_faces"] is not None else None,
+                "second_face": _median([r["second_face"] for r in rows]),
+                "final_judge_similarity_x100": statistics.fmean(r["final_judge_similarity_x100"] for r in rows),
+                "final_p_entity": statistics.fmean(r["p_entity"] for r in rows)})
+    return summary
+
+
+SUMMARY_COLUMNS = ["entity", "template", "runs", "identified", "ever_identified", "first_identified",
+                   "second_face_runs", "second_face", "final_judge_similarity_x100", "final_p_entity"]
+RUN_COLUMNS = ["entity", "template", "prompt", "seed", "engine", "iterations", "identified", "top_entity", "p_entity",
+               "first_identified", "first_face", "second_face", "max_faces", "final_judge_similarity_x100",
+               "final_guide_similarity", "seconds", "judge_is_guide", "run_dir"]
+FRAME_COLUMNS = ["entity", "template", "seed", "iteration", "guide_similarity", "judge_similarity_x100", "p_entity",
+                 "top_entity", "identified", "faces", "file"]
+
+
+def write_outputs(out: Path, header: Dict[str, object], summary: List[dict], run_rows: List[dict],
+                  frame_rows: List[dict], notes: List[str]) -> Dict[str, Path]:
+    """probe.html, probe_summary.csv, probe_runs.csv, probe_frames.csv and probe.json."""
+    from .runs import write_json  # noqa: PLC0415
+
+    paths = {"summary_csv": write_csv(out / "probe_summary.csv", summary, SUMMARY_COLUMNS),
+             "runs_csv": write_csv(out / "probe_runs.csv", run_rows, RUN_COLUMNS),
+             "frames_csv": write_csv(out / "probe_frames.csv", frame_rows, FRAME_COLUMNS)}
+    write_json(out / "probe.json", {**header, "notes": notes, "summary": summary, "runs": run_rows,
+                                    "frames": frame_rows})
+    paths["json"] = out / "probe.json"
+    paths["html"] = _html_report(header, summary, run_rows, frame_rows, notes).write(out / "probe.html")
+    return paths
+
+
+def _html_report(header: Dict[str, object], summary: List[dict], run_rows: List[dict], frame_rows: List[dict],
+                 notes: List[str]) -> Report:
+    report = Report(f"Named-entity probe: {header['entities_file']}")
+    report.table([{"setting": k, "value": str(v)} for k, v in header.items() if k != "settings"]
+                 + [{"setting": k, "value": str(v)} for k, v in header.get("settings", {}).items()])
+    for note in notes:
+        report.paragraph(note, note=True)
+    report.heading("Summary per entity and template")
+    report.paragraph("identified: share of seeds whose final frame the judging CLIP attributes to the entity among "
+                     "the list (same template); ever_identified: share identified at some frame; first_identified: "
+                     "median first such iteration; second_face: median iteration where the face detector first "
+                     "counts two faces, over the second_face_runs runs where it happens.")
+    report.table(summary, SUMMARY_COLUMNS)
+    plt = report.pyplot()
+    if plt is not None:
+        report.heading("Curves")
+        for entity in dict.fromkeys(r["entity"] for r in run_rows):
+            fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.2))
+            for run in (r for r in run_rows if r["entity"] == entity):
+                frames = [f for f in frame_rows if f["entity"] == entity and f["template"] == run["template"]
+                          and f["seed"] == run["seed"]]
+                label = f"{run['template'].replace('{}', '…')} s{run['seed']}"
+                x = [f["iteration"] for f in frames]
+                line, = left.plot(x, [f["judge_similarity_x100"] for f in frames], label=label)
+                right.plot(x, [f["p_entity"] for f in frames], color=line.get_color())
+                if run["second_face"] is not None:
+                    left.axvline(run["second_face"], color=line.get_color(), linestyle=":")
+            left.set(title=f"{entity}: judging CLIP similarity x100", xlabel="iteration")
+            right.set(title=f"{entity}: P(entity) among the list", xlabel="iteration", ylim=(0, 1))
+            left.legend(fontsize=7)
+            report.figure(fig)
+    report.heading("Frames")
+    for run in run_rows:
+        frames = [f for f in frame_rows if f["entity"] == run["entity"] and f["template"] == run["template"]
+                  and f["seed"] == run["seed"]]
+        picks = sorted(set(np.linspace(0, len(frames) - 1, min(STRIP_FRAMES, len(frames))).round().astype(int)))
+        entries = []
+        for f in (frames[i] for i in picks):
+            faces = "" if f["faces"] is None else f" · {f['faces']} face{'s' if f['faces'] != 1 else ''}"
+            mark = "✓" if f["identified"] else f"→ {f['top_entity']}"
+            entries.append((load_image(f["file"]), f"it {f['iteration']}{faces} · P {f['p_entity']:.2f} {mark}"))
+        report.images(entries, label=f"{run['prompt']} (seed {run['seed']})")
+    return report
+
+
+def run_probe(entities_file: Path, template_values: Sequence[str], seeds: int, engine: str, settings,
+              out: Path, eval_model: str, device: str = "auto", offline: bool = False, faces: bool = True,
+              progress: bool = True, log=print) -> Tuple[Dict[str, Path], bool]:
+    """The whole probe: check inputs, generate what is missing, judge, write the report.
+
+    Returns the written files and whether Ctrl-C cut the generations short (the report then
+    covers the finished runs)."""
+    from dataclasses import asdict  # noqa: PLC0415
+
+    from ..device import resolve_device  # noqa: PLC0415
+    from .engines import EngineLoader  # noqa: PLC0415
+    from .judge import check_eval_model  # noqa: PLC0415
+    from .runs import execute, open_experiment  # noqa: PLC0415
+
+    if seeds < 1:
+        raise ClipdrawError(f"--seeds must be at least 1, got {seeds}")
+    entities = read_entities(Path(entities_file).expanduser())
+    templates = read_templates(template_values)
+    settings.check([engine], offline)
+    check_eval_model(eval_model, offline)
+    counter = FaceCounter() if faces else None
+    open_experiment(out, "probe", {**asdict(settings), "engine": engine})
+    specs = plan(entities, templates, seeds, engine)
+    loader = EngineLoader(settings, device=device, offline=offline, keep_frames=True)
+    records, interrupted = execute(specs, out, loader, keep_frames=True, progress=progress, log=log)
+    del loader   # the generator's memory is the judge's now
+    if not records:
+        return {}, interrupted
+    judge = Judge.load(eval_model, resolve_device(device), offline=offline)
+    text_embeds: Dict[str, np.ndarray] = {}
+    run_rows, frame_rows = [], []
+    for spec in specs:
+        if spec.key in records:
+            row, frames = analyze_run(spec, records[spec.key], out / "runs" / spec.key, entities, judge, counter,
+                                      text_embeds)
+            run_rows.append(row)
+            frame_rows.extend(frames)
+    notes = []
+    if any(r["judge_is_guide"] for r in run_rows):
+        notes.append(f"The judging CLIP ({judge.name}) is the one that guided the optimizer: its scores of these "
+                     "images are not independent (pass --eval-model to judge with another CLIP).")
+    if len(records) < len(specs):
+        notes.append(f"Only {len(records)} of {len(specs)} runs are finished; run the same command again to go on.")
+    header = {"entities_file": str(entities_file), "entities": len(entities), "templates": templates,
+              "seeds": seeds, "engine": engine,
+              "guiding CLIP": settings.guide_name if engine == "optimize" else "none (not CLIP-guided)",
+              "judge": judge.info, "settings": asdict(settings)}
+    return write_outputs(out, header, summarize(run_rows, entities, templates), run_rows, frame_rows, notes), \
+        interrupted

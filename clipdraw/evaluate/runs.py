@@ -1,0 +1,119 @@
+"""Resumable batches of generations: each run is an ordinary clipdraw run folder under
+``<out>/runs/``, and it counts as finished once its run.json is on disk (written last, by an
+atomic rename, and not marked interrupted).
+
+So re-running an experiment skips what is finished; Ctrl-C, a crash or a full disk costs at
+most the run in progress, whose partial folder is removed and redone next time. The folder's
+``experiment.json`` holds the generation settings: an experiment is only resumed with the
+same ones, since mixing images made with different settings would make the comparison wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+from tqdm.auto import tqdm
+
+from ..errors import ClipdrawError
+from ..outputs import RunWriter, check_output_root
+from ..weights import atomic_write_bytes
+from .engines import EngineLoader
+
+
+@dataclass
+class RunSpec:
+    """One generation of an experiment."""
+
+    key: str            # folder under <out>/runs/, e.g. "optimize/a-photo-of-x/seed-0"
+    engine: str
+    prompt: str
+    seed: int
+    meta: Dict[str, object] = field(default_factory=dict)   # entity, template, item id ...
+
+
+def write_json(path: Path, data) -> None:
+    atomic_write_bytes(path, json.dumps(data, indent=2, default=str, allow_nan=True).encode())
+
+
+def open_experiment(out: Path, kind: str, settings: dict) -> None:
+    """Create ``out`` or check it holds an experiment of this kind with these settings."""
+    check_output_root(out)
+    record_path = out / "experiment.json"
+    if record_path.is_file():
+        try:
+            existing = json.loads(record_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise ClipdrawError(f"cannot read {record_path}: {e}; move it away or choose another --out") from None
+        if existing.get("kind") != kind:
+            raise ClipdrawError(f"{out} holds a {existing.get('kind')!r} experiment, not a {kind!r} one: "
+                                "choose another --out")
+        old = existing.get("settings", {})
+        changed = [k for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k)]
+        if changed:
+            key = changed[0]
+            raise ClipdrawError(f"{out} holds runs made with {key} = {old.get(key)!r}, not {settings.get(key)!r}: "
+                                "resume with the same settings or choose another --out")
+        return
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ClipdrawError(f"cannot create {out}: {e.strerror or e}") from None
+    write_json(record_path, {"kind": kind, "settings": settings})
+
+
+def finished_record(run_dir: Path, spec: RunSpec) -> Optional[dict]:
+    """The run.json of a finished run of ``spec`` in ``run_dir``, else None."""
+    try:
+        record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if record.get("interrupted") or record.get("prompt") != spec.prompt or record.get("seed") != spec.seed:
+        return None
+    if not (run_dir / "final.png").is_file():
+        return None
+    return record
+
+
+def execute(specs: List[RunSpec], out: Path, loader: EngineLoader, keep_frames: bool, progress: bool = True,
+            log: Callable[[str], None] = print) -> Tuple[Dict[str, dict], bool]:
+    """Run every unfinished spec; return {key: run.json record} of the finished ones and
+    whether the batch was interrupted (Ctrl-C). Finished runs are never redone."""
+    records: Dict[str, dict] = {}
+    pending = []
+    for spec in specs:
+        record = finished_record(out / "runs" / spec.key, spec)
+        if record is not None:
+            records[spec.key] = record
+        else:
+            pending.append(spec)
+    if records:
+        log(f"{len(records)} of {len(specs)} run(s) already finished in {out}: skipped")
+    bar = tqdm(pending, desc="runs", unit="run", disable=not progress or not pending, dynamic_ncols=True)
+    for spec in bar:
+        run_dir = out / "runs" / spec.key
+        bar.set_postfix_str(f"{spec.engine}: {spec.prompt[:40]} (seed {spec.seed})")
+        try:
+            if run_dir.exists():   # left over by an interrupted run: redo it
+                shutil.rmtree(run_dir)
+            run_dir.mkdir(parents=True)
+            engine = loader.get(spec.engine)
+            writer = RunWriter(run_dir, spec.prompt, engine.settings(spec.seed), engine.info, gif=False,
+                               engine=spec.engine)
+            result = engine.run(spec.prompt, spec.seed, writer.add_frame if keep_frames else None, progress=False)
+            if result.interrupted:
+                raise KeyboardInterrupt
+            writer.finish(result, extra={"experiment": spec.meta})
+        except KeyboardInterrupt:
+            bar.close()
+            shutil.rmtree(run_dir, ignore_errors=True)
+            log(f"interrupted: {len(records)} of {len(specs)} run(s) finished and kept; run again to go on")
+            return records, True
+        except BaseException:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        records[spec.key] = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    return records, False

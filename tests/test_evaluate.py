@@ -1,0 +1,574 @@
+"""Evaluation: metric formulas against hand-computed values, dataset readers on files in the
+real formats, every command end to end on the toy world, reports, resuming, bad input."""
+
+from __future__ import annotations
+
+import colorsys
+import csv
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clipdraw.errors import ClipdrawError
+from clipdraw.evaluate import color, datasets, scores
+
+ROOT = Path(__file__).resolve().parents[1]
+TOY_ENTITIES = ROOT / "experiments" / "probes" / "toy_shapes.txt"
+
+
+def solid(rgb, size=(8, 8)) -> Image.Image:
+    return Image.new("RGB", size, tuple(rgb))
+
+
+def halves(left, right, size=8) -> Image.Image:
+    image = Image.new("RGB", (2 * size, size), tuple(left))
+    image.paste(solid(right, (size, size)), (size, 0))
+    return image
+
+
+def run_main(*args, cwd: Path = None):
+    """clipdraw's console entry point in this process: (exit code, stdout, stderr)."""
+    from clipdraw.cli import main
+
+    old = os.getcwd()
+    if cwd:
+        os.chdir(cwd)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(a) for a in args])
+    finally:
+        os.chdir(old)
+    return exit_info.value.code
+
+
+class Page(HTMLParser):
+    """What a browser would fetch and show: images, tables, headings, text."""
+
+    def __init__(self):
+        super().__init__()
+        self.images, self.tables, self.headings, self.text, self.external = [], 0, [], [], []
+        self._in_heading = False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append(attrs.get("src", ""))
+        if tag == "table":
+            self.tables += 1
+        if tag in ("script", "link", "iframe") or (tag == "img" and not attrs.get("src", "").startswith("data:")):
+            self.external.append(tag)
+        self._in_heading = tag in ("h1", "h2")
+
+    def handle_endtag(self, tag):
+        self._in_heading = False
+
+    def handle_data(self, data):
+        self.text.append(data)
+        if self._in_heading:
+            self.headings.append(data.strip())
+
+
+def parse_page(path: Path) -> Page:
+    page = Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    return page
+
+
+# --------------------------------------------------------------------------- scores
+
+
+def test_cosines_clipscore_and_probabilities_by_hand():
+    images = np.array([[1.0, 0.0], [0.0, 1.0]])
+    texts = np.array([[1.0, 0.0], [0.6, 0.8]])
+    cos = scores.cosine_matrix(images, texts)
+    assert np.allclose(cos, [[1.0, 0.6], [0.0, 0.8]])
+    assert np.allclose(scores.clip_score(cos), [[2.5, 1.5], [0.0, 2.0]])
+    assert scores.clip_score(-0.3) == 0.0   # negative cosines count as no match
+    scale = math.log(2) / 0.4               # makes the logit gap of image 0 exactly log 2
+    p_text = scores.text_probabilities(cos, scale)
+    assert np.allclose(p_text[0], [2 / 3, 1 / 3])
+    assert np.allclose(p_text.sum(1), 1)
+    p_image = scores.image_probabilities(cos, scale)
+    # text 0: cosines 1 and 0 -> logits differ by scale = 2.5 log 2 -> odds 2 ** 2.5
+    assert np.allclose(p_image[:, 0], [2 ** 2.5 / (1 + 2 ** 2.5), 1 / (1 + 2 ** 2.5)])
+    assert np.allclose(p_image.sum(0), 1)
+    table = scores.pair_table(images, texts, scale)
+    assert np.allclose(table["cosine_x100"], [[100, 60], [0, 80]])
+
+
+def test_ranks_and_r_precision_by_hand():
+    assert scores.rank_of([0.3, 0.5, 0.1], 0) == 2
+    assert scores.rank_of([0.3, 0.5, 0.1], 1) == 1
+    assert scores.rank_of([0.5, 0.5], 0) == 2            # a tie counts against
+    assert scores.r_precision([0.9, 0.3, 0.2], [0]) == 1.0
+    assert scores.r_precision([0.3, 0.5, 0.1], [0]) == 0.0
+    assert scores.r_precision([0.9, 0.8, 0.7, 0.1], [0, 2]) == 0.5   # top 2 = {0, 1}
+    with pytest.raises(ValueError):
+        scores.r_precision([0.1], [])
+
+
+# --------------------------------------------------------------------------- colour
+
+
+def test_colourfulness_by_hand():
+    assert color.colourfulness(solid((128, 128, 128))) == 0.0
+    # pure red: rg = 255, yb = 127.5, no spread -> 0.3 * sqrt(255^2 + 127.5^2)
+    assert color.colourfulness(solid((255, 0, 0))) == pytest.approx(0.3 * math.hypot(255, 127.5))
+    # half red, half green: rg = +-255 (mean 0, std 255); yb = 127.5 everywhere -> 255 + 0.3 * 127.5
+    assert color.colourfulness(halves((255, 0, 0), (0, 255, 0))) == pytest.approx(255 + 0.3 * 127.5)
+
+
+def test_hsv_matches_colorsys_and_hue_is_circular():
+    colours = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [30, 60, 90], [200, 100, 150],
+                        [0, 0, 0], [255, 255, 255]], dtype=np.float64)
+    ours = color.rgb_to_hsv(colours)
+    for rgb, (h, s, v) in zip(colours, ours):
+        eh, es, ev = colorsys.rgb_to_hsv(*(rgb / 255))
+        assert (h, s, v) == pytest.approx((eh * 360, es, ev), abs=1e-9)
+    near_red = [tuple(round(255 * c) for c in colorsys.hsv_to_rgb(hue / 360, 1, 1)) for hue in (350, 10)]
+    stats = color.hsv_statistics(halves(*near_red))
+    assert min(stats["hue_mean"], 360 - stats["hue_mean"]) < 1.0   # 0 degrees, not 180
+    assert stats["saturation_mean"] == pytest.approx(1.0)
+    assert math.isnan(color.hsv_statistics(solid((90, 90, 90)))["hue_mean"])
+
+
+def test_dominant_colours_and_shares():
+    image = Image.new("RGB", (8, 8), (255, 0, 0))
+    image.paste(solid((0, 0, 255), (8, 2)), (0, 0))   # a quarter blue
+    palette = color.dominant_colors(image, k=5, seed=3)
+    assert [(c["hex"], c["share"]) for c in palette] == [("#ff0000", 0.75), ("#0000ff", 0.25)]
+    assert color.dominant_colors(image, k=5, seed=3) == palette   # seeded
+
+
+def test_histogram_emd_by_hand():
+    black, white = solid((0, 0, 0)), solid((255, 255, 255))
+    assert color.histogram_emd(black, white)["emd"] == pytest.approx(255)
+    assert color.histogram_emd(white, white)["emd"] == 0
+    assert color.histogram_emd(black, halves((0, 0, 0), (255, 255, 255)))["emd"] == pytest.approx(127.5)
+    red = color.histogram_emd(black, solid((255, 0, 0), (4, 4)))   # sizes may differ
+    assert (red["emd_r"], red["emd_g"], red["emd_b"], red["emd"]) == pytest.approx((255, 0, 0, 85))
+
+
+# --------------------------------------------------------------------------- faces
+
+
+def grace_hopper() -> Image.Image:
+    matplotlib = pytest.importorskip("matplotlib")
+    return Image.open(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg").convert("RGB")
+
+
+def test_face_counter_finds_one_and_two_faces():
+    pytest.importorskip("cv2")
+    from clipdraw.evaluate.faces import FaceCounter, first_iteration
+
+    portrait, counter = grace_hopper(), FaceCounter()
+    pair = Image.new("RGB", (portrait.width * 2, portrait.height))
+    pair.paste(portrait, (0, 0))
+    pair.paste(portrait, (portrait.width, 0))
+    assert counter.count(portrait) == 1
+    assert counter.count(pair.resize((256, 150))) == 2
+    assert counter.count(solid((128, 128, 128), (256, 256))) == 0
+    assert first_iteration([50, 100, 150, 200], [0, 1, 2, 1], 2) == 150
+    assert first_iteration([50, 100], [0, 1], 2) is None
+
+
+def test_missing_opencv_is_one_clear_line(monkeypatch):
+    import builtins
+
+    from clipdraw.evaluate import faces
+
+    real_import = builtins.__import__
+
+    def no_cv2(name, *args, **kwargs):
+        if name == "cv2":
+            raise ImportError("No module named 'cv2'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_cv2)
+    with pytest.raises(ClipdrawError, match=r"opencv-python-headless<5.*--no-faces"):
+        faces.FaceCounter()
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+@pytest.fixture
+def coco_set(tmp_path):
+    images = tmp_path / "val2017"
+    images.mkdir()
+    for name, rgb in (("000000000139.jpg", (200, 40, 40)), ("000000000285.jpg", (40, 40, 200))):
+        solid(rgb, (64, 48)).save(images / name)
+    document = {
+        "info": {"description": "COCO 2017"},
+        "images": [{"id": 139, "file_name": "000000000139.jpg", "height": 48, "width": 64},
+                   {"id": 285, "file_name": "000000000285.jpg", "height": 48, "width": 64},
+                   {"id": 632, "file_name": "000000000632.jpg", "height": 48, "width": 64},   # not downloaded
+                   {"id": 724, "file_name": "000000000724.jpg", "height": 48, "width": 64}],  # no caption
+        "annotations": [{"image_id": 139, "id": 1, "caption": "A red  room with a TV."},
+                        {"image_id": 285, "id": 2, "caption": "A big blue bear."},
+                        {"image_id": 139, "id": 3, "caption": "A living room."},
+                        {"image_id": 632, "id": 4, "caption": "A bedroom."}],
+    }
+    path = tmp_path / "captions_val2017.json"
+    path.write_text(json.dumps(document))
+    return path, images
+
+
+@pytest.fixture
+def flickr_set(tmp_path):
+    images = tmp_path / "flickr30k-images"
+    images.mkdir()
+    solid((30, 160, 30), (50, 40)).save(images / "1000092795.jpg")
+    solid((160, 160, 30), (50, 40)).save(images / "10002456.jpg")
+    document = {"dataset": "flickr30k", "images": [
+        {"filename": "1000092795.jpg", "imgid": 0, "split": "test", "sentids": [0, 1],
+         "sentences": [{"raw": "Two young guys with shaggy hair.", "tokens": ["two"], "imgid": 0, "sentid": 0},
+                       {"raw": "Two men in green shirts.", "tokens": ["two"], "imgid": 0, "sentid": 1}]},
+        {"filename": "10002456.jpg", "imgid": 1, "split": "train", "sentids": [2],
+         "sentences": [{"raw": "Several men in hard hats.", "tokens": ["several"], "imgid": 1, "sentid": 2}]}]}
+    path = tmp_path / "dataset_flickr30k.json"
+    path.write_text(json.dumps(document))
+    return path, images
+
+
+def test_coco_reader(coco_set):
+    path, images = coco_set
+    notes = []
+    items = datasets.read_coco(path, images, note=notes.append)
+    assert [(i.id, i.prompt, i.gold.name) for i in items] == [
+        ("coco-139", "A red room with a TV.", "000000000139.jpg"), ("coco-285", "A big blue bear.", "000000000285.jpg")]
+    assert items[0].references == ["A red room with a TV.", "A living room."]
+    assert notes and "skipped 1" in notes[0]
+    assert len(datasets.read_coco(path, images, limit=1)) == 1
+
+
+def test_flickr_reader(flickr_set):
+    path, images = flickr_set
+    test = datasets.read_flickr(path, images, split="test")
+    assert [(i.id, i.prompt, len(i.references)) for i in test] == [("flickr-1000092795", "Two young guys with shaggy hair.", 2)]
+    assert len(datasets.read_flickr(path, images, split=None)) == 2
+    with pytest.raises(ClipdrawError, match=r"split 'val' \(splits present: test, train\)"):
+        datasets.read_flickr(path, images, split="val")
+
+
+def test_prompt_file_groups_comments_and_ids(tmp_path):
+    path = tmp_path / "prompts.txt"
+    path.write_text("# a comment\n\n[bare]\na tree\n  a   tree \n[a photo of]\na photo of a tree\n")
+    items = datasets.read_prompt_file(path)
+    assert [(i.id, i.prompt, i.group) for i in items] == [
+        ("a-tree", "a tree", "bare"), ("a-tree-2", "a tree", "bare"), ("a-photo-of-a-tree", "a photo of a tree", "a photo of")]
+    for shipped in (ROOT / "experiments" / "prompts").glob("*.txt"):
+        assert len({i.group for i in datasets.read_prompt_file(shipped)}) >= 2, shipped
+
+
+BAD_FILES = [
+    ("coco", "[1, 2]", "not a COCO captions file: expected an object"),
+    ("coco", '{"images": []}', "'annotations' is missing or not a list"),
+    ("coco", '{"images": [{"id": 1}], "annotations": []}', "images[0] lacks 'id' or a string 'file_name'"),
+    ("coco", '{"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"image_id": 1}]}', "annotations[0]"),
+    ("coco", "{not json", "is not valid JSON (line 1"),
+    ("flickr", '{"images": [{"filename": "a.jpg"}]}', "Karpathy's Flickr30k file"),
+    ("flickr", '{"annotations": []}', "expected an object with an 'images' list"),
+    ("flickr", '{"images": [{"filename": "a.jpg", "split": "test", "sentences": ["x"]}]}', "sentences[0] lacks"),
+]
+
+
+@pytest.mark.parametrize("kind,text,message", BAD_FILES)
+def test_wrong_dataset_files_are_refused_in_one_line(tmp_path, kind, text, message):
+    path = tmp_path / "data.json"
+    path.write_text(text)
+    reader = datasets.read_coco if kind == "coco" else datasets.read_flickr
+    with pytest.raises(ClipdrawError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        reader(path, tmp_path)
+
+
+def test_missing_images_folder_and_empty_prompt_file(tmp_path, coco_set):
+    with pytest.raises(ClipdrawError, match="images folder .* does not exist"):
+        datasets.read_coco(coco_set[0], tmp_path / "nowhere")
+    with pytest.raises(ClipdrawError, match="none of the images listed"):
+        datasets.read_coco(coco_set[0], tmp_path)   # a folder without them
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# only a comment\n")
+    with pytest.raises(ClipdrawError, match="holds no prompt"):
+        datasets.read_prompt_file(empty)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def test_report_is_self_contained(tmp_path):
+    from clipdraw.evaluate.report import Report, write_csv
+
+    report = Report("A <test> report")
+    report.table([{"engine": "optimize", "score": 0.123456, "missing": float("nan"), "dominant": "#ff0000 #00ff00"}],
+                 swatches=["dominant"])
+    report.images([(solid((255, 0, 0), (64, 64)), "red"), (solid((0, 0, 255), (300, 200)), "blue & co")], label="row")
+    plt = report.pyplot()
+    if plt is not None:
+        fig, axis = plt.subplots()
+        axis.plot([0, 1], [1, 0])
+        report.figure(fig)
+    page = parse_page(report.write(tmp_path / "r.html"))
+    assert page.headings[0] == "A <test> report"
+    assert page.tables == 1 and not page.external
+    assert len(page.images) == 2 + (plt is not None) and all(src.startswith("data:image/") for src in page.images)
+    assert "0.1235" in page.text and "blue & co" in page.text
+    rows = list(csv.DictReader(write_csv(tmp_path / "r.csv", [{"a": 1, "b": float("nan")}, {"a": 2, "c": "x"}]).open()))
+    assert rows == [{"a": "1", "b": "", "c": ""}, {"a": "2", "b": "", "c": "x"}]
+
+
+# --------------------------------------------------------------------------- commands on the toy world
+
+
+def test_score_command_with_the_toy_clip(tmp_path, capsys):
+    red, blue = tmp_path / "red.png", tmp_path / "blue.png"
+    halves((240, 240, 240), (220, 30, 30), 32).save(red)
+    halves((240, 240, 240), (30, 30, 220), 32).save(blue)
+    assert run_main("score", red, blue, "--text", "a red circle", "--text", "a blue square",
+                    "--eval-model", "toy", "--json", "--device", "cpu") == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["judge"]["name"] == "toy" and result["notes"] == []
+    rows = {(Path(r["image"]).name, r["text"]): r for r in result["rows"]}
+    assert len(rows) == 4
+    for image in ("red.png", "blue.png"):
+        assert sum(rows[image, t]["p_text_given_image"] for t in ("a red circle", "a blue square")) == pytest.approx(1)
+    for text in ("a red circle", "a blue square"):
+        assert sum(rows[i, text]["p_image_given_text"] for i in ("red.png", "blue.png")) == pytest.approx(1)
+    for row in rows.values():
+        assert row["clip_score"] == pytest.approx(2.5 * max(row["cosine_x100"] / 100, 0))
+    assert run_main("score", red, "--text", "a red circle", "--eval-model", "toy", "--csv", "--device", "cpu") == 0
+    table = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert table[0]["text"] == "a red circle" and table[0]["judge_is_guide"] == "False"
+
+
+def test_score_with_a_checkpoint_path_and_the_guide_note(tmp_path, capsys, tiny_files):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    solid((10, 200, 10), (32, 32)).save(run_dir / "final.png")
+    (run_dir / "run.json").write_text(json.dumps({"engine": "optimize", "models": {"clip": {
+        "name": str(tiny_files["clip"]), "path": str(tiny_files["clip"])}}}))
+    assert run_main("score", run_dir / "final.png", "--text", "green", "--eval-model", tiny_files["clip"],
+                    "--device", "cpu", "--offline") == 0
+    out = capsys.readouterr().out
+    assert "judge_is_guide" in out.splitlines()[0]
+    assert "note:" in out and "optimized against" in out and "not independent" in out
+
+
+def test_color_command(tmp_path, capsys):
+    black, white = tmp_path / "black.png", tmp_path / "white.png"
+    solid((0, 0, 0), (16, 16)).save(black)
+    solid((255, 255, 255), (16, 16)).save(white)
+    assert run_main("color", black, white, "--reference", white, "--json") == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [r["emd"] for r in rows] == [pytest.approx(255), 0]
+    assert rows[0]["dominant"] == [{"rgb": [0, 0, 0], "hex": "#000000", "share": 1.0}]
+    assert run_main("color", black, "--colors", "2") == 0
+    assert "#000000:100%" in capsys.readouterr().out
+
+
+def test_probe_on_the_toy_world_then_resume(tmp_path, capsys):
+    out = tmp_path / "probe"
+    args = ["probe", TOY_ENTITIES, "--model", "toy", "--templates", "a {}", "--templates", "{}", "--iters", "4",
+            "--save-every", "2", "--cutn", "2", "--out", out, "--device", "cpu", "--quiet"]
+    assert run_main(*args) == 0
+    assert "report:" in capsys.readouterr().out
+    summary = list(csv.DictReader((out / "probe_summary.csv").open()))
+    assert len(summary) == 4 * 2
+    assert {r["entity"] for r in summary} == {"red circle", "blue square", "green triangle", "yellow square"}
+    frames = list(csv.DictReader((out / "probe_frames.csv").open()))
+    assert len(frames) == 8 * 2 and {r["iteration"] for r in frames} == {"2", "4"}
+    for row in frames:
+        assert 0 <= float(row["p_entity"]) <= 1 and row["identified"] in ("True", "False")
+    page = parse_page(out / "probe.html")
+    text = " ".join(page.text)
+    assert "Summary per entity and template" in page.headings and "Frames" in page.headings
+    assert "guided the optimizer" in text   # toy guides and judges
+    assert not page.external and len(page.images) >= 8 * 2   # two frames per run at least
+    record = json.loads((out / "probe.json").read_text())
+    assert record["judge"]["name"] == "toy" and len(record["runs"]) == 8
+    finished = sorted(out.glob("runs/optimize/*/seed-0/run.json"))
+    stamps = [p.stat().st_mtime_ns for p in finished]
+    assert run_main(*args) == 0   # everything finished: nothing is generated again
+    assert "8 of 8 run(s) already finished" in capsys.readouterr().err
+    assert [p.stat().st_mtime_ns for p in finished] == stamps
+
+
+def test_compare_prompt_file_on_the_toy_world(tmp_path, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("[single]\na red circle\na blue square\n[relation]\na red circle above a blue square\n"
+                       "a green square below a yellow triangle\n")
+    out = tmp_path / "cmp"
+    assert run_main("compare", prompts, "--model", "toy", "--engines", "optimize,transformer", "--iters", "3",
+                    "--cutn", "2", "--out", out, "--device", "cpu", "--quiet") == 0
+    rows = list(csv.DictReader((out / "compare_images.csv").open()))
+    assert len(rows) == 4 * 2 and {r["engine"] for r in rows} == {"optimize", "transformer"}
+    for row in rows:
+        assert row["pool"] == "2"   # own caption + the other one of its group
+        assert row["candidates"] == "2" and row["r_precision"] in ("0.0", "1.0")
+        assert row["gold_cosine_x100"] == "" and float(row["seconds_per_image"]) > 0
+    summary = list(csv.DictReader((out / "compare_summary.csv").open()))
+    assert [(r["engine"], r["group"]) for r in summary] == [
+        ("optimize", ""), ("transformer", ""), ("optimize", "single"), ("transformer", "single"),
+        ("optimize", "relation"), ("transformer", "relation")]
+    page = parse_page(out / "compare.html")
+    assert {"Summary per engine", "Per engine and group", "Images"} <= set(page.headings)
+    assert len([s for s in page.images if s.startswith("data:image/jpeg")]) == 8
+
+
+def test_compare_coco_and_flickr_with_gold_images(tmp_path, coco_set, flickr_set):
+    out = tmp_path / "coco"
+    assert run_main("compare", "--coco", coco_set[0], "--images", coco_set[1], "--model", "toy", "--engines",
+                    "transformer", "--out", out, "--device", "cpu", "--quiet") == 0
+    rows = list(csv.DictReader((out / "compare_images.csv").open()))
+    assert sorted(r["engine"] for r in rows) == ["gold", "gold", "transformer", "transformer"]
+    for row in rows:
+        assert row["gold_cosine_x100"] != "" and row["candidates"] == "2"
+        if row["engine"] == "transformer":
+            assert float(row["emd_to_gold"]) > 0 and row["beats_gold"] in ("True", "False")
+    out = tmp_path / "flickr"
+    assert run_main("compare", "--flickr", flickr_set[0], "--images", flickr_set[1], "--split", "all", "--limit", "1",
+                    "--model", "toy", "--engines", "transformer", "--out", out, "--device", "cpu", "--quiet") == 0
+    rows = list(csv.DictReader((out / "compare_images.csv").open()))
+    assert {r["item"] for r in rows} == {"flickr-1000092795"}
+
+
+def test_ctrl_c_keeps_finished_runs_and_resumes(tmp_path, capsys, monkeypatch):
+    import clipdraw.optimize
+
+    real_generate, calls = clipdraw.optimize.generate, []
+
+    def interrupted_second_time(models, prompt, config, on_frame=None, progress=True):
+        calls.append(prompt)
+        result = real_generate(models, prompt, config, on_frame=on_frame, progress=progress)
+        if len(calls) == 2:   # frames of this run are on disk: the interruption must remove them
+            raise KeyboardInterrupt
+        return result
+
+    monkeypatch.setattr(clipdraw.optimize, "generate", interrupted_second_time)
+    out = tmp_path / "probe"
+    args = ["probe", TOY_ENTITIES, "--model", "toy", "--templates", "a {}", "--iters", "2", "--save-every", "1",
+            "--cutn", "2", "--no-faces", "--out", out, "--device", "cpu", "--quiet"]
+    assert run_main(*args) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert len(list(out.glob("runs/*/*/*/run.json"))) == 1
+    assert len(list(out.glob("runs/*/*/*"))) == 1   # the partial run folder is gone
+    record = json.loads((out / "probe.json").read_text())
+    assert len(record["runs"]) == 1 and any("Only 1 of 4" in n for n in record["notes"])
+    assert run_main(*args) == 0
+    assert len(calls) == 2 + 3   # the finished run was not redone
+    assert len(list(out.glob("runs/*/*/*/run.json"))) == 4
+
+
+def test_default_command_still_generates(tmp_path):
+    assert run_main("a red circle", "--model", "toy", "--iters", "2", "--cutn", "2", "--seed", "0", "--no-gif",
+                    "--out", tmp_path / "runs", "--quiet", "--device", "cpu") == 0
+    assert (tmp_path / "runs" / "a-red-circle-0" / "final.png").is_file()
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def assert_one_line(capsys, code, pattern):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    assert len(err) == 1 and err[0].startswith("clipdraw: error:") and pattern in err[0], err
+
+
+def test_bad_experiment_input(tmp_path, capsys, coco_set):
+    out = tmp_path / "out"
+    empty = tmp_path / "nobody.txt"
+    empty.write_text("# nobody\n")
+    one = tmp_path / "one.txt"
+    one.write_text("Albert Einstein\n")
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text('{"images": {}, "annotations": []}')
+    cases = [
+        (["probe", empty], "names no entity"),
+        (["probe", one], "give at least two"),
+        (["probe", TOY_ENTITIES, "--templates", "a photo of"], "needs exactly one {}"),
+        (["probe", TOY_ENTITIES, "--model", "toy", "--engine", "dallemini"], "leave out --model toy"),
+        (["probe", TOY_ENTITIES, "--eval-model", "ViT-Z/99"], "unknown CLIP model"),
+        (["compare", "--coco", wrong, "--images", coco_set[1]], "'images' is missing or not a list"),
+        (["compare", "--coco", coco_set[0], "--images", tmp_path / "nowhere"], "does not exist or is not a folder"),
+        (["compare", "--coco", coco_set[0]], "needs --images DIR"),
+        (["compare"], "give one prompt source"),
+        (["compare", TOY_ENTITIES, "--model", "toy", "--engines", "optimize,magic"], "unknown engine 'magic'"),
+        (["compare", TOY_ENTITIES, "--engines", "transformer"], "needs --model toy"),
+        (["compare", TOY_ENTITIES, "--engines", "optimize", "--offline"], "CLIP model ViT-B/32 is not in the cache"),
+        (["color", tmp_path / "absent.png"], "does not exist"),
+    ]
+    for args, pattern in cases:
+        assert_one_line(capsys, run_main(*args, "--out", out) if args[0] != "color" else run_main(*args), pattern)
+    assert not out.exists()
+
+
+def test_resuming_with_other_settings_is_refused(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red circle\n")
+    base = ["compare", prompts, "--model", "toy", "--engines", "transformer", "--out", out, "--device", "cpu", "-q"]
+    assert run_main(*base) == 0
+    capsys.readouterr()
+    assert_one_line(capsys, run_main(*base, "--iters", "5"), "holds runs made with iters = 1000, not 5")
+    assert (out / "compare.html").is_file()
+
+
+def test_unreadable_image_is_one_line_and_exit_2_in_a_real_process(tmp_path):
+    fake = tmp_path / "broken.png"
+    fake.write_text("not a png")
+    result = subprocess.run([sys.executable, "-m", "clipdraw", "score", str(fake), "--text", "a cat",
+                             "--eval-model", "toy"], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "CLIPDRAW_CACHE": str(tmp_path / "cache")})
+    assert result.returncode == 2 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("clipdraw: error: cannot read image") and "broken.png" in lines[0]
+
+
+def test_compare_with_real_model_files_notes_a_judge_that_guided(tmp_path, tiny_files):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red apple\na green pear\n")
+    out = tmp_path / "cmp"
+    assert run_main("compare", prompts, "--engines", "optimize", "--clip-model", tiny_files["clip"], "--decoder",
+                    tiny_files["decoder"], "--eval-model", tiny_files["clip"], "--size", "32", "--iters", "2",
+                    "--cutn", "2", "--offline", "--out", out, "--device", "cpu", "--quiet") == 0
+    rows = list(csv.DictReader((out / "compare_images.csv").open()))
+    assert len(rows) == 2 and all(r["judge_is_guide"] == "True" for r in rows)
+    assert "guided the optimizer" in " ".join(parse_page(out / "compare.html").text)
+
+
+def test_compare_through_the_dallemini_engine(tmp_path, monkeypatch):
+    dallemini = pytest.importorskip("clipdraw.dallemini")
+    pytest.importorskip("min_dalle")
+    import tiny_models
+
+    if not hasattr(tiny_models, "save_tiny_dallemini"):
+        pytest.skip("no tiny dalle-mini in tests/tiny_models.py")
+    root = tiny_models.save_tiny_dallemini(tmp_path / "cache")
+    monkeypatch.setenv("CLIPDRAW_CACHE", str(root))
+    real_load = dallemini.DalleMiniEngine.load.__func__
+
+    def load_with_a_cheap_vqgan(cls, *args, **kwargs):   # the real VQGAN decoder takes seconds per image on a CPU
+        engine = real_load(cls, *args, **kwargs)
+        engine.model.detokenizer.decoder = tiny_models.CheapVQGanDecoder()
+        return engine
+
+    monkeypatch.setattr(dallemini.DalleMiniEngine, "load", classmethod(load_with_a_cheap_vqgan))
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red circle\na blue square\n")
+    out = tmp_path / "cmp"
+    assert run_main("compare", prompts, "--engines", "dallemini", "--eval-model", "toy", "--offline", "--out", out,
+                    "--device", "cpu", "--quiet") == 0
+    rows = list(csv.DictReader((out / "compare_images.csv").open()))
+    assert [r["engine"] for r in rows] == ["dallemini", "dallemini"]
+    assert all(float(r["seconds_per_image"]) > 0 for r in rows)
+    assert json.loads((out / "runs" / "dallemini" / "a-red-circle" / "seed-0" / "run.json").read_text())["engine"] \
+        == "dallemini"
