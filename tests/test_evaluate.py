@@ -511,7 +511,7 @@ def test_bad_experiment_input(tmp_path, capsys, coco_set):
     assert not out.exists()
 
 
-def test_resuming_with_other_settings_is_refused(tmp_path, capsys):
+def test_resuming_with_other_settings_is_refused_but_another_judge_is_not(tmp_path, capsys, tiny_files):
     out = tmp_path / "cmp"
     prompts = tmp_path / "p.txt"
     prompts.write_text("a red circle\n")
@@ -520,6 +520,11 @@ def test_resuming_with_other_settings_is_refused(tmp_path, capsys):
     capsys.readouterr()
     assert_one_line(capsys, run_main(*base, "--iters", "5"), "holds runs made with iters = 1000, not 5")
     assert (out / "compare.html").is_file()
+    run_json = out / "runs" / "transformer" / "a-red-circle" / "seed-0" / "run.json"
+    stamp = run_json.stat().st_mtime_ns
+    assert run_main(*base, "--eval-model", tiny_files["clip"]) == 0   # re-judged, not regenerated
+    assert run_json.stat().st_mtime_ns == stamp
+    assert json.loads((out / "compare.json").read_text())["judge"]["path"] == str(tiny_files["clip"])
 
 
 def test_unreadable_image_is_one_line_and_exit_2_in_a_real_process(tmp_path):

@@ -103,7 +103,14 @@ def execute(specs: List[RunSpec], out: Path, loader: EngineLoader, keep_frames: 
             engine = loader.get(spec.engine)
             writer = RunWriter(run_dir, spec.prompt, engine.settings(spec.seed), engine.info, gif=False,
                                engine=spec.engine)
-            result = engine.run(spec.prompt, spec.seed, writer.add_frame if keep_frames else None, progress=False)
+            label = f"{spec.engine}: {spec.prompt[:40]} (seed {spec.seed})"
+
+            def on_frame(frame, writer=writer, label=label):   # one bar for the batch, not one per run
+                if keep_frames:
+                    writer.add_frame(frame)
+                bar.set_postfix_str(f"{label} it {frame.iteration}, similarity {frame.similarity:.3f}")
+
+            result = engine.run(spec.prompt, spec.seed, on_frame, progress=False)
             if result.interrupted:
                 raise KeyboardInterrupt
             writer.finish(result, extra={"experiment": spec.meta})
