@@ -6,6 +6,8 @@ colour-shape pairs and from the held-out pairs), each method makes one image per
 the judge (clipdraw.toy.judge, no learned model) says whether the image satisfies the caption:
 
 * optimizer: CLIP-guided dVAE latents with the default augmentations;
+* optimizer, any saved frame: an analysis row, not a method (the judge picks the frame):
+  how often the run passed through a satisfying image before drifting away;
 * optimizer, no augmentations;
 * transformer: the toy autoregressive model, one sample;
 * random tokens: a uniformly random dVAE token grid, decoded (the floor);
@@ -63,10 +65,12 @@ def main() -> None:
     parser.add_argument("--json")
     args = parser.parse_args()
 
+    torch.set_flush_denormal(True)   # tiny models' denormal activations are slow on CPU
     models = load_toy_models("cpu")
     engine = TransformerEngine(models)
     groups = prompt_sets(args.prompts, args.seed)
-    methods = ("optimizer", "optimizer, no augs", "transformer", "random tokens", "dVAE reconstruction")
+    methods = ("optimizer", "optimizer, any saved frame", "optimizer, no augs", "transformer", "random tokens",
+               "dVAE reconstruction")
     from clipdraw.toy.models import load_toy_dvae
     from clipdraw.toy.train import map_pixels
     encoder, _ = load_toy_dvae()
@@ -84,6 +88,7 @@ def main() -> None:
                 hits[method] += satisfies(caption, result.image)
                 if method == "optimizer":
                     first = first_success(result.frames, caption)
+                    hits["optimizer, any saved frame"] += first is not None
                     if first is not None:
                         first_iters.append(first)
             sample = engine.generate(caption, SamplingConfig(seed=i), progress=False)

@@ -81,6 +81,9 @@ _register_evaluation()
 @click.option("--engine", type=click.Choice(["optimize", "transformer", "dallemini"]), default="optimize",
               show_default=True, help="optimize: CLIP-guided dVAE latents; transformer: the toy autoregressive "
                                       "model (--model toy); dallemini: dalle-mini/mega via min-dalle.")
+@click.option("--transformer", "transformer_dir", type=click.Path(path_type=Path), default=None,
+              help="--engine transformer: folder with transformer.safetensors (default: the toy one; one from "
+                   "'clipdraw toy train --coco' draws with the openai dVAE).")
 @click.option("--temperature", type=float, default=1.0, show_default=True, help="Transformer sampling temperature.")
 @click.option("--top-k", type=click.IntRange(min=0), default=None,
               help="Transformer engines: sample among the k likeliest tokens, 0: all  [default: 32; dallemini: 256].")
@@ -101,7 +104,8 @@ _register_evaluation()
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def generate(prompt: str, iters: int, seed: Optional[int], out: Path, save_every: int, cutn: int, lr: float,
              lr_schedule: str, size: Optional[int], relaxation: str, tau: float, tau_end: float, loss: str, augs: str,
-             device: str, clip_model: str, decoder: str, model: str, engine: str, temperature: float,
+             device: str, clip_model: str, decoder: str, model: str, engine: str, transformer_dir: Optional[Path],
+             temperature: float,
              top_k: Optional[int], mega: bool, grid: int, supercondition: float, dtype: str, rerank: Optional[str],
              gif: bool, mp4: bool, offline: bool, quiet: bool) -> None:
     """Draw PROMPT by optimizing dVAE latents under CLIP guidance.
@@ -114,8 +118,11 @@ def generate(prompt: str, iters: int, seed: Optional[int], out: Path, save_every
     parse_prompts(prompt)
     if seed is None:
         seed = random.randrange(2**31)
-    if engine == "transformer" and model != "toy":
-        raise ClipdrawError("--engine transformer needs --model toy: the transformer here is the toy world's")
+    if engine == "transformer" and model != "toy" and transformer_dir is None:
+        raise ClipdrawError("--engine transformer needs --model toy, or --transformer DIR from "
+                            "'clipdraw toy train --coco' to draw with the openai dVAE")
+    if transformer_dir is not None and not (transformer_dir / "transformer.safetensors").is_file():
+        raise ClipdrawError(f"no transformer.safetensors in {transformer_dir}")
     if engine == "dallemini":
         if model == "toy":
             raise ClipdrawError("--engine dallemini runs min-dalle's own models: leave out --model toy")
@@ -146,17 +153,22 @@ def generate(prompt: str, iters: int, seed: Optional[int], out: Path, save_every
         raise ClipdrawError("--mp4 needs imageio-ffmpeg: pip install 'clipdraw[mp4]' (or pip install imageio-ffmpeg)")
 
     if model == "toy":
-        from .toy.engine import TransformerEngine, load_toy_models
+        from .toy.engine import load_toy_models
 
         models = load_toy_models(target)
     else:
         models = load_models(clip_model=clip_model, decoder=decoder, device=target, offline=offline)
+    sampler = None
+    if engine == "transformer":   # loaded before the run folder exists: a mismatched pair writes nothing
+        from .toy.engine import TransformerEngine
+
+        sampler = TransformerEngine(models, transformer_dir)
     run_dir = make_run_dir(out, prompt, seed)
     writer = RunWriter(run_dir, prompt, asdict(config), {"models": models.info, "device": str(models.device)},
                        gif=gif, mp4=mp4, engine=engine)
     click.echo(f"clipdraw: {prompt!r} seed {seed} on {models.device} -> {run_dir}", err=True)
     if engine == "transformer":
-        result = TransformerEngine(models).generate(prompt, config, on_frame=writer.add_frame, progress=not quiet)
+        result = sampler.generate(prompt, config, on_frame=writer.add_frame, progress=not quiet)
     else:
         result = run_generation(models, prompt, config, on_frame=writer.add_frame, progress=not quiet)
     writer.finish(result)

@@ -194,3 +194,30 @@ def test_cli_bad_caption_set_arguments(coco, tmp_path, capsys, args, pattern):
     err = capsys.readouterr().err
     assert info.value.code == 2 and pattern in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_coco_transformer_draws_through_the_real_decoder_path(coco, tiny_files, tmp_path):
+    """The trained transformer samples a token grid the (tiny, pickled) openai-format decoder draws:
+    one frame per grid row, final.png at the training size, the same outputs as any run."""
+    path, images_dir = coco
+    encoder = tiny_models.save_tiny_encoder(tmp_path / "encoder512.pkl", vocab_size=512)   # the tiny decoder's vocabulary
+    trained = tmp_path / "coco-transformer"
+    train_coco(path, images_dir, ["beach"], str(encoder), out=trained, config=TrainConfig(gpt_steps=2, gpt_batch=4),
+               device="cpu", progress=False, size=32, cache_dir=tmp_path / "cache")
+    runs = tmp_path / "runs"
+    common = ["--engine", "transformer", "--clip-model", tiny_files["clip"], "--decoder", tiny_files["decoder"],
+              "--offline", "--quiet", "--out", runs]
+    result = run_cli("a sandy beach", "--transformer", trained, "--seed", 4, *common, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    run_dir = runs / "a-sandy-beach-4"
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["engine"] == "transformer" and record["iterations_done"] == 16
+    assert len(list(run_dir.glob("frame_*.png"))) == 4          # 4x4 tokens: a frame per row
+    assert Image.open(run_dir / "final.png").size == (32, 32)
+
+    # The shipped toy transformer draws 128 codes: with this 512-code decoder it is refused before any output.
+    from clipdraw.toy.models import weights_dir
+    result = run_cli("a sandy beach", "--transformer", weights_dir(), *common, cwd=tmp_path)
+    assert result.returncode == 2 and "128 dVAE codes but the decoder has 512" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in runs.iterdir()) == ["a-sandy-beach-4"]

@@ -66,19 +66,19 @@ def save_tiny_decoder(path: Path, seed: int = 0, legacy: bool = False, old_upsam
 TINY_ENCODER = dict(n_hid=8, n_blk_per_group=1, vocab_size=32)
 
 
-def make_tiny_encoder(seed: int = 0):
+def make_tiny_encoder(seed: int = 0, vocab_size: int = TINY_ENCODER["vocab_size"]):
     """A ``dall_e.Encoder`` far below its validators' minimum widths (they are switched off)."""
     import attr
     import dall_e
 
     torch.manual_seed(seed)
     with attr.validators.disabled():
-        return dall_e.Encoder(**TINY_ENCODER, requires_grad=False)
+        return dall_e.Encoder(**{**TINY_ENCODER, "vocab_size": vocab_size}, requires_grad=False)
 
 
-def save_tiny_encoder(path: Path, seed: int = 0) -> Path:
+def save_tiny_encoder(path: Path, seed: int = 0, vocab_size: int = TINY_ENCODER["vocab_size"]) -> Path:
     """Pickle a whole Encoder, as OpenAI's encoder.pkl is."""
-    torch.save(make_tiny_encoder(seed), path)
+    torch.save(make_tiny_encoder(seed, vocab_size), path)
     return path
 
 

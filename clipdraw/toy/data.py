@@ -18,7 +18,7 @@ IMAGE_SIZE = 64
 BACKGROUND = (240, 240, 240)
 COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (230, 200, 30)}
 SHAPES = ("circle", "square", "triangle")
-SIZES = {"small": 14, "large": 26}          # side of the shape's bounding box, in pixels
+SIZES = {"small": 18, "large": 28}          # side of the shape's bounding box, in pixels
 POSITIONS = ("left", "right", "top", "bottom")
 RELATIONS = ("above", "below", "left of", "right of")
 COUNT_WORDS = {1: "one", 2: "two", 3: "three"}
@@ -111,7 +111,11 @@ def _count(rng: np.random.Generator, pairs) -> Scene:
     n = int(rng.integers(2, 4))
     objects: List[Shape] = []
     side = SIZES["small"]
-    while len(objects) < n:   # rejection sampling: no overlaps
+    tries = 0
+    while len(objects) < n:   # rejection sampling: no overlaps; start over when the first ones block the rest
+        tries += 1
+        if tries % 50 == 0:
+            objects = []
         cx, cy = _place(rng, side, (0, 0, 1, 1))
         if all(abs(cx - o.cx) > side + 4 or abs(cy - o.cy) > side + 4 for o in objects):
             objects.append(Shape(shape, color, "small", cx, cy))
@@ -144,6 +148,38 @@ def _relation(rng: np.random.Generator, pairs) -> Scene:
                f"{_article(first[0])} {text_a} is {relation} {_article(second[0])} {text_b}"][rng.integers(3)]
     return Scene("relation", (a, b), caption, relation=relation,
                  mentions={"relation": relation, "objects": (first, second)})
+
+
+OPPOSITE = {"above": "below", "below": "above", "left of": "right of", "right of": "left of",
+            "left": "right", "right": "left", "top": "bottom", "bottom": "top"}
+
+
+def hard_negative(scene: Scene, rng: np.random.Generator, split: str = "train") -> str:
+    """A caption close to the scene's but false for it: one colour, shape, count, position or
+    relation changed. Contrastive training on these teaches CLIP what a batch of random scenes
+    rarely contrasts (one object vs two, above vs below); only ``split``'s pairs are named, so
+    held-out compositions stay unseen."""
+    pairs = set(allowed_pairs(split))
+    first = scene.objects[0]
+    color, shape = first.color, first.shape
+    options: List[str] = []
+    if scene.kind == "relation":
+        b = scene.objects[1]
+        options += [f"a {color} {shape} {OPPOSITE[scene.relation]} a {b.color} {b.shape}",
+                    f"a {b.color} {b.shape} {scene.relation} a {color} {shape}", f"a {color} {shape}"]
+        if (b.color, shape) in pairs and (color, b.shape) in pairs and b.color != color:
+            options.append(f"a {b.color} {shape} {scene.relation} a {color} {b.shape}")
+    else:
+        n = len(scene.objects)
+        other_colors = [c for c in COLORS if c != color and (c, shape) in pairs]
+        other_shapes = [t for t in SHAPES if t != shape and (color, t) in pairs]
+        options += [f"{COUNT_WORDS[m]} {color} {PLURALS[shape]}" if m > 1 else f"a {color} {shape}"
+                     for m in COUNT_WORDS if m != n]
+        options += [f"a {c} {shape}" if n == 1 else f"{COUNT_WORDS[n]} {c} {PLURALS[shape]}" for c in other_colors]
+        options += [f"a {color} {t}" if n == 1 else f"{COUNT_WORDS[n]} {color} {PLURALS[t]}" for t in other_shapes]
+        if scene.position:
+            options.append(f"a {color} {shape} on the {OPPOSITE[scene.position]}")
+    return options[int(rng.integers(len(options)))]
 
 
 def scene_at(index: int, seed: int = 0, split: str = "train", kind: Optional[str] = None) -> Scene:

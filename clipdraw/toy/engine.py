@@ -4,6 +4,7 @@ returning the same ``GenerationResult`` so the same output path writes it."""
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,29 +41,39 @@ class SamplingConfig:
     seed: int = 0
     temperature: float = 1.0
     top_k: int = 32
-    save_every: int = 8     # image tokens between saved frames (8 = one row of the 8x8 grid)
+    save_every: Optional[int] = None   # image tokens between saved frames; None: one row of the token grid
 
     def __post_init__(self):
         if not self.temperature > 0:
             raise ClipdrawError(f"temperature must be positive, got {self.temperature}")
-        if self.top_k < 0 or self.save_every <= 0:
+        if self.top_k < 0 or (self.save_every is not None and self.save_every <= 0):
             raise ClipdrawError("top-k must be >= 0 and save-every positive")
 
 
 class TransformerEngine:
-    """Caption words -> GPT -> dVAE tokens -> decoder -> image, scored by the toy CLIP."""
+    """Caption words -> GPT -> dVAE tokens -> decoder -> image, scored by the CLIP in ``models``.
+
+    ``root`` is a folder holding transformer.safetensors: by default the shipped toy one; one
+    written by ``clipdraw toy train --coco`` pairs with the real dVAE decoder and CLIP."""
 
     name = "transformer"
 
     def __init__(self, models: Models, root: Optional[Path] = None):
         self.models = models
         self.gpt, self.tokenizer = load_toy_gpt(root)
+        if self.gpt.image_vocab != models.decoder.vocab_size:
+            raise ClipdrawError(f"the transformer in {root or weights_dir()} draws {self.gpt.image_vocab} dVAE codes but "
+                                f"the decoder has {models.decoder.vocab_size}: pair a toy transformer with --model toy, "
+                                "a --coco one with the openai decoder")
+        grid = math.isqrt(self.gpt.image_tokens)
+        if grid * grid != self.gpt.image_tokens:
+            raise ClipdrawError(f"the transformer draws {self.gpt.image_tokens} tokens, not a square grid")
+        self.grid = grid
         self.gpt.to(models.device)
 
     @torch.no_grad()
     def _image(self, tokens: torch.Tensor) -> torch.Tensor:
-        grid = int(self.gpt.image_tokens ** 0.5)
-        return self.models.decoder.decode_tokens(tokens.view(-1, grid, grid))
+        return self.models.decoder.decode_tokens(tokens.view(-1, self.grid, self.grid))
 
     def generate(self, prompt: str, config: Optional[SamplingConfig] = None,
                  on_frame: Optional[Callable[[Frame], None]] = None, progress: bool = True) -> GenerationResult:
@@ -77,11 +88,12 @@ class TransformerEngine:
         tokens = torch.zeros(1, 0, dtype=torch.long, device=device)
         interrupted = False
         total = self.gpt.image_tokens
+        save_every = config.save_every or self.grid
         with torch.no_grad():
             try:
                 for step in tqdm(range(1, total + 1), desc="sampling", unit="tok", disable=not progress):
                     tokens = self.gpt.next_token(words, tokens, generator, config.temperature, config.top_k)
-                    if step % config.save_every == 0 or step == total:
+                    if step % save_every == 0 or step == total:
                         # Unsampled positions show token 0 until they are drawn: the image forms row by row.
                         padded = torch.cat([tokens, tokens.new_zeros(1, total - step)], 1)
                         image = self._image(padded)

@@ -22,9 +22,9 @@ from clipdraw.toy.data import (BACKGROUND, COLORS, IMAGE_SIZE, PLURALS, POSITION
 # --- tunables (pixels are in 64x64 image units) -------------------------------------------------
 COLOR_THRESHOLD = 80.0   # RGB distance beyond which a pixel is "unknown" (blurred edge, artefact)
 MIN_AREA = 20            # blobs smaller than this are noise, not objects (a small triangle is ~100 px)
-SIZE_THRESHOLD = 20.0    # bounding-box side separating small (14 px) from large (26 px)
-POSITION_MARGIN = 4.0    # "left" means cx < 32 - margin; data.py keeps small/large centres <= 23
-RELATION_MIN_GAP = 10.0  # main-axis centre gap needed for "above"/"left of"; data.py's gap is >= 18
+SIZE_THRESHOLD = 23.0    # bounding-box side separating small (18 px) from large (28 px)
+POSITION_MARGIN = 4.0    # "left" means cx < 32 - margin; data.py keeps small/large centres <= 21
+RELATION_MIN_GAP = 10.0  # main-axis centre gap needed for "above"/"left of"; data.py's gap is >= 22
 
 _CENTRE = IMAGE_SIZE / 2
 _PALETTE_NAMES: Tuple[str, ...] = tuple(COLORS)

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -28,7 +29,7 @@ from .models import (GPT, GPT_CONFIG, WEIGHTS_DIR, WordTokenizer, build_clip, bu
 @dataclass
 class TrainConfig:
     seed: int = 0
-    dvae_steps: int = 450
+    dvae_steps: int = 750
     dvae_batch: int = 64
     dvae_lr: float = 2e-3
     dvae_noise: float = 0.0     # gumbel noise scale; full-strength noise drowns tiny untrained logits
@@ -37,6 +38,7 @@ class TrainConfig:
     clip_steps: int = 1500
     clip_batch: int = 128
     clip_lr: float = 1e-3
+    clip_hard_negatives: bool = True   # a near-miss caption per image (see data.hard_negative)
     gpt_images: int = 24000
     gpt_steps: int = 2500
     gpt_batch: int = 64
@@ -134,18 +136,23 @@ def train_clip(config: TrainConfig, log: list, progress: bool = True):
             group["lr"] = cosine_lr(i, config.clip_steps, config.clip_lr)
         scenes = _batch(i, config.clip_batch, config.seed + 7)
         images = (_augment(data.image_batch(scenes), generator) - mean) / std
-        texts = clip.tokenize([s.caption for s in scenes], context_length=context, truncate=True)
+        # Each image also meets a near-miss caption (one attribute changed) among its candidates.
+        rng = np.random.default_rng([config.seed, i])
+        negatives = [data.hard_negative(s, rng) for s in scenes] if config.clip_hard_negatives else []
+        texts = clip.tokenize([s.caption for s in scenes] + negatives, context_length=context, truncate=True)
         image_features = F.normalize(model.encode_image(images), dim=-1)
         text_features = F.normalize(model.encode_text(texts), dim=-1)
-        logits = model.logit_scale.exp().clamp(max=100) * image_features @ text_features.T
+        logits = model.logit_scale.exp().clamp(max=100) * image_features @ text_features.T   # (B, B + negatives)
         # Several scenes can share a caption: treat every identical caption as a positive.
         same = torch.tensor([[a.caption == b.caption for b in scenes] for a in scenes], dtype=torch.float)
         targets = same / same.sum(1, keepdim=True)
-        loss = (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets.T)) / 2
+        n = len(scenes)
+        image_to_text = F.cross_entropy(logits, F.pad(targets, (0, logits.shape[1] - n)))
+        loss = (image_to_text + F.cross_entropy(logits[:, :n].T, targets.T)) / 2
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        accuracy = (logits.argmax(1) == torch.arange(len(scenes))).float().mean().item()
+        accuracy = (logits.argmax(1) == torch.arange(n)).float().mean().item()
         return {"loss": loss.item(), "acc": accuracy}
 
     _loop("clip", config.clip_steps, step, log, progress)
@@ -226,7 +233,6 @@ def _train_stages(config: TrainConfig, out: Path, stages, progress: bool) -> dic
     log: list = []
     seconds = {}
     meta = {"train_config": asdict(config)}
-    encoder = None
     if "dvae" in stages:
         start = time.perf_counter()
         encoder, decoder = train_dvae(config, log, progress)
@@ -243,12 +249,28 @@ def _train_stages(config: TrainConfig, out: Path, stages, progress: bool) -> dic
         seconds["clip"] = time.perf_counter() - start
     if "transformer" in stages:
         start = time.perf_counter()
-        if encoder is None:
-            encoder, _ = load_toy_dvae(out)
+        # Always the saved (half-precision) encoder: training the stages together or one by one
+        # then tokenises identically and gives the same transformer.
+        encoder, _ = load_toy_dvae(out)
         model, tokenizer = train_transformer(config, encoder, log, progress)
         save_weights(out / "transformer.safetensors", model.state_dict(),
                      {**meta, "words": tokenizer.words, "image_vocab": encoder.vocab_size, "gpt_config": GPT_CONFIG})
         seconds["transformer"] = time.perf_counter() - start
     summary = {"seconds": seconds, "log": log, "config": asdict(config)}
-    (out / "train_log.json").write_text(json.dumps(summary, indent=1))
+    _merge_log(out / "train_log.json", summary)
     return summary
+
+
+def _merge_log(path: Path, summary: dict) -> None:
+    """Stages trained one at a time share one log: a stage's new entries replace its old ones."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        old = {}
+    trained = set(summary["seconds"])
+    merged = {"seconds": {**{k: v for k, v in old.get("seconds", {}).items() if k not in trained}, **summary["seconds"]},
+              "log": [e for e in old.get("log", []) if e.get("stage") not in trained] + summary["log"],
+              "config": summary["config"]}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(merged, indent=1))
+    tmp.replace(path)
