@@ -117,9 +117,25 @@ def _hash_record(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
+def default_file_mode() -> int:
+    """The mode open() would give a new file (0o666 less the umask); mkstemp's 0o600 would hide
+    images, reports and weights from the user's other accounts and tools."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def temp_file_beside(path: Path) -> Tuple[int, str]:
+    """(fd, name) of a new temporary file in ``path``'s folder, with a normal file's mode."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    with contextlib.suppress(OSError):
+        os.fchmod(fd, default_file_mode())
+    return fd, tmp
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary name beside ``path`` and rename, so no reader sees half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    fd, tmp = temp_file_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -147,7 +163,7 @@ def download(url: str, dest: Path, sha256: Optional[str] = None, desc: Optional[
     """
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        fd, tmp = temp_file_beside(dest)
         out = os.fdopen(fd, "wb")
     except OSError as e:
         raise DownloadError(f"cannot write to {dest.parent}: {e.strerror or e}") from None

@@ -58,3 +58,17 @@ def test_mp4_without_ffmpeg_is_a_clean_error(tmp_path, monkeypatch, capsys, tiny
     assert exit_info.value.code == 2
     assert "imageio-ffmpeg" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_written_files_get_a_normal_files_mode(tmp_path):
+    """Temporary files are owner-only; what is renamed into place must follow the umask like open()."""
+    import os
+
+    from clipdraw.weights import atomic_write_bytes
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "run.json", b"{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "run.json").stat().st_mode & 0o777 == 0o644

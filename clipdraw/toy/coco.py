@@ -12,7 +12,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -23,6 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import ClipdrawError
+from ..weights import temp_file_beside
 from .models import GPT_CONFIG, WordTokenizer, save_weights
 from .train import TrainConfig, fit_transformer, map_pixels
 
@@ -166,7 +166,7 @@ def _save_atomic(path: Path, codes: torch.Tensor, metadata: dict) -> None:
     from safetensors.torch import save_file  # noqa: PLC0415
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    fd, tmp = temp_file_beside(path)
     os.close(fd)
     try:
         save_file({"codes": codes.contiguous()}, tmp, metadata={"clipdraw": json.dumps(metadata)})

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ClipdrawError
+from ..weights import default_file_mode
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"   # shipped; $CLIPDRAW_TOY_WEIGHTS points elsewhere
 
@@ -131,6 +132,7 @@ def save_weights(path: Path, state: Dict[str, torch.Tensor], metadata: dict) -> 
                for k, v in state.items()}
     tmp = path.with_name(f".{path.name}.part")
     save_file(tensors, str(tmp), metadata={"clipdraw": json.dumps(metadata)})
+    tmp.chmod(default_file_mode())   # safetensors creates it owner-only
     tmp.replace(path)
 
 
