@@ -18,6 +18,7 @@ from .errors import ClipdrawError
 _LAZY = {
     "Models": "models", "load_models": "models",
     "GenerationConfig": "optimize", "GenerationResult": "optimize", "generate": "optimize",
+    "generate_batch": "optimize",
 }
 
 
@@ -34,5 +35,6 @@ __all__ = [
     "GenerationResult",
     "Models",
     "generate",
+    "generate_batch",
     "load_models",
 ]

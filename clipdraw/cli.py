@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 import sys
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import List, Optional
 
@@ -101,13 +101,21 @@ _register_evaluation()
               help="Write progress.gif of the frames (dallemini: --no-gif also skips decoding the partial images).")
 @click.option("--mp4", is_flag=True, help="Also write progress.mp4 (needs: pip install clipdraw[mp4]).")
 @click.option("--offline", is_flag=True, help="Never touch the network; use cached or given files only.")
+@click.option("--batch", type=click.IntRange(min=1), default=DEFAULTS["batch"], show_default=True,
+              help="Optimize N images at once, seeds SEED..SEED+N-1, each written to its own run folder.")
+@click.option("--compile", "compile_step", is_flag=True,
+              help="torch.compile the decoder and CLIP's image encoder: slow to start, faster steps.")
+@click.option("--low-memory", is_flag=True,
+              help="Recompute the decoder's activations in backward instead of keeping them: less memory "
+                   "for large --size, slower steps.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def generate(prompt: str, iters: int, seed: Optional[int], out: Path, save_every: int, cutn: int, lr: float,
              lr_schedule: str, size: Optional[int], relaxation: str, tau: float, tau_end: float, loss: str, augs: str,
              device: str, clip_model: str, decoder: str, model: str, engine: str, transformer_dir: Optional[Path],
              temperature: float,
              top_k: Optional[int], mega: bool, grid: int, supercondition: float, dtype: str, rerank: Optional[str],
-             gif: bool, mp4: bool, offline: bool, quiet: bool) -> None:
+             gif: bool, mp4: bool, offline: bool, batch: int, compile_step: bool, low_memory: bool,
+             quiet: bool) -> None:
     """Draw PROMPT by optimizing dVAE latents under CLIP guidance.
 
     PROMPT may combine weighted texts: "a tree|a house:0.5|blurry:-1".
@@ -118,6 +126,8 @@ def generate(prompt: str, iters: int, seed: Optional[int], out: Path, save_every
     parse_prompts(prompt)
     if seed is None:
         seed = random.randrange(2**31)
+    if engine != "optimize" and (batch > 1 or compile_step or low_memory):
+        raise ClipdrawError(f"--batch, --compile and --low-memory are for --engine optimize, not {engine}")
     if engine == "transformer" and model != "toy" and transformer_dir is None:
         raise ClipdrawError("--engine transformer needs --model toy, or --transformer DIR from "
                             "'clipdraw toy train --coco' to draw with the openai dVAE")
@@ -140,7 +150,8 @@ def generate(prompt: str, iters: int, seed: Optional[int], out: Path, save_every
     else:
         config = GenerationConfig(iters=iters, seed=seed, size=size or (64 if model == "toy" else DEFAULTS["size"]),
                                   cutn=cutn, lr=lr, lr_schedule=lr_schedule, relaxation=relaxation, tau=tau,
-                                  tau_end=tau_end, loss=loss, augmentations=augs, save_every=save_every)
+                                  tau_end=tau_end, loss=loss, augmentations=augs, save_every=save_every,
+                                  batch=batch, compile=compile_step, low_memory=low_memory)
 
     from .device import resolve_device
     from .models import load_models
@@ -163,6 +174,9 @@ def generate(prompt: str, iters: int, seed: Optional[int], out: Path, save_every
         from .toy.engine import TransformerEngine
 
         sampler = TransformerEngine(models, transformer_dir)
+    if engine == "optimize" and config.batch > 1:
+        _generate_batch(models, prompt, config, out, gif, mp4, quiet)
+        return
     run_dir = make_run_dir(out, prompt, seed)
     writer = RunWriter(run_dir, prompt, asdict(config), {"models": models.info, "device": str(models.device)},
                        gif=gif, mp4=mp4, engine=engine)
@@ -177,6 +191,33 @@ def generate(prompt: str, iters: int, seed: Optional[int], out: Path, save_every
     if result.interrupted:
         click.echo(f"clipdraw: interrupted at iteration {result.iterations_done}; kept {len(writer.frame_files)} "
                    f"frame(s) in {run_dir}", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def _generate_batch(models, prompt: str, config: GenerationConfig, out: Path, gif: bool, mp4: bool,
+                    quiet: bool) -> None:
+    """--batch N: N seeds optimized together, each written to its own run folder as a run of
+    that seed alone would be (its seed in run.json and the PNGs, plus its place in the batch)."""
+    from .optimize import generate_batch
+    from .outputs import RunWriter, make_run_dir
+
+    info = {"models": models.info, "device": str(models.device)}
+    writers = []
+    for index in range(config.batch):
+        seed = config.seed + index
+        writers.append(RunWriter(make_run_dir(out, prompt, seed), prompt, asdict(replace(config, seed=seed)), info,
+                                 gif=gif, mp4=mp4))
+    click.echo(f"clipdraw: {prompt!r} seeds {config.seed}..{config.seed + config.batch - 1} on {models.device} "
+               f"-> {', '.join(str(w.run_dir) for w in writers)}", err=True)
+    results = generate_batch(models, prompt, config, on_frame=lambda index, frame: writers[index].add_frame(frame),
+                             progress=not quiet)
+    for writer, result in zip(writers, results):
+        writer.finish(result)
+        click.echo(f"{writer.run_dir / 'final.png'}  (similarity {result.final_similarity:.4f})")
+    click.echo(f"{results[0].seconds_per_iteration:.3f} s/it for {config.batch} images", err=True)
+    if results[0].interrupted:
+        click.echo(f"clipdraw: interrupted at iteration {results[0].iterations_done}; kept the frames so far in "
+                   f"{len(writers)} run folders", err=True)
         sys.exit(EXIT_INTERRUPTED)
 
 

@@ -32,10 +32,13 @@ class GenerationConfig:
     cut_min_scale: float = 0.5
     init_std: float = 1.0           # std of the initial logits
     save_every: int = 50
+    batch: int = 1                  # images optimized at once, seeds seed, seed+1, ...: one decoder pass for all
+    compile: bool = False           # torch.compile the decoder and CLIP's image encoder (slow start, faster steps)
+    low_memory: bool = False        # recompute the decoder's activations in backward instead of keeping them
 
     def __post_init__(self):
         self.augmentations = parse_augmentations(self.augmentations)
-        for name in ("iters", "cutn", "size", "save_every"):
+        for name in ("iters", "cutn", "size", "save_every", "batch"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ClipdrawError(f"{name.replace('_', '-')} must be a positive whole number, got {value!r}")

@@ -52,6 +52,8 @@ CHEAP_BAD_INPUTS = [
     (["a cat", "--offline"], "https://cdn.openai.com/dall-e/decoder.pkl"),
     (["a cat", "--lr", "-1"], "lr must be positive"),
     (["a cat", "--relaxation", "argmax"], "--relaxation"),
+    (["a cat", "--batch", "0"], "--batch"),
+    (["a cat", "--engine", "dallemini", "--batch", "2"], "are for --engine optimize"),
 ]
 
 
@@ -135,6 +137,25 @@ def test_a_run_writes_frames_gif_and_run_json(tmp_path, tiny_files):
     assert not (second / "progress.gif").exists()
     first_pixels = np.asarray(Image.open(run_dir / "final.png"))
     assert np.array_equal(first_pixels, np.asarray(Image.open(second / "final.png")))   # bit-identical on CPU
+
+
+def test_a_batch_writes_one_run_folder_per_seed(tmp_path, tiny_files):
+    out = tmp_path / "out"
+    result = run_cli("a cat", *tiny_args(tiny_files, out, "--iters", 3, "--save-every", 2, "--seed", 5, "--batch", 2,
+                                          "--low-memory"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    finals = []
+    for index, seed in enumerate((5, 6)):
+        run_dir = out / f"a-cat-{seed}"
+        assert sorted(p.name for p in run_dir.iterdir()) == [
+            "final.png", "frame_000002.png", "frame_000003.png", "progress.gif", "run.json"]
+        record = json.loads((run_dir / "run.json").read_text())
+        assert record["seed"] == seed == record["settings"]["seed"] and record["batch_index"] == index
+        assert record["settings"]["batch"] == 2 and record["settings"]["low_memory"] is True
+        assert len(record["losses"]) == 3 and png_text(run_dir / "final.png")["seed"] == str(seed)
+        assert str(run_dir / "final.png") in result.stdout
+        finals.append(np.asarray(Image.open(run_dir / "final.png")))
+    assert not np.array_equal(*finals)
 
 
 def test_ctrl_c_keeps_frames_and_writes_the_gif(tmp_path, tiny_files):

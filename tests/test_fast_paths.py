@@ -1,0 +1,205 @@
+"""Every fast path agrees with the plain one, on tiny real-architecture models.
+
+Tolerances: the regrouped decoder (weights held once, channels-last, 1x1 convolutions before
+the upsampling) agrees with dall_e's own forward to 1e-6 in the pixels (channels-last sums in
+another order); --low-memory (recomputation) repeats the plain path's arithmetic and agrees
+exactly on the CPU; a batch agrees with its images run alone to 1e-5 in the losses and 1e-4 in the latents after 8
+Adam steps of 0.1 (same arithmetic in other matrix shapes: rounding differs, and Adam's
+normalisation lets it through); --compile to 1e-4 in the losses (a compiler may fuse and
+reorder float operations).
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from clipdraw import GenerationConfig, generate
+from clipdraw.models import ClipModel, DVAEDecoder, HeldConv2d, UpsampledBlock
+from clipdraw.optimize import Optimization, clip_autocast_dtype, generate_batch
+from clipdraw.prompts import parse_prompts
+
+import tiny_models
+
+FAST = dict(size=32, cutn=4, save_every=10)
+DETERMINISTIC_VIEWS = dict(cut_min_scale=1.0, augmentations="none")   # every cutout is the whole image
+cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def tokens_and_logits(vocab: int = 512, batch: int = 2, grid: int = 4, seed: int = 0):
+    logits = torch.randn(batch, vocab, grid, grid, generator=torch.Generator().manual_seed(seed), requires_grad=True)
+    return logits, lambda: torch.softmax(logits, dim=1)
+
+
+def test_decoder_matches_dall_e_forward_and_keeps_its_state_dict():
+    reference = tiny_models.make_tiny_decoder()
+    decoder = DVAEDecoder(copy.deepcopy(reference))
+    assert not any(type(m).__name__ == "Conv2d" for m in decoder.modules())   # all became HeldConv2d
+    assert sum(isinstance(m, HeldConv2d) for m in decoder.modules()) == sum(
+        type(m).__name__ == "Conv2d" for m in reference.modules())
+    assert sum(isinstance(s, UpsampledBlock) for s in decoder.stages) == 3
+    assert list(decoder.decoder.state_dict()) == list(reference.state_dict())
+    _, tokens = tokens_and_logits()
+    with torch.no_grad():
+        expected = torch.sigmoid(reference(tokens())[:, :3])
+        got = decoder.decoder.blocks.input(tokens())
+        for stage in decoder.stages[1:]:
+            got = stage(got)
+    torch.testing.assert_close(torch.sigmoid(got[:, :3]), expected, atol=1e-6, rtol=0)
+
+
+def test_weights_held_in_the_compute_dtype_by_device():
+    decoder = DVAEDecoder(tiny_models.make_tiny_decoder())
+    convs = [m for m in decoder.modules() if isinstance(m, HeldConv2d)]
+    assert all(c.w.dtype == torch.float32 for c in convs)                   # the CPU computes in float32
+    assert not convs[0].half_on_cuda and all(c.half_on_cuda for c in convs[1:])   # as dall_e: the input conv stays fp32
+    decoder.double()   # a dtype cast cannot take the decoder out of the dtypes dall_e computes in
+    assert all(c.w.dtype == torch.float32 for c in convs)
+
+
+def test_low_memory_decoder_and_clip_agree_exactly_with_the_plain_path():
+    decoder = DVAEDecoder(tiny_models.make_tiny_decoder())
+    clip = ClipModel(tiny_models.make_tiny_clip())
+    assert clip.image_blocks is not None
+    results = []
+    for low_memory in (False, True):
+        logits, tokens = tokens_and_logits()
+        image = decoder(tokens(), low_memory=low_memory)
+        embeds = clip.encode_image(image, low_memory=low_memory)
+        (embeds[:, 0].sum() + image.mean()).backward()
+        results.append((image.detach(), embeds.detach(), logits.grad))
+    for plain, low in zip(*results):
+        assert torch.equal(plain, low)
+    assert not clip.image_blocks.recompute   # switched off after the call
+
+
+def test_low_memory_generation_agrees_with_plain(tiny_models_cpu):
+    plain, low = (generate(tiny_models_cpu, "a red circle", GenerationConfig(iters=6, seed=2, low_memory=flag, **FAST),
+                           progress=False) for flag in (False, True))
+    assert low.losses == plain.losses and np.array_equal(np.asarray(low.image), np.asarray(plain.image))
+
+
+@pytest.mark.parametrize("relaxation", ["softmax", "gumbel"])
+def test_a_batch_optimizes_each_image_as_if_alone(tiny_models_cpu, relaxation):
+    """With deterministic views, image i of a batch from seed s follows the run of seed s + i."""
+    config = GenerationConfig(iters=8, seed=11, batch=3, relaxation=relaxation, **FAST, **DETERMINISTIC_VIEWS)
+    batch = generate_batch(tiny_models_cpu, "a red circle|fog:-0.5", config, progress=False)
+    assert [r.config.seed for r in batch] == [11, 12, 13] and [r.batch_index for r in batch] == [0, 1, 2]
+    for i, result in enumerate(batch):
+        alone = generate(tiny_models_cpu, "a red circle|fog:-0.5",
+                         GenerationConfig(**{**vars(config), "seed": 11 + i, "batch": 1}), progress=False)
+        np.testing.assert_allclose(result.losses, alone.losses, atol=1e-5)
+        np.testing.assert_allclose(result.latents.numpy(), alone.latents.numpy(), atol=1e-4)
+
+
+def test_batch_rows_start_from_their_seeds_latents_and_draw_their_own_cutouts(tiny_models_cpu):
+    prompts = parse_prompts("a cat")
+    torch.manual_seed(4)
+    batch = Optimization(tiny_models_cpu, prompts, GenerationConfig(seed=4, batch=3, **FAST))
+    for i in range(3):
+        torch.manual_seed(4 + i)
+        alone = Optimization(tiny_models_cpu, prompts, GenerationConfig(seed=4 + i, **FAST))
+        assert torch.equal(batch.logits[i:i + 1], alone.logits)
+    same_image = torch.rand(1, 3, 32, 32).expand(2, -1, -1, -1)
+    views = batch.cutouts(same_image)
+    assert views.shape[0] == 2 * batch.config.cutn and not torch.equal(views[:4], views[4:])
+
+
+def test_generate_is_one_image_and_batch_frames_reach_each_image(tiny_models_cpu):
+    with pytest.raises(Exception, match="generate_batch"):
+        generate(tiny_models_cpu, "a cat", GenerationConfig(iters=2, batch=2, **FAST), progress=False)
+    seen = []
+    results = generate_batch(tiny_models_cpu, "a cat", GenerationConfig(iters=4, seed=0, batch=2, size=32, cutn=2,
+                                                                        save_every=2),
+                             on_frame=lambda i, frame: seen.append((i, frame.iteration)), progress=False)
+    assert sorted(seen) == [(0, 2), (0, 4), (1, 2), (1, 4)]
+    assert [len(r.losses) for r in results] == [4, 4] and results[0].losses != results[1].losses
+    assert results[1].summary()["seed"] == 1 and results[1].summary()["batch_index"] == 1
+    assert "batch_index" not in generate(tiny_models_cpu, "a cat", GenerationConfig(iters=1, **FAST),
+                                         progress=False).summary()
+
+
+def test_interrupting_a_batch_keeps_every_image(tiny_models_cpu):
+    def interrupt(index, frame):
+        if index == 0 and frame.iteration == 4:
+            raise KeyboardInterrupt
+
+    results = generate_batch(tiny_models_cpu, "a boat", GenerationConfig(iters=50, batch=2, size=32, cutn=2,
+                                                                         save_every=2),
+                             on_frame=interrupt, progress=False)
+    assert all(r.interrupted and r.iterations_done == 4 for r in results)
+    assert [[f.iteration for f in r.frames] for r in results] == [[2, 4], [2, 4]]
+
+
+def _dynamo_works() -> bool:
+    try:
+        import torch._dynamo  # noqa: F401
+        return torch._dynamo.is_dynamo_supported()
+    except Exception:
+        return False
+
+
+@pytest.mark.skipif(not _dynamo_works(), reason="torch.compile is not supported here")
+def test_compiled_step_agrees_with_plain(tiny_models_cpu, monkeypatch):
+    """Dynamo traces the real models; "aot_eager" skips inductor's C++ build (a minute on 2 cores)."""
+    import clipdraw.optimize
+
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setattr(clipdraw.optimize, "COMPILE_BACKEND", "aot_eager")
+    torch._dynamo.reset()
+    counters.clear()
+    config = dict(iters=4, seed=1, **FAST, **DETERMINISTIC_VIEWS)
+    plain = generate(tiny_models_cpu, "a tree", GenerationConfig(**config), progress=False)
+    compiled = generate(tiny_models_cpu, "a tree", GenerationConfig(**config, compile=True), progress=False)
+    assert counters["stats"]["unique_graphs"] == 2   # the decoder and CLIP's image encoder, each whole
+    np.testing.assert_allclose(compiled.losses, plain.losses, atol=1e-4)
+    torch._dynamo.reset()
+
+
+def test_clip_autocast_only_on_cuda():
+    assert clip_autocast_dtype(torch.device("cpu")) is None
+    assert clip_autocast_dtype(torch.device("cuda", 0)) == torch.float16
+
+
+@cuda_only
+def test_cuda_decoder_holds_half_weights_and_matches_dall_e():
+    reference = tiny_models.make_tiny_decoder().cuda()   # dall_e: float32 weights cast to half per call
+    decoder = DVAEDecoder(copy.deepcopy(tiny_models.make_tiny_decoder())).cuda()
+    convs = [m for m in decoder.modules() if isinstance(m, HeldConv2d)]
+    assert convs[0].w.dtype == torch.float32 and all(c.w.dtype == torch.float16 for c in convs[1:])
+    _, tokens = tokens_and_logits()
+    with torch.no_grad():
+        expected = ((torch.sigmoid(reference(tokens().cuda())[:, :3].float()) - 0.1) / 0.8).clamp(0, 1)
+        got = decoder(tokens().cuda())
+    torch.testing.assert_close(got, expected, atol=2e-3, rtol=0)   # both in float16; summed in other orders
+    decoder.cpu()
+    assert all(c.w.dtype == torch.float32 for c in convs)
+
+
+@cuda_only
+def test_cuda_step_runs_mixed_precision_and_clipdraw_never_waits_for_the_device(tiny_files):
+    """Synchronisations inside kornia are its own; none may come from clipdraw's code."""
+    from clipdraw import load_models
+
+    models = load_models(str(tiny_files["clip"]), str(tiny_files["decoder"]), device="cuda")
+    torch.manual_seed(0)
+    run = Optimization(models, parse_prompts("a cat"), GenerationConfig(iters=10, relaxation="gumbel", **FAST))
+    run.step(1)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for step in range(2, 6):
+                loss, similarity = run.step(step)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    ours = [f"{w.filename}:{w.lineno}" for w in caught
+            if "synchroniz" in str(w.message) and "clipdraw" in w.filename.replace("\\", "/").split("/")]
+    assert not ours, ours
+    assert torch.isfinite(loss).all() and similarity.dtype == torch.float32
