@@ -143,9 +143,14 @@ def to_pil(image: torch.Tensor) -> Image.Image:
 class Optimization:
     """``config.batch`` images being optimized together: their latent logits (one row each),
     the Adam state, and the frozen models that score them. Build it after seeding: it draws
-    the initial latents, row i from seed + i exactly as a run of that seed alone would."""
+    the initial latents, row i from seed + i exactly as a run of that seed alone would.
 
-    def __init__(self, models: Models, prompts: List[Prompt], config: GenerationConfig):
+    ``init_logits`` (vocab, g, g), or (batch, vocab, g, g), replaces the random start: for
+    example a scene's dVAE tokens one-hot and scaled, to see whether CLIP keeps a correct image
+    or pulls it elsewhere."""
+
+    def __init__(self, models: Models, prompts: List[Prompt], config: GenerationConfig,
+                 init_logits: Optional[torch.Tensor] = None):
         decoder, clip, device = models.decoder, models.clip, models.device
         if config.size % decoder.upsample_factor:
             raise ClipdrawError(f"size must be a multiple of {decoder.upsample_factor} for this decoder, "
@@ -156,7 +161,15 @@ class Optimization:
         self.text_embeds = clip.encode_text([p.text for p in prompts])            # once per run
         self.weights = torch.tensor([p.weight for p in prompts], device=device)
         self.logits = torch.cat([torch.randn(1, decoder.vocab_size, grid, grid, generator=g, device=device)
-                                 for g in self.generators]).mul_(config.init_std).requires_grad_(True)
+                                 for g in self.generators]).mul_(config.init_std)
+        if init_logits is not None:
+            shape = (decoder.vocab_size, grid, grid)
+            if tuple(init_logits.shape[-3:]) != shape or init_logits.dim() not in (3, 4) or \
+                    (init_logits.dim() == 4 and init_logits.shape[0] not in (1, config.batch)):
+                raise ClipdrawError(f"initial logits must be shaped (vocab, grid, grid) = {shape} or have one row "
+                                    f"per image, got {tuple(init_logits.shape)}")
+            self.logits = init_logits.to(device, torch.float32).expand_as(self.logits).clone()
+        self.logits.requires_grad_(True)
         self.optimizer = torch.optim.Adam([self.logits], lr=config.lr)
         self.schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, config.iters)
                          if config.lr_schedule == "cosine" else None)
@@ -198,22 +211,24 @@ class Optimization:
 
 
 def generate(models: Models, prompt: str, config: Optional[GenerationConfig] = None,
-             on_frame: Optional[Callable[[Frame], None]] = None, progress: bool = True) -> GenerationResult:
+             on_frame: Optional[Callable[[Frame], None]] = None, progress: bool = True,
+             init_logits: Optional[torch.Tensor] = None) -> GenerationResult:
     """Optimize one image for ``prompt``; call ``on_frame`` every ``save_every`` iterations.
 
     Ctrl-C ends the loop early: the result (``interrupted=True``) holds what was done.
     Same seed, same device, same settings -> the same image (bit-identical on CPU).
+    ``init_logits`` starts from given latents instead of random ones (see ``Optimization``).
     """
     config = config or GenerationConfig()
     if config.batch != 1:
         raise ClipdrawError(f"generate() makes one image; for batch {config.batch} use generate_batch()")
     hook = None if on_frame is None else (lambda _index, frame: on_frame(frame))
-    return generate_batch(models, prompt, config, on_frame=hook, progress=progress)[0]
+    return generate_batch(models, prompt, config, on_frame=hook, progress=progress, init_logits=init_logits)[0]
 
 
 def generate_batch(models: Models, prompt: str, config: Optional[GenerationConfig] = None,
                    on_frame: Optional[Callable[[int, Frame], None]] = None,
-                   progress: bool = True) -> List[GenerationResult]:
+                   progress: bool = True, init_logits: Optional[torch.Tensor] = None) -> List[GenerationResult]:
     """Optimize ``config.batch`` images for ``prompt`` at once, seeds seed, seed + 1, ...;
     ``on_frame(i, frame)`` receives image i's frames.
 
@@ -229,7 +244,7 @@ def generate_batch(models: Models, prompt: str, config: Optional[GenerationConfi
         if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda_devices):   # leave the caller's RNG state untouched
         torch.manual_seed(config.seed)
-        run = Optimization(models, prompts, config)
+        run = Optimization(models, prompts, config, init_logits)
         frames: List[List[Frame]] = [[] for _ in range(config.batch)]
         losses, similarities = [], []
 
