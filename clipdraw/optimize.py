@@ -80,6 +80,13 @@ def gumbel_noise(like: torch.Tensor, generator: torch.Generator) -> torch.Tensor
 Generators = Union[torch.Generator, Sequence[torch.Generator]]
 
 
+def softmax_over_vocabulary(x: torch.Tensor) -> torch.Tensor:
+    """Softmax over dim 1 of (B, vocab, g, g), computed with the vocabulary as the last axis so
+    that channels-last logits give channels-last probabilities, the decoder's layout, without a
+    copy (``F.softmax(x, dim=1)`` returns them in the default layout)."""
+    return F.softmax(x.permute(0, 2, 3, 1), dim=-1).permute(0, 3, 1, 2)
+
+
 def relax(logits: torch.Tensor, config: GenerationConfig, step: int, generators: Generators,
           noisy: bool = True) -> torch.Tensor:
     """Logits (B, vocab, g, g) -> token probabilities, normalised over the vocabulary axis (dim 1).
@@ -88,18 +95,18 @@ def relax(logits: torch.Tensor, config: GenerationConfig, step: int, generators:
     on what it is batched with, or one for all rows.
     """
     if config.relaxation == "softmax":
-        return F.softmax(logits / config.tau, dim=1)
+        return softmax_over_vocabulary(logits / config.tau)
     if config.relaxation == "gumbel":
         progress = step / max(config.iters - 1, 1)
         tau = config.tau * (config.tau_end / config.tau) ** progress   # exponential annealing
         if not noisy:
-            return F.softmax(logits / tau, dim=1)
+            return softmax_over_vocabulary(logits / tau)
         if isinstance(generators, torch.Generator):
             noise = gumbel_noise(logits, generators)
         else:
             noise = torch.cat([gumbel_noise(row, g) for row, g in zip(logits.split(1), generators)])
-        return F.softmax((logits + noise) / tau, dim=1)
-    soft = F.softmax(logits / config.tau, dim=1)   # straight-through: one-hot forward, soft gradient
+        return softmax_over_vocabulary((logits + noise) / tau)
+    soft = softmax_over_vocabulary(logits / config.tau)   # straight-through: one-hot forward, soft gradient
     hard = F.one_hot(soft.argmax(dim=1), soft.shape[1]).permute(0, 3, 1, 2).to(soft.dtype)
     return hard + soft - soft.detach()
 
@@ -169,7 +176,8 @@ class Optimization:
                 raise ClipdrawError(f"initial logits must be shaped (vocab, grid, grid) = {shape} or have one row "
                                     f"per image, got {tuple(init_logits.shape)}")
             self.logits = init_logits.to(device, torch.float32).expand_as(self.logits).clone()
-        self.logits.requires_grad_(True)
+        # Channels-last, the decoder's layout: the relaxed tokens come out in it and need no copy.
+        self.logits = self.logits.contiguous(memory_format=torch.channels_last).requires_grad_(True)
         self.optimizer = torch.optim.Adam([self.logits], lr=config.lr)
         self.schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, config.iters)
                          if config.lr_schedule == "cosine" else None)

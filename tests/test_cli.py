@@ -162,14 +162,20 @@ def test_ctrl_c_keeps_frames_and_writes_the_gif(tmp_path, tiny_files):
     out = tmp_path / "out"
     command = [sys.executable, "-m", "clipdraw", "a long run", *map(str, tiny_args(
         tiny_files, out, "--iters", 100000, "--save-every", 2, "--seed", 1))]
+    # A shell that starts pytest in the background leaves SIGINT ignored, and children inherit that:
+    # give the run Ctrl-C's default action back, as a terminal would.
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "CLIPDRAW_CACHE": str(tmp_path / "cache")})
+                               env={**os.environ, "CLIPDRAW_CACHE": str(tmp_path / "cache")},
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     run_dir = out / "a-long-run-1"
     deadline = time.time() + 120
     while time.time() < deadline and len(list(run_dir.glob("frame_*.png"))) < 2:
         time.sleep(0.2)
     process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=120)
+    try:
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()   # never leave a 100,000-iteration run behind when the test fails
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr and "interrupted at iteration" in stderr
     record = json.loads((run_dir / "run.json").read_text())

@@ -1,9 +1,9 @@
 """Every fast path agrees with the plain one, on tiny real-architecture models.
 
 Tolerances: the regrouped decoder (weights held once, channels-last, 1x1 convolutions before
-the upsampling) agrees with dall_e's own forward to 1e-6 in the pixels (channels-last sums in
-another order); --low-memory (recomputation) repeats the plain path's arithmetic and agrees
-exactly on the CPU; a batch agrees with its images run alone to 1e-5 in the losses and 1e-4 in the latents after 8
+the upsampling, residual sums in place) agrees with dall_e's own forward to 1e-6 in the pixels
+(channels-last sums in another order); --low-memory repeats the plain path's forward exactly
+and computes its input gradients with another kernel (1e-5 relative); a batch agrees with its images run alone to 1e-5 in the losses and 1e-4 in the latents after 8
 Adam steps of 0.1 (same arithmetic in other matrix shapes: rounding differs, and Adam's
 normalisation lets it through); --compile to 1e-4 in the losses (a compiler may fuse and
 reorder float operations).
@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from clipdraw import GenerationConfig, generate
-from clipdraw.models import ClipModel, DVAEDecoder, HeldConv2d, UpsampledBlock
+from clipdraw.models import ClipModel, DVAEDecoder, HeldConv2d, ResidualBlock, UpsampledBlock, run_stages
 from clipdraw.optimize import Optimization, clip_autocast_dtype, generate_batch
 from clipdraw.prompts import parse_prompts
 
@@ -42,14 +42,43 @@ def test_decoder_matches_dall_e_forward_and_keeps_its_state_dict():
     assert sum(isinstance(m, HeldConv2d) for m in decoder.modules()) == sum(
         type(m).__name__ == "Conv2d" for m in reference.modules())
     assert sum(isinstance(s, UpsampledBlock) for s in decoder.stages) == 3
+    blocks = sum(type(m).__name__ == "DecoderBlock" for m in reference.modules())
+    assert sum(isinstance(s, ResidualBlock) for s in decoder.stages) == blocks - 3 > 0   # the others in place
     assert list(decoder.decoder.state_dict()) == list(reference.state_dict())
-    _, tokens = tokens_and_logits()
-    with torch.no_grad():
-        expected = torch.sigmoid(reference(tokens())[:, :3])
-        got = decoder.decoder.blocks.input(tokens())
-        for stage in decoder.stages[1:]:
-            got = stage(got)
-    torch.testing.assert_close(torch.sigmoid(got[:, :3]), expected, atol=1e-6, rtol=0)
+    outputs, grads = [], []
+    for forward in (reference, lambda t: run_stages(decoder.stages, t)):
+        logits, tokens = tokens_and_logits()
+        out = torch.sigmoid(forward(tokens())[:, :3])
+        (out * torch.linspace(0, 1, out.numel()).view_as(out)).sum().backward()   # in-place sums keep gradients whole
+        outputs.append(out.detach())
+        grads.append(logits.grad)
+    torch.testing.assert_close(outputs[1], outputs[0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-6, rtol=1e-4)
+
+
+def saved_for_backward_bytes(forward, tokens: torch.Tensor, weights: torch.nn.Module) -> int:
+    """Bytes of the distinct storages autograd keeps for backward through ``forward(tokens)``,
+    the weights' (kept either way) left out."""
+    kept = {}
+    held = {t.untyped_storage().data_ptr() for t in [*weights.buffers(), *weights.parameters()]}
+
+    def pack(tensor):
+        if tensor.untyped_storage().data_ptr() not in held:
+            kept[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        forward(tokens)
+    return sum(kept.values())
+
+
+def test_low_memory_decoder_keeps_relu_masks_not_relu_outputs_for_backward():
+    decoder = DVAEDecoder(tiny_models.make_tiny_decoder())
+    _, tokens = tokens_and_logits(batch=1, grid=8)
+    plain = saved_for_backward_bytes(decoder, tokens(), decoder)
+    low = saved_for_backward_bytes(lambda t: decoder(t, low_memory=True), tokens(), decoder)
+    assert low < 0.5 * plain   # measured 0.44: the masks are a quarter, the input tokens stay float
+    assert not any(getattr(stage, "keep_masks", False) for stage in decoder.stages)   # switched off after the call
 
 
 def test_weights_held_in_the_compute_dtype_by_device():
@@ -61,7 +90,7 @@ def test_weights_held_in_the_compute_dtype_by_device():
     assert all(c.w.dtype == torch.float32 for c in convs)
 
 
-def test_low_memory_decoder_and_clip_agree_exactly_with_the_plain_path():
+def test_low_memory_decoder_and_clip_agree_with_the_plain_path():
     decoder = DVAEDecoder(tiny_models.make_tiny_decoder())
     clip = ClipModel(tiny_models.make_tiny_clip())
     assert clip.image_blocks is not None
@@ -72,15 +101,18 @@ def test_low_memory_decoder_and_clip_agree_exactly_with_the_plain_path():
         embeds = clip.encode_image(image, low_memory=low_memory)
         (embeds[:, 0].sum() + image.mean()).backward()
         results.append((image.detach(), embeds.detach(), logits.grad))
-    for plain, low in zip(*results):
-        assert torch.equal(plain, low)
+    (plain_image, plain_embeds, plain_grad), (low_image, low_embeds, low_grad) = results
+    assert torch.equal(low_image, plain_image) and torch.equal(low_embeds, plain_embeds)   # forward: the same arithmetic
+    torch.testing.assert_close(low_grad, plain_grad, atol=1e-7, rtol=1e-5)   # backward: another kernel
     assert not clip.image_blocks.recompute   # switched off after the call
 
 
 def test_low_memory_generation_agrees_with_plain(tiny_models_cpu):
     plain, low = (generate(tiny_models_cpu, "a red circle", GenerationConfig(iters=6, seed=2, low_memory=flag, **FAST),
                            progress=False) for flag in (False, True))
-    assert low.losses == plain.losses and np.array_equal(np.asarray(low.image), np.asarray(plain.image))
+    np.testing.assert_allclose(low.losses, plain.losses, rtol=0, atol=1e-6)
+    difference = np.abs(np.asarray(low.image, dtype=int) - np.asarray(plain.image, dtype=int))
+    assert difference.max() <= 1 and difference.mean() < 0.01   # an 8-bit step at most, here and there
 
 
 @pytest.mark.parametrize("relaxation", ["softmax", "gumbel"])
