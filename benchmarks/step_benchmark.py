@@ -31,6 +31,10 @@ Variants (``--variants``, each in its own fresh subprocess, so peak memory is pe
   next to a plain ``clipdraw`` step at that size (run for the comparison when the sizes differ).
 * ``compile``: clipdraw's step with ``--compile`` (torch.compile; compiling happens in the
   warm-up steps, at least one, which are not timed).
+* ``kept-memory``: clipdraw's step in a process that first calls
+  ``clipdraw.device.keep_freed_memory()``, as the command line does on CPU (glibc keeps freed
+  blocks instead of unmapping them), and, when ``batch`` is also asked for, the batch step so
+  too. The other variants run with glibc's defaults, as a notebook would.
 
 Per variant: ``time.perf_counter`` around each step, with ``torch.cuda.synchronize`` on CUDA;
 ``--warmup`` steps run first and are not timed. FLOPs: one further step under
@@ -89,7 +93,7 @@ CLIP_DIMS = {
     "ViT-L/14": dict(embed_dim=768, image_resolution=224, vision_layers=24, vision_width=1024,
                      vision_patch_size=14, **{**_TEXT, "transformer_width": 768, "transformer_heads": 12}),
 }
-VARIANTS = ("clipdraw", "notebook", "batch", "low-memory", "compile")
+VARIANTS = ("clipdraw", "notebook", "batch", "low-memory", "compile", "kept-memory")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -105,6 +109,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--memory-size", type=int, default=512, help="image side of the 'low-memory' variant")
     parser.add_argument("--low-memory", action="store_true", help=argparse.SUPPRESS)   # set in the children
     parser.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--keep-freed-memory", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--clip", default="ViT-B/32", choices=sorted(CLIP_DIMS), help="CLIP architecture (random weights)")
     parser.add_argument("--vocab", type=int, default=8192, help="dVAE vocabulary size (dall_e.Decoder vocab_size)")
     parser.add_argument("--relaxation", default="gumbel", choices=("gumbel", "softmax"),
@@ -384,6 +389,10 @@ def notebook_step(args, device):
 
 def run_path(args) -> dict:
     import torch
+    if args.keep_freed_memory:
+        from clipdraw.device import keep_freed_memory
+        if not keep_freed_memory():
+            raise SystemExit("kept-memory: glibc's mallopt is not available on this system")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device == "auto":
@@ -411,7 +420,7 @@ def run_path(args) -> dict:
     return {
         "path": args.only,
         "size": args.size, "cutn": args.cutn, "batch": args.batch if args.only == "clipdraw" else 1,
-        "low_memory": args.low_memory, "compile": args.compile,
+        "low_memory": args.low_memory, "compile": args.compile, "keep_freed_memory": args.keep_freed_memory,
         "setup_s": result_setup_s,
         "times_s": times,
         "median_s": median,
@@ -435,7 +444,7 @@ def run_path(args) -> dict:
 
 
 def _child_argv(args, path: str, result_file: str, size: int, cutn: int, batch: int = 1, low_memory: bool = False,
-                compile_step: bool = False) -> list:
+                compile_step: bool = False, keep_freed_memory: bool = False) -> list:
     argv = [sys.executable, os.path.abspath(__file__), "--size", str(size), "--cutn", str(cutn),
             "--clip", args.clip, "--vocab", str(args.vocab), "--relaxation", args.relaxation,
             "--steps", str(args.steps), "--warmup", str(max(args.warmup, 1) if compile_step else args.warmup),
@@ -444,6 +453,8 @@ def _child_argv(args, path: str, result_file: str, size: int, cutn: int, batch: 
         argv.append("--low-memory")
     if compile_step:
         argv.append("--compile")
+    if keep_freed_memory:
+        argv.append("--keep-freed-memory")
     if args.threads:
         argv += ["--threads", str(args.threads)]
     return argv
@@ -462,6 +473,11 @@ def planned_runs(args) -> list:
                 runs.append((f"batch {args.batch}", dict(base, path="clipdraw", batch=args.batch)))
             elif variant == "compile":
                 runs.append(("compile", dict(base, path="clipdraw", compile_step=True)))
+            elif variant == "kept-memory":
+                runs.append(("kept-memory", dict(base, path="clipdraw", keep_freed_memory=True)))
+                if "batch" in args.variants:
+                    runs.append((f"batch {args.batch} kept", dict(base, path="clipdraw", batch=args.batch,
+                                                                   keep_freed_memory=True)))
             else:
                 if args.memory_size != args.size or "clipdraw" not in args.variants:
                     runs.append(("clipdraw", dict(base, path="clipdraw", size=args.memory_size)))
@@ -500,6 +516,8 @@ def summarize(args, results) -> dict:
         plain, notebook = _find(results, "clipdraw", args.size, cutn), _find(results, "notebook", args.size, cutn)
         batch = _find(results, f"batch {args.batch}", args.size, cutn)
         compiled = _find(results, "compile", args.size, cutn)
+        kept, kept_batch = (_find(results, "kept-memory", args.size, cutn),
+                            _find(results, f"batch {args.batch} kept", args.size, cutn))
         big, low = _find(results, "clipdraw", args.memory_size, cutn), _find(results, "low-memory", args.memory_size, cutn)
         entry = {}
         if plain and notebook:
@@ -510,6 +528,12 @@ def summarize(args, results) -> dict:
             entry["batch_cost"] = batch["median_s"] / plain["median_s"]
         if plain and compiled:
             entry["compile_speedup"] = plain["median_s"] / compiled["median_s"]
+        if plain and kept:
+            entry["kept_memory_time"] = kept["median_s"] / plain["median_s"]
+            if None not in (plain["memory_peak_bytes"], kept["memory_peak_bytes"]):
+                entry["kept_memory_extra_bytes"] = kept["memory_peak_bytes"] - plain["memory_peak_bytes"]
+        if kept and kept_batch:
+            entry["kept_batch_cost"] = kept_batch["median_s"] / kept["median_s"]
         if big and low and None not in (big["memory_peak_bytes"], low["memory_peak_bytes"]):
             entry["memory_cut"] = 1 - low["memory_peak_bytes"] / big["memory_peak_bytes"]
             extra = [r["memory_peak_bytes"] - r["memory_after_setup_bytes"] for r in (big, low)]
@@ -578,6 +602,12 @@ def main(argv=None) -> int:
             parts.append(f"batch {args.batch} costs {entry['batch_cost']:.2f}x one image per step")
         if "compile_speedup" in entry:
             parts.append(f"compile {entry['compile_speedup']:.2f}x")
+        if "kept_memory_time" in entry:
+            extra = entry.get("kept_memory_extra_bytes")
+            parts.append(f"kept-memory step {entry['kept_memory_time']:.2f}x the time"
+                         + ("" if extra is None else f", peak {extra / 2**30:+.2f} GiB"))
+        if "kept_batch_cost" in entry:
+            parts.append(f"kept-memory batch {args.batch} costs {entry['kept_batch_cost']:.2f}x one kept image")
         if "memory_cut" in entry:
             parts.append(f"low-memory at {args.memory_size} px: peak {entry['memory_cut']:.0%} lower "
                          f"({entry['memory_cut_over_setup']:.0%} of what the step adds over setup), "

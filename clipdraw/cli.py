@@ -153,13 +153,15 @@ def generate(prompt: str, iters: int, seed: Optional[int], out: Path, save_every
                                   tau_end=tau_end, loss=loss, augmentations=augs, save_every=save_every,
                                   batch=batch, compile=compile_step, low_memory=low_memory)
 
-    from .device import resolve_device
+    from .device import keep_freed_memory, resolve_device
     from .models import load_models
     from .optimize import generate as run_generation
     from .outputs import RunWriter, check_output_root, make_run_dir, mp4_available
 
     target = resolve_device(device)
     check_output_root(out)
+    if target.type == "cpu" and not low_memory:
+        keep_freed_memory()   # steps re-use their freed tensors instead of faulting in fresh pages
     if mp4 and not mp4_available():
         raise ClipdrawError("--mp4 needs imageio-ffmpeg: pip install 'clipdraw[mp4]' (or pip install imageio-ffmpeg)")
 

@@ -12,6 +12,9 @@ reorder float operations).
 from __future__ import annotations
 
 import copy
+import json
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -242,3 +245,59 @@ def test_cuda_step_runs_mixed_precision_and_clipdraw_never_waits_for_the_device(
             if "synchroniz" in str(w.message) and "clipdraw" in w.filename.replace("\\", "/").split("/")]
     assert not ours, ours
     assert torch.isfinite(loss).all() and similarity.dtype == torch.float32
+
+
+MALLOC_SCRIPT = """
+import ctypes, json, sys
+import torch
+from clipdraw.device import keep_freed_memory
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                     "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+if sys.argv[1] == "keep":
+    assert keep_freed_memory()
+state = lambda: {"mapped": libc.mallinfo2().hblkhd, "heap": libc.mallinfo2().arena}
+before = state()
+big = torch.ones(2**24)   # 64 MB: what a step allocates, writes and frees
+alive = state()
+del big
+print(json.dumps({"before": before, "alive": alive, "freed": state()}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt and mallinfo2")
+def test_kept_freed_memory_serves_big_tensors_from_the_heap_and_keeps_them():
+    def malloc_state(mode: str) -> dict:
+        result = subprocess.run([sys.executable, "-c", MALLOC_SCRIPT, mode], capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout.splitlines()[-1])
+
+    size = 2**26
+    default = malloc_state("default")
+    assert default["alive"]["mapped"] - default["before"]["mapped"] >= size   # a fresh mapping, unmapped on free
+    assert default["freed"]["mapped"] == default["before"]["mapped"]
+    kept = malloc_state("keep")
+    assert kept["alive"]["mapped"] - kept["before"]["mapped"] < size // 64    # from the heap instead
+    assert kept["alive"]["heap"] - kept["before"]["heap"] >= size
+    assert kept["freed"]["heap"] == kept["alive"]["heap"]                     # and kept there once freed
+
+
+@pytest.mark.parametrize("extra,expected", [([], 1), (["--low-memory"], 0)])
+def test_the_command_keeps_freed_memory_on_cpu_but_not_with_low_memory(tmp_path, monkeypatch, tiny_files,
+                                                                       extra, expected):
+    import clipdraw.cli as clipdraw_cli
+
+    calls = []
+    monkeypatch.setattr("clipdraw.device.keep_freed_memory", lambda: calls.append(True) or True)
+    with pytest.raises(SystemExit) as exit_info:
+        clipdraw_cli.main(["a cat", "--out", str(tmp_path / "out"), "--decoder", str(tiny_files["decoder"]),
+                           "--clip-model", str(tiny_files["clip"]), "--device", "cpu", "--size", "32", "--cutn", "2",
+                           "--iters", "2", "--quiet", "--no-gif", *extra])
+    assert exit_info.value.code in (0, None)
+    assert len(calls) == expected
+    assert len(list((tmp_path / "out").glob("*/final.png"))) == 1
