@@ -78,7 +78,14 @@ def relu_conv(x: torch.Tensor, conv: "HeldConv2d", keep_mask: bool = False) -> t
     return conv(F.relu(x))
 
 
-class ReluConv(nn.Module):
+class MaskableStage(nn.Module):
+    """A decoder stage whose ReLUs can keep masks for backward: ``forward(x, keep_masks)``."""
+
+    def forward(self, x: torch.Tensor, keep_masks: bool = False) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class ReluConv(MaskableStage):
     """dall_e's output head, ``Sequential(relu, conv)``, through ``relu_conv``."""
 
     def __init__(self, head: nn.Sequential):
@@ -90,10 +97,8 @@ class ReluConv(nn.Module):
         children = list(module.children()) if isinstance(module, nn.Sequential) else []
         return (len(children) == 2 and isinstance(children[0], nn.ReLU) and isinstance(children[1], HeldConv2d))
 
-    keep_masks = False   # set by DVAEDecoder.forward for low_memory
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return relu_conv(x, self.head[1], self.keep_masks)
+    def forward(self, x: torch.Tensor, keep_masks: bool = False) -> torch.Tensor:
+        return relu_conv(x, self.head[1], keep_masks)
 
 
 def residual_path(res: nn.Module, x: torch.Tensor, upsample: Optional[nn.Module] = None,
@@ -120,7 +125,7 @@ def hold_conv_weights(module: nn.Module) -> nn.Module:
     return module
 
 
-class UpsampledBlock(nn.Module):
+class UpsampledBlock(MaskableStage):
     """``block(upsample(x))`` with the block's opening 1x1 convolutions and ReLU run before the
     nearest upsampling rather than after. Both act pixel by pixel, so they commute with copying
     pixels: the result is dall_e's, while those convolutions cost a quarter and the 4x larger
@@ -137,14 +142,12 @@ class UpsampledBlock(nn.Module):
         return (isinstance(upsample, nn.Upsample) and upsample.mode == "nearest" and has_dall_e_residual_path(res)
                 and pointwise(block.id_path) and pointwise(res.conv_1))
 
-    keep_masks = False   # set by DVAEDecoder.forward for low_memory
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        hidden = residual_path(self.block.res_path, x, self.upsample, self.keep_masks)
+    def forward(self, x: torch.Tensor, keep_masks: bool = False) -> torch.Tensor:
+        hidden = residual_path(self.block.res_path, x, self.upsample, keep_masks)
         return hidden.mul_(self.block.post_gain).add_(self.upsample(self.block.id_path(x)))   # see ResidualBlock
 
 
-class ResidualBlock(nn.Module):
+class ResidualBlock(MaskableStage):
     """dall_e's ``DecoderBlock``, ``id_path(x) + post_gain * res_path(x)``, with the scaling and
     the sum done in place on the residual branch's last convolution output (which nothing keeps
     for backward). Same values; two fewer full-size tensors alive at once, which at 512 px are
@@ -160,10 +163,8 @@ class ResidualBlock(nn.Module):
         return (hasattr(block, "id_path") and isinstance(getattr(block, "post_gain", None), float)
                 and has_dall_e_residual_path(res))
 
-    keep_masks = False   # set by DVAEDecoder.forward for low_memory
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        hidden = residual_path(self.block.res_path, x, keep_masks=self.keep_masks)
+    def forward(self, x: torch.Tensor, keep_masks: bool = False) -> torch.Tensor:
+        hidden = residual_path(self.block.res_path, x, keep_masks=keep_masks)
         return hidden.mul_(self.block.post_gain).add_(self.block.id_path(x))
 
 
@@ -206,9 +207,9 @@ def decoder_stages(blocks: nn.Module) -> List[nn.Module]:
     return [stage for group in groups for stage in group]
 
 
-def run_stages(stages: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
+def run_stages(stages: Sequence[nn.Module], x: torch.Tensor, keep_masks: bool = False) -> torch.Tensor:
     for stage in stages:
-        x = stage(x)
+        x = stage(x, keep_masks) if isinstance(stage, MaskableStage) else stage(x)
     return x
 
 
@@ -238,16 +239,7 @@ class DVAEDecoder(nn.Module):
         # Channels-last: oneDNN's convolutions skip their layout reorders (about 15% faster here on
         # a CPU), cuDNN's half-precision ones run on tensor cores.
         tokens = tokens.contiguous(memory_format=torch.channels_last)
-        keep_masks = low_memory and torch.is_grad_enabled()
-        for stage in self.stages:
-            if hasattr(stage, "keep_masks"):
-                stage.keep_masks = keep_masks
-        try:
-            out = run_stages(self.stages, tokens)
-        finally:
-            for stage in self.stages:
-                if hasattr(stage, "keep_masks"):
-                    stage.keep_masks = False
+        out = run_stages(self.stages, tokens, keep_masks=low_memory)
         # The decoder predicts logit-Laplace parameters; the first 3 channels are the means.
         pixels = torch.sigmoid(out[:, :3].float())
         return ((pixels - LOGIT_LAPLACE_EPS) / (1 - 2 * LOGIT_LAPLACE_EPS)).clamp(0, 1)  # unmap_pixels
