@@ -106,8 +106,8 @@ _register_evaluation()
 @click.option("--compile", "compile_step", is_flag=True,
               help="torch.compile the decoder and CLIP's image encoder: slow to start, faster steps.")
 @click.option("--low-memory", is_flag=True,
-              help="Keep one-byte ReLU masks instead of the decoder's activations and recompute CLIP's "
-                   "in backward: less memory for large --size, slightly slower steps.")
+              help="Keep one bit per decoder ReLU value instead of its activations (backward by hand, "
+                   "by bands of rows) and recompute CLIP's: less memory for large --size.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def generate(prompt: str, iters: int, seed: Optional[int], out: Path, save_every: int, cutn: int, lr: float,
              lr_schedule: str, size: Optional[int], relaxation: str, tau: float, tau_end: float, loss: str, augs: str,

@@ -34,7 +34,7 @@ class GenerationConfig:
     save_every: int = 50
     batch: int = 1                  # images optimized at once, seeds seed, seed+1, ...: one decoder pass for all
     compile: bool = False           # torch.compile the decoder and CLIP's image encoder (slow start, faster steps)
-    low_memory: bool = False        # keep ReLU masks, not the decoder's activations; recompute CLIP's
+    low_memory: bool = False        # a bit per decoder ReLU value, not its activations; recompute CLIP's
 
     def __post_init__(self):
         self.augmentations = parse_augmentations(self.augmentations)

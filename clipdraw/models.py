@@ -15,6 +15,8 @@ from torch.utils.checkpoint import checkpoint
 
 from . import weights
 from .device import resolve_device
+from .low_memory import (ReluMasks, add_relu_conv_input_grad, conv_input_grad, decode_keeping_masks,
+                         nearest_upsample_input_grad, relu_conv_bands, relu_conv_in_place)
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -50,43 +52,80 @@ class HeldConv2d(nn.Module):
         return self
 
 
-class _FrozenReluConv(torch.autograd.Function):
-    """``conv(relu(x))`` with frozen weights, keeping for backward only where ``x <= 0`` (one
-    byte a value) and the weights: all the input's gradient needs. Autograd's own pair keeps
-    relu's whole float output instead, four times the bytes; in dall_e's decoder nearly every
-    convolution follows a ReLU, so these outputs are most of what a step keeps."""
+class Stage(nn.Module):
+    """A decoder stage with a second way to run: ``forward_keeping_masks(handed, masks)``,
+    without autograd, keeping one bit per ReLU value in ``masks``, and ``input_grad(handed,
+    masks)``, its input's gradient from its output's (the ``--low-memory`` path,
+    ``clipdraw.low_memory``). ``handed`` is a one-element list holding the input, or the output's
+    gradient, which the stage takes out: it is then freed as soon as the stage is done with it,
+    not when the stage returns, and a gradient may be written into. ``writes_input``: whether
+    the forward may write into its input."""
 
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, padding: int) -> torch.Tensor:
-        ctx.input_dtype, ctx.padding = x.dtype, padding
-        x = x.to(weight.dtype)
-        ctx.save_for_backward(x <= 0, weight)
-        return F.conv2d(F.relu(x), weight, bias, padding=padding)
+    writes_input = False
 
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        blocked, weight = ctx.saved_tensors   # masked_fill_ runs at relu-backward speed, mul_ by a bool mask slower
-        grad_x = F.conv_transpose2d(grad.to(weight.dtype), weight, padding=ctx.padding).masked_fill_(blocked, 0)
-        return grad_x.to(ctx.input_dtype), None, None, None
+    def forward_keeping_masks(self, handed: List[torch.Tensor], masks: ReluMasks) -> torch.Tensor:
+        raise NotImplementedError
 
-
-def relu_conv(x: torch.Tensor, conv: "HeldConv2d", keep_mask: bool = False) -> torch.Tensor:
-    """``conv(relu(x))``; with ``keep_mask``, keeping relu's mask rather than its output for
-    backward (a quarter of the memory, a few percent more time)."""
-    if keep_mask and torch.is_grad_enabled() and x.requires_grad:
-        return _FrozenReluConv.apply(x, conv.w, conv.b, conv.padding)
-    return conv(F.relu(x))
-
-
-class MaskableStage(nn.Module):
-    """A decoder stage whose ReLUs can keep masks for backward: ``forward(x, keep_masks)``."""
-
-    def forward(self, x: torch.Tensor, keep_masks: bool = False) -> torch.Tensor:
+    def input_grad(self, handed: List[torch.Tensor], masks: ReluMasks) -> torch.Tensor:
         raise NotImplementedError
 
 
-class ReluConv(MaskableStage):
-    """dall_e's output head, ``Sequential(relu, conv)``, through ``relu_conv``."""
+class InputConv(Stage):
+    """The decoder's opening convolution (no ReLU before it)."""
+
+    def __init__(self, conv: HeldConv2d):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+    def forward_keeping_masks(self, handed: List[torch.Tensor], masks: ReluMasks) -> torch.Tensor:
+        return self.conv(handed.pop())
+
+    def input_grad(self, handed: List[torch.Tensor], masks: ReluMasks) -> torch.Tensor:
+        return conv_input_grad(self.conv, handed.pop())
+
+
+class Upsampling(Stage):
+    """A nearest upsampling left on its own (dall_e's last group has none; other decoders may)."""
+
+    def __init__(self, upsample: nn.Upsample):
+        super().__init__()
+        self.upsample = upsample
+
+    @staticmethod
+    def applies(module: nn.Module) -> bool:
+        return isinstance(module, nn.Upsample) and module.mode == "nearest" and upsample_factor(module) is not None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.upsample(x)
+
+    def forward_keeping_masks(self, handed: List[torch.Tensor], masks: ReluMasks) -> torch.Tensor:
+        return self.upsample(handed.pop())
+
+    def input_grad(self, handed: List[torch.Tensor], masks: ReluMasks) -> torch.Tensor:
+        return nearest_upsample_input_grad(handed.pop(), upsample_factor(self.upsample))
+
+
+def softmax_over_vocabulary(x: torch.Tensor) -> torch.Tensor:
+    """Softmax over dim 1 of (B, vocab, g, g), computed with the vocabulary as the last axis so
+    that channels-last logits give channels-last probabilities, the decoder's layout, without a
+    copy (``F.softmax(x, dim=1)`` returns them in the default layout)."""
+    return F.softmax(x.permute(0, 2, 3, 1), dim=-1).permute(0, 3, 1, 2)
+
+
+def upsample_factor(upsample: nn.Upsample) -> Optional[int]:
+    """The whole-number scale of an ``nn.Upsample`` (same along both axes), else None."""
+    scale = upsample.scale_factor
+    scale = scale if isinstance(scale, (tuple, list)) else (scale, scale)
+    if upsample.size is not None or len(set(scale)) != 1 or float(scale[0]) != int(scale[0]):
+        return None
+    return int(scale[0])
+
+
+class ReluConv(Stage):
+    """dall_e's output head, ``Sequential(relu, conv)``."""
 
     def __init__(self, head: nn.Sequential):
         super().__init__()
@@ -97,21 +136,14 @@ class ReluConv(MaskableStage):
         children = list(module.children()) if isinstance(module, nn.Sequential) else []
         return (len(children) == 2 and isinstance(children[0], nn.ReLU) and isinstance(children[1], HeldConv2d))
 
-    def forward(self, x: torch.Tensor, keep_masks: bool = False) -> torch.Tensor:
-        return relu_conv(x, self.head[1], keep_masks)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x)
 
+    def forward_keeping_masks(self, handed: List[torch.Tensor], masks: ReluMasks) -> torch.Tensor:
+        return relu_conv_bands(self.head[1], handed.pop(), masks)
 
-def residual_path(res: nn.Module, x: torch.Tensor, upsample: Optional[nn.Module] = None,
-                  keep_masks: bool = False) -> torch.Tensor:
-    """dall_e's res_path, ``conv_4(relu(conv_3(relu(conv_2(relu(conv_1(relu(x))))))))``, with
-    each relu-conv pair through ``relu_conv``; ``upsample``, if given, after conv_1 (see
-    ``UpsampledBlock``)."""
-    hidden = relu_conv(x, res.conv_1, keep_masks)
-    if upsample is not None:
-        hidden = upsample(hidden)
-    for conv in (res.conv_2, res.conv_3, res.conv_4):
-        hidden = relu_conv(hidden, conv, keep_masks)
-    return hidden
+    def input_grad(self, handed: List[torch.Tensor], masks: ReluMasks) -> torch.Tensor:
+        return conv_input_grad(self.head[1], handed.pop()).masked_fill_(masks.pop(), 0)
 
 
 def hold_conv_weights(module: nn.Module) -> nn.Module:
@@ -125,33 +157,16 @@ def hold_conv_weights(module: nn.Module) -> nn.Module:
     return module
 
 
-class UpsampledBlock(MaskableStage):
-    """``block(upsample(x))`` with the block's opening 1x1 convolutions and ReLU run before the
-    nearest upsampling rather than after. Both act pixel by pixel, so they commute with copying
-    pixels: the result is dall_e's, while those convolutions cost a quarter and the 4x larger
-    upsampled input is never made (nor kept for backward)."""
+class ResidualBlock(Stage):
+    """dall_e's ``DecoderBlock``, ``id_path(x) + post_gain * res_path(x)``, where res_path is
+    ``conv_4(relu(conv_3(relu(conv_2(relu(conv_1(relu(x))))))))``.
 
-    def __init__(self, upsample: nn.Upsample, block: nn.Module):
-        super().__init__()
-        self.upsample, self.block = upsample, block
+    The plain forward scales and sums in place on the residual branch's last output (which
+    nothing keeps for backward): the same values with two fewer full-size tensors alive, 268 MB
+    each at 512 px in the last group. The low-memory forward sums into ``x`` itself.
+    """
 
-    @staticmethod
-    def applies(upsample: nn.Module, block: nn.Module) -> bool:
-        res = getattr(block, "res_path", None)
-        pointwise = lambda m: isinstance(m, nn.Identity) or (isinstance(m, HeldConv2d) and m.w.shape[-1] == 1)
-        return (isinstance(upsample, nn.Upsample) and upsample.mode == "nearest" and has_dall_e_residual_path(res)
-                and pointwise(block.id_path) and pointwise(res.conv_1))
-
-    def forward(self, x: torch.Tensor, keep_masks: bool = False) -> torch.Tensor:
-        hidden = residual_path(self.block.res_path, x, self.upsample, keep_masks)
-        return hidden.mul_(self.block.post_gain).add_(self.upsample(self.block.id_path(x)))   # see ResidualBlock
-
-
-class ResidualBlock(MaskableStage):
-    """dall_e's ``DecoderBlock``, ``id_path(x) + post_gain * res_path(x)``, with the scaling and
-    the sum done in place on the residual branch's last convolution output (which nothing keeps
-    for backward). Same values; two fewer full-size tensors alive at once, which at 512 px are
-    268 MB each in the last group."""
+    writes_input = True
 
     def __init__(self, block: nn.Module):
         super().__init__()
@@ -163,9 +178,92 @@ class ResidualBlock(MaskableStage):
         return (hasattr(block, "id_path") and isinstance(getattr(block, "post_gain", None), float)
                 and has_dall_e_residual_path(res))
 
-    def forward(self, x: torch.Tensor, keep_masks: bool = False) -> torch.Tensor:
-        hidden = residual_path(self.block.res_path, x, keep_masks=keep_masks)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        res = self.block.res_path
+        hidden = res.conv_1(F.relu(x))
+        for conv in (res.conv_2, res.conv_3, res.conv_4):
+            hidden = conv(F.relu(hidden))
         return hidden.mul_(self.block.post_gain).add_(self.block.id_path(x))
+
+    def forward_keeping_masks(self, handed: List[torch.Tensor], masks: ReluMasks) -> torch.Tensor:
+        res, x = self.block.res_path, handed.pop()
+        hidden = relu_conv_bands(res.conv_1, x, masks)
+        for conv in (res.conv_2, res.conv_3):
+            hidden = relu_conv_in_place(conv, hidden, masks)
+        out = identity_to(x, res.conv_4.w.dtype) if isinstance(self.block.id_path, nn.Identity) else self.block.id_path(x)
+        return relu_conv_bands(res.conv_4, hidden, masks, into=out, gain=self.block.post_gain)
+
+    def input_grad(self, handed: List[torch.Tensor], masks: ReluMasks) -> torch.Tensor:
+        res, id_path, grad = self.block.res_path, self.block.id_path, handed.pop()
+        hidden = branch_input_grad(res, last_conv_input_grad(res, grad, self.block.post_gain, masks), masks)
+        into = grad if isinstance(id_path, nn.Identity) else conv_input_grad(id_path, grad)   # grad: ours to reuse
+        del grad
+        return add_relu_conv_input_grad(res.conv_1, hidden, masks.pop(), into)
+
+
+class UpsampledBlock(Stage):
+    """``block(upsample(x))`` with the block's opening 1x1 convolutions and ReLU run before the
+    nearest upsampling rather than after. Both act pixel by pixel, so they commute with copying
+    pixels: the result is dall_e's, while those convolutions cost a quarter and the 4x larger
+    upsampled input is never made (nor kept for backward)."""
+
+    def __init__(self, upsample: nn.Upsample, block: nn.Module):
+        super().__init__()
+        self.upsample, self.block = upsample, block
+
+    @staticmethod
+    def applies(upsample: nn.Module, block: nn.Module) -> bool:
+        return (Upsampling.applies(upsample) and ResidualBlock.applies(block)
+                and is_pointwise(block.id_path) and is_pointwise(block.res_path.conv_1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        res = self.block.res_path
+        hidden = self.upsample(res.conv_1(F.relu(x)))
+        for conv in (res.conv_2, res.conv_3, res.conv_4):
+            hidden = conv(F.relu(hidden))
+        return hidden.mul_(self.block.post_gain).add_(self.upsample(self.block.id_path(x)))   # see ResidualBlock
+
+    def forward_keeping_masks(self, handed: List[torch.Tensor], masks: ReluMasks) -> torch.Tensor:
+        res, x = self.block.res_path, handed.pop()
+        hidden, identity = relu_conv_bands(res.conv_1, x, masks), self.block.id_path(x).to(res.conv_4.w.dtype)
+        del x   # at 512 px, 134 MB no longer held while the 4x larger output is made
+        hidden = self.upsample(hidden)
+        for conv in (res.conv_2, res.conv_3):
+            hidden = relu_conv_in_place(conv, hidden, masks)
+        out = self.upsample(identity)
+        del identity
+        return relu_conv_bands(res.conv_4, hidden, masks, into=out, gain=self.block.post_gain)
+
+    def input_grad(self, handed: List[torch.Tensor], masks: ReluMasks) -> torch.Tensor:
+        res, id_path, factor = self.block.res_path, self.block.id_path, upsample_factor(self.upsample)
+        grad = handed.pop()
+        hidden = last_conv_input_grad(res, grad, self.block.post_gain, masks)
+        into = nearest_upsample_input_grad(grad, factor)
+        del grad   # the largest tensor here (268 MB at 512 px): gone before the rest is made
+        hidden = nearest_upsample_input_grad(branch_input_grad(res, hidden, masks), factor)
+        into = into if isinstance(id_path, nn.Identity) else conv_input_grad(id_path, into)
+        return add_relu_conv_input_grad(res.conv_1, hidden, masks.pop(), into)
+
+
+def last_conv_input_grad(res: nn.Module, grad: torch.Tensor, gain: float, masks: ReluMasks) -> torch.Tensor:
+    """Backward through a residual branch's ``gain * conv_4(relu(h))`` to the gradient of ``h``."""
+    return conv_input_grad(res.conv_4, grad).mul_(gain).masked_fill_(masks.pop(), 0)
+
+
+def branch_input_grad(res: nn.Module, grad: torch.Tensor, masks: ReluMasks) -> torch.Tensor:
+    """Backward through ``conv_3(relu(conv_2(relu(h))))`` to the gradient of ``h`` (conv_1's
+    output): small tensors, a quarter of the block's channels."""
+    for conv in (res.conv_3, res.conv_2):
+        grad = conv_input_grad(conv, grad).masked_fill_(masks.pop(), 0)
+    return grad
+
+
+def identity_to(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return x if x.dtype == dtype else x.to(dtype)
+
+
+def is_pointwise(module: nn.Module) -> bool:
+    return isinstance(module, nn.Identity) or (isinstance(module, HeldConv2d) and module.w.shape[-1] == 1)
 
 
 def has_dall_e_residual_path(res: Optional[nn.Module]) -> bool:
@@ -179,7 +277,8 @@ def has_dall_e_residual_path(res: Optional[nn.Module]) -> bool:
 def decoder_stages(blocks: nn.Module) -> List[nn.Module]:
     """dall_e's decoder as a list of stages: the input convolution, the residual blocks (the
     first of each upsampled group joined with the upsampling before it) and the output head,
-    each in the form above that keeps less for backward."""
+    each in the form above. A module of another shape is kept as it is: the decoder then runs,
+    but without its low-memory path (``DVAEDecoder.keeps_masks``)."""
     groups: List[List[nn.Module]] = []
     leading: List[nn.Module] = []       # the input convolution, until the first group opens
     upsample = None                     # a group's closing upsampling, waiting for the next block
@@ -198,18 +297,20 @@ def decoder_stages(blocks: nn.Module) -> List[nn.Module]:
                 module = ResidualBlock(module)
             elif ReluConv.applies(module):
                 module = ReluConv(module)
+            elif isinstance(module, HeldConv2d):
+                module = InputConv(module)
             stages.append(module)
         if is_group:
             groups.append(stages)
             leading = []
     if upsample is not None:
-        groups[-1].append(upsample)
+        groups[-1].append(Upsampling(upsample) if Upsampling.applies(upsample) else upsample)
     return [stage for group in groups for stage in group]
 
 
-def run_stages(stages: Sequence[nn.Module], x: torch.Tensor, keep_masks: bool = False) -> torch.Tensor:
+def run_stages(stages: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
     for stage in stages:
-        x = stage(x, keep_masks) if isinstance(stage, MaskableStage) else stage(x)
+        x = stage(x)
     return x
 
 
@@ -227,19 +328,39 @@ class DVAEDecoder(nn.Module):
         self.upsample_factor = math.prod(
             int(m.scale_factor) for m in decoder.modules() if isinstance(m, nn.Upsample))
         self.stages = decoder_stages(decoder.blocks)
+        self.keeps_masks = all(isinstance(stage, Stage) for stage in self.stages)
+        self.fuses_softmax = (self.keeps_masks and isinstance(self.stages[0], InputConv)
+                              and self.stages[0].conv.w.shape[-1] == 1)
 
     def forward(self, tokens: torch.Tensor, low_memory: bool = False) -> torch.Tensor:
-        """``low_memory``: keep for backward a one-byte mask where each ReLU let values through,
-        not its float output (``relu_conv``). Recomputing whole stages instead, as an earlier
-        version did, cost 1.5x the step for no lower a peak: at 512 px the transient gradients
-        of a stage, 268 MB each, set the peak once the kept activations are small."""
+        """``low_memory``: keep a bit per ReLU value for backward, not the activations, and run
+        backward by hand (``clipdraw.low_memory``). Recomputing stages instead, as an earlier
+        version did, cost 1.5x the step for a higher peak: at 512 px the last group's gradients,
+        268 MB each, set it once the kept activations are small."""
+        tokens = self._checked(tokens)
+        if low_memory and self.keeps_masks and torch.is_grad_enabled() and tokens.requires_grad:
+            return self._to_pixels(decode_keeping_masks(self.stages, tokens))
+        return self._to_pixels(run_stages(self.stages, tokens))
+
+    def decode_softmax(self, scores: torch.Tensor, tau: float, low_memory: bool = False) -> torch.Tensor:
+        """The image of the token probabilities ``softmax(scores / tau)`` over the vocabulary
+        (dim 1): relaxed tokens. ``low_memory``: as in ``forward``, and the probabilities are never
+        whole either: the softmax and the first (1x1) convolution run a band of rows at a time,
+        forward and backward, from the scores, which the optimizer keeps anyway."""
+        if low_memory and self.fuses_softmax and torch.is_grad_enabled() and scores.requires_grad:
+            return self._to_pixels(decode_keeping_masks(self.stages, self._checked(scores), tau))
+        return self(softmax_over_vocabulary(scores / tau), low_memory=low_memory)
+
+    def _checked(self, tokens: torch.Tensor) -> torch.Tensor:
         if tokens.dim() != 4 or tokens.shape[1] != self.vocab_size or tokens.dtype != torch.float32:
             raise ValueError(f"expected float32 token probabilities (B, {self.vocab_size}, g, g), "
                              f"got {tuple(tokens.shape)} {tokens.dtype}")   # dall_e's own checks
         # Channels-last: oneDNN's convolutions skip their layout reorders (about 15% faster here on
         # a CPU), cuDNN's half-precision ones run on tensor cores.
-        tokens = tokens.contiguous(memory_format=torch.channels_last)
-        out = run_stages(self.stages, tokens, keep_masks=low_memory)
+        return tokens.contiguous(memory_format=torch.channels_last)
+
+    @staticmethod
+    def _to_pixels(out: torch.Tensor) -> torch.Tensor:
         # The decoder predicts logit-Laplace parameters; the first 3 channels are the means.
         pixels = torch.sigmoid(out[:, :3].float())
         return ((pixels - LOGIT_LAPLACE_EPS) / (1 - 2 * LOGIT_LAPLACE_EPS)).clamp(0, 1)  # unmap_pixels
