@@ -23,7 +23,11 @@ import torch.nn.functional as F
 from torch import nn
 
 BAND_BYTES = 32 * 2**20   # the size of a band's temporaries: small against the 268 MB they replace
-_BITS = 1 << torch.arange(8, dtype=torch.uint8)
+
+
+def _bits(device: torch.device) -> torch.Tensor:
+    """1, 2, 4, ..., 128 as uint8, made on ``device`` (a copy from the host would wait for it)."""
+    return torch.ones(8, dtype=torch.uint8, device=device) << torch.arange(8, dtype=torch.uint8, device=device)
 
 
 def _numpy_way(tensor: torch.Tensor, use_numpy: Optional[bool]) -> bool:
@@ -37,7 +41,7 @@ def pack_bits(mask: torch.Tensor, use_numpy: Optional[bool] = None) -> torch.Ten
     if _numpy_way(flat, use_numpy):   # numpy's packbits: 4x faster than torch's ops on a CPU
         return torch.from_numpy(np.packbits(flat.numpy(), bitorder="little"))
     flat = F.pad(flat.view(torch.uint8), (0, -flat.numel() % 8))
-    return (flat.view(-1, 8) * _BITS.to(flat.device)).sum(-1, dtype=torch.uint8)
+    return (flat.view(-1, 8) * _bits(flat.device)).sum(-1, dtype=torch.uint8)
 
 
 def unpack_bits(packed: torch.Tensor, shape: torch.Size, use_numpy: Optional[bool] = None) -> torch.Tensor:
@@ -46,7 +50,7 @@ def unpack_bits(packed: torch.Tensor, shape: torch.Size, use_numpy: Optional[boo
     if _numpy_way(packed, use_numpy):
         flat = torch.from_numpy(np.unpackbits(packed.numpy(), count=n * h * w * c, bitorder="little").view(np.bool_))
     else:
-        flat = (packed.unsqueeze(-1) & _BITS.to(packed.device)).ne(0).view(-1)[:n * h * w * c]
+        flat = (packed.unsqueeze(-1) & _bits(packed.device)).ne(0).view(-1)[:n * h * w * c]
     return flat.view(n, h, w, c).permute(0, 3, 1, 2)
 
 

@@ -108,13 +108,6 @@ class Upsampling(Stage):
         return nearest_upsample_input_grad(handed.pop(), upsample_factor(self.upsample))
 
 
-def softmax_over_vocabulary(x: torch.Tensor) -> torch.Tensor:
-    """Softmax over dim 1 of (B, vocab, g, g), computed with the vocabulary as the last axis so
-    that channels-last logits give channels-last probabilities, the decoder's layout, without a
-    copy (``F.softmax(x, dim=1)`` returns them in the default layout)."""
-    return F.softmax(x.permute(0, 2, 3, 1), dim=-1).permute(0, 3, 1, 2)
-
-
 def upsample_factor(upsample: nn.Upsample) -> Optional[int]:
     """The whole-number scale of an ``nn.Upsample`` (same along both axes), else None."""
     scale = upsample.scale_factor
@@ -312,6 +305,13 @@ def run_stages(stages: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
     for stage in stages:
         x = stage(x)
     return x
+
+
+def softmax_over_vocabulary(x: torch.Tensor) -> torch.Tensor:
+    """Softmax over dim 1 of (B, vocab, g, g), computed with the vocabulary as the last axis so
+    that channels-last logits give channels-last probabilities, the decoder's layout, without a
+    copy (``F.softmax(x, dim=1)`` returns them in the default layout)."""
+    return F.softmax(x.permute(0, 2, 3, 1), dim=-1).permute(0, 3, 1, 2)
 
 
 class DVAEDecoder(nn.Module):
