@@ -145,6 +145,11 @@ def nearest_upsample_input_grad(grad: torch.Tensor, factor: int) -> torch.Tensor
     return F.avg_pool2d(grad, factor, divisor_override=1) if factor > 1 else grad
 
 
+def _band_probabilities(scores: torch.Tensor, rows: slice, tau: float) -> torch.Tensor:
+    """``softmax(scores / tau)`` over the vocabulary for a band of rows, vocabulary last (N, h, W, V)."""
+    return F.softmax((scores[:, :, rows] / tau).permute(0, 2, 3, 1), dim=-1)
+
+
 def softmax_conv_bands(conv: nn.Module, scores: torch.Tensor, tau: float) -> torch.Tensor:
     """``conv(softmax(scores / tau))``, the softmax over the vocabulary (dim 1), for a frozen 1x1
     ``conv``, a band of rows at a time: the token probabilities, as large as the scores (134 MB
@@ -155,8 +160,7 @@ def softmax_conv_bands(conv: nn.Module, scores: torch.Tensor, tau: float) -> tor
     step = _band_rows(scores)
     for start in range(0, height, step):
         rows = slice(start, start + step)
-        probs = F.softmax((scores[:, :, rows] / tau).permute(0, 2, 3, 1), dim=-1).permute(0, 3, 1, 2)
-        out[:, :, rows] = conv(probs)
+        out[:, :, rows] = conv(_band_probabilities(scores, rows, tau).permute(0, 3, 1, 2))
     return out
 
 
@@ -167,7 +171,7 @@ def softmax_conv_input_grad(conv: nn.Module, grad: torch.Tensor, scores: torch.T
     step = _band_rows(scores)
     for start in range(0, scores.shape[2], step):
         rows = slice(start, start + step)
-        probs = F.softmax((scores[:, :, rows] / tau).permute(0, 2, 3, 1), dim=-1)
+        probs = _band_probabilities(scores, rows, tau)
         grad_probs = conv_input_grad(conv, grad[:, :, rows]).to(probs.dtype).permute(0, 2, 3, 1)
         band = torch.ops.aten._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
         result[:, :, rows] = band.permute(0, 3, 1, 2) / tau
