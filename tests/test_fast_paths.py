@@ -180,10 +180,10 @@ def test_low_memory_decoder_and_clip_agree_with_the_plain_path():
     clip = ClipModel(tiny_models.make_tiny_clip())
     assert clip.image_blocks is not None
     results = []
-    for low_memory in (False, True):
+    for low in (False, True):
         logits, tokens = tokens_and_logits()
-        image = decoder(tokens(), low_memory=low_memory)
-        embeds = clip.encode_image(image, low_memory=low_memory)
+        image = decoder(tokens(), low_memory=low)
+        embeds = clip.encode_image(image, low_memory=low)
         (embeds[:, 0].sum() + image.mean()).backward()
         results.append((image.detach(), embeds.detach(), logits.grad))
     (plain_image, plain_embeds, plain_grad), (low_image, low_embeds, low_grad) = results
