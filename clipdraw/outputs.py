@@ -5,6 +5,7 @@ renamed when whole, so an interrupted run leaves only complete files."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import io
 import json
@@ -14,7 +15,7 @@ import re
 import tempfile
 from importlib import metadata
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Iterable, List, Optional
 
 import numpy as np
 from PIL import Image, PngImagePlugin
@@ -31,6 +32,40 @@ def slugify(text: str, max_length: int = 60) -> str:
     """'A photo of Albert Einstein!' -> 'a-photo-of-albert-einstein'."""
     slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
     return slug[:max_length].rstrip("-") or "prompt"
+
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9_-](?:[A-Za-z0-9._-]*[A-Za-z0-9_-])?")   # no '.', '..', hidden or 'a.' names
+
+
+def safe_name(text: object, max_length: int = 80) -> str:
+    """One folder name made from user data (a dataset's image id, ...), never a path.
+
+    ``text`` itself when it is already a plain name (letters, digits, ``.``, ``_``, ``-``;
+    not starting or ending with ``.``; at most ``max_length``), so ``coco-139`` stays
+    ``coco-139``; otherwise its slug plus 12 hex digits of its SHA-256, so ``x/../victim``
+    becomes ``x-victim-<hash>`` and two distinct texts do not end up in one folder."""
+    text = str(text)
+    if len(text) <= max_length and SAFE_NAME.fullmatch(text):
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{slugify(text, max(1, max_length - 13))}-{digest}"
+
+
+def unique_names(names: Iterable[str]) -> List[str]:
+    """The names with repeats made distinct by ``-2``, ``-3``, ...: each name's first
+    occurrence keeps it, and a suffixed name never takes one that appears in the list."""
+    names = list(names)
+    taken, result = set(names), []
+    used = set()
+    for name in names:
+        if name in used:
+            n = 2
+            while f"{name}-{n}" in taken or f"{name}-{n}" in used:
+                n += 1
+            name = f"{name}-{n}"
+        used.add(name)
+        result.append(name)
+    return result
 
 
 def check_output_root(out: Path) -> None:

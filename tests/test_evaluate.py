@@ -9,6 +9,7 @@ import io
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -577,3 +578,156 @@ def test_compare_through_the_dallemini_engine(tmp_path, monkeypatch):
     assert all(float(r["seconds_per_image"]) > 0 for r in rows)
     assert json.loads((out / "runs" / "dallemini" / "a-red-circle" / "seed-0" / "run.json").read_text())["engine"] \
         == "dallemini"
+
+
+# --------------------------------------------------------------------------- run folders named from user data
+
+
+def tree(root: Path, skip: Path) -> dict:
+    """Every path under ``root`` outside ``skip``, with the bytes of each file."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        if path == skip or skip in path.parents:
+            continue
+        found[str(path.relative_to(root))] = path.read_bytes() if path.is_file() and not path.is_symlink() else None
+    return found
+
+
+HOSTILE = "x/../../../../../victim"   # from <out>/runs/<engine>/coco-x, five levels up is beside <out>'s parent
+
+
+@pytest.mark.parametrize("kind", ["coco", "flickr"])
+def test_dataset_ids_cannot_lead_run_folders_out_of_out(tmp_path, capsys, kind):
+    """The reported attack, run twice through the CLI: before the fix the first run ended in a
+    FileExistsError traceback and the second deleted <tmp>/a/victim/seed-0 and wrote its run there."""
+    images = tmp_path / "images"
+    images.mkdir()
+    if kind == "coco":
+        solid((200, 40, 40), (32, 32)).save(images / "x.jpg")
+        source = tmp_path / "captions.json"
+        source.write_text(json.dumps({"images": [{"id": HOSTILE, "file_name": "x.jpg"}],
+                                      "annotations": [{"image_id": HOSTILE, "caption": "a red circle"}]}))
+        args = ["--coco", source]
+    else:   # a stem cannot hold '/', but '\' is a separator on Windows and '..' a name everywhere
+        name = "..\\..\\..\\..\\..\\victim.jpg"
+        solid((200, 40, 40), (32, 32)).save(images / name)
+        source = tmp_path / "dataset_flickr30k.json"
+        source.write_text(json.dumps({"images": [{"filename": name, "split": "test",
+                                                  "sentences": [{"raw": "a red circle"}]}]}))
+        args = ["--flickr", source]
+    sentinel = tmp_path / "a" / "victim" / "seed-0"
+    sentinel.mkdir(parents=True)
+    (sentinel / "precious.txt").write_text("keep me")
+    out = tmp_path / "a" / "b" / "out"
+    out.parent.mkdir()
+    before = tree(tmp_path, out)
+    for attempt in range(2):
+        assert run_main("compare", *args, "--images", images, "--model", "toy", "--engines", "transformer",
+                        "--out", out, "--device", "cpu", "--quiet") == 0, capsys.readouterr().err
+        assert (sentinel / "precious.txt").read_text() == "keep me"
+        assert tree(tmp_path, out) == before   # nothing written, moved or deleted outside --out
+    assert "1 of 1 run(s) already finished" in capsys.readouterr().err   # the second run resumed the first
+    folders = [p.parent for p in (out / "runs" / "transformer").glob("*/seed-0")]
+    assert len(folders) == 1 and (folders[0] / "seed-0" / "final.png").is_file()
+    assert re.fullmatch(rf"{kind}-[a-z0-9-]*victim-[0-9a-f]{{12}}", folders[0].name), folders[0].name
+    assert [r["item"] for r in csv.DictReader((out / "compare_images.csv").open())] == [folders[0].name] * 2
+
+
+def test_safe_name_keeps_plain_ids_and_makes_others_one_distinct_name():
+    from clipdraw.outputs import SAFE_NAME, safe_name
+
+    for plain in ("coco-139", "flickr-1000092795", "a_b.c-D"):
+        assert safe_name(plain) == plain
+    hostile = [HOSTILE, "x\\..\\victim", "..", ".", "", ".hidden", "a.", "/etc/passwd", "a\0b", "\ud800",
+               "x" * 500, "x" * 500 + "y", "a/b", "a?b", "a b", "A B", "a-b"]
+    names = [safe_name(text) for text in hostile]
+    for text, name in zip(hostile, names):
+        assert SAFE_NAME.fullmatch(name) and len(name) <= 80 and name not in (".", ".."), (text, name)
+    assert len(set(names)) == len(names)   # distinct ids never share a folder
+    assert safe_name("x" * 30, max_length=20) != "x" * 30 and len(safe_name("x" * 30, max_length=20)) <= 20
+
+
+def test_ids_that_slug_alike_get_distinct_folders(tmp_path):
+    from clipdraw.evaluate import probe
+    from clipdraw.outputs import unique_names
+
+    assert unique_names(["a-b", "a-b", "a-b-2", "c"]) == ["a-b", "a-b-3", "a-b-2", "c"]
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a b\na-b\na b 2\n")
+    assert [i.id for i in datasets.read_prompt_file(prompts)] == ["a-b", "a-b-3", "a-b-2"]
+    keys = [s.key for s in probe.plan(["Einstein!", "einstein"], ["a photo of {}"], 2, "optimize")]
+    assert len(set(keys)) == 4
+    images = tmp_path / "images"
+    images.mkdir()
+    solid((1, 2, 3)).save(images / "x.jpg")
+    captions = tmp_path / "captions.json"
+    captions.write_text(json.dumps({"images": [{"id": 1, "file_name": "x.jpg"}, {"id": "1", "file_name": "x.jpg"}],
+                                    "annotations": [{"image_id": 1, "caption": "one"},
+                                                    {"image_id": "1", "caption": "the string one"}]}))
+    assert [i.id for i in datasets.read_coco(captions, images)] == ["coco-1", "coco-1-2"]
+    captions.write_text(json.dumps({"images": [{"id": [1], "file_name": "x.jpg"}], "annotations": []}))
+    with pytest.raises(ClipdrawError, match=r"images\[0\] lacks 'id'"):
+        datasets.read_coco(captions, images)
+
+
+class NoEngines:
+    def get(self, name):
+        raise AssertionError("a refused batch must not load an engine")
+
+
+def test_run_folder_guard_refuses_anything_not_strictly_inside_out(tmp_path):
+    from clipdraw.evaluate.runs import RunSpec, execute, run_folder
+
+    out = tmp_path / "a" / "out"
+    out.mkdir(parents=True)
+    victim = tmp_path / "a" / "victim" / "seed-0"
+    victim.mkdir(parents=True)
+    (victim / "precious.txt").write_text("keep me")
+    assert run_folder(out, "optimize/coco-139/seed-0") == out / "runs" / "optimize" / "coco-139" / "seed-0"
+    for key in ("optimize/coco-x/../../../../victim/seed-0", "../victim/seed-0", "..", ".", "", "a//b", "a/./b",
+                str(victim), "a\\..\\..\\b", "a\0b"):
+        with pytest.raises(ClipdrawError, match="not a plain relative path"):
+            run_folder(out, key)
+        with pytest.raises(ClipdrawError):   # before any run folder is read, created or deleted
+            execute([RunSpec("optimize/ok/seed-0", "optimize", "ok", 0), RunSpec(key, "optimize", "x", 0)],
+                    out, NoEngines(), keep_frames=False, progress=False, log=lambda _: None)
+        assert (victim / "precious.txt").read_text() == "keep me"
+        assert not (out / "runs").exists()
+    (out / "runs").mkdir()
+    (out / "runs" / "optimize").symlink_to(tmp_path / "a", target_is_directory=True)   # a link out of --out
+    with pytest.raises(ClipdrawError, match="outside .* refusing to create or delete it"):
+        run_folder(out, "optimize/victim/seed-0")
+    with pytest.raises(ClipdrawError, match="outside"):
+        execute([RunSpec("optimize/victim/seed-0", "optimize", "x", 0)], out, NoEngines(), keep_frames=False,
+                progress=False, log=lambda _: None)
+    assert (victim / "precious.txt").read_text() == "keep me"
+    (out / "runs" / "optimize").unlink()
+    (out / "runs" / "optimize").symlink_to(out, target_is_directory=True)   # --out itself is not a run folder
+    with pytest.raises(ClipdrawError, match="outside"):
+        run_folder(out, "optimize")
+
+
+def test_symbolic_links_out_of_out_are_refused_by_the_cli_and_inside_ones_not_followed(tmp_path, capsys):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red circle\n")
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "a-red-circle" / "seed-0").mkdir(parents=True)
+    (elsewhere / "a-red-circle" / "seed-0" / "precious.txt").write_text("keep me")
+    out = tmp_path / "cmp"
+    (out / "runs").mkdir(parents=True)
+    (out / "runs" / "transformer").symlink_to(elsewhere, target_is_directory=True)
+    base = ["compare", prompts, "--model", "toy", "--engines", "transformer", "--out", out, "--device", "cpu", "-q"]
+    assert_one_line(capsys, run_main(*base), "refusing to create or delete it")
+    assert [p.name for p in (elsewhere / "a-red-circle" / "seed-0").iterdir()] == ["precious.txt"]
+    # a left-over link inside --out, in place of the run folder: the link goes, not what it points to
+    (out / "runs" / "transformer").unlink()
+    (out / "runs" / "transformer").mkdir()
+    kept = out / "kept"
+    kept.mkdir()
+    (kept / "precious.txt").write_text("keep me")
+    (out / "runs" / "transformer" / "a-red-circle").mkdir()
+    (out / "runs" / "transformer" / "a-red-circle" / "seed-0").symlink_to(kept, target_is_directory=True)
+    assert run_main(*base) == 0
+    run_dir = out / "runs" / "transformer" / "a-red-circle" / "seed-0"
+    assert not run_dir.is_symlink() and (run_dir / "final.png").is_file()
+    assert [p.name for p in kept.iterdir()] == ["precious.txt"]

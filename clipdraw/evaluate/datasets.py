@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
 from ..errors import ClipdrawError
-from ..outputs import slugify
+from ..outputs import safe_name, slugify, unique_names
 
 GROUP_LINE = re.compile(r"^\[(.+)\]$")
 PathLike = Union[str, Path]
@@ -37,7 +37,7 @@ PathLike = Union[str, Path]
 class Item:
     """One prompt of an experiment."""
 
-    id: str                               # stable across re-runs: names the run folders
+    id: str                               # stable across re-runs: names the run folders (one plain name)
     prompt: str
     group: str = ""
     gold: Optional[Path] = None           # the dataset's own image for this caption
@@ -67,13 +67,14 @@ def _read_json(path: Path, what: str):
 
 def _unique_ids(items: List[Item]) -> List[Item]:
     """Make ids unique by suffixing -2, -3, ... (the same prompt twice is two items)."""
-    seen: Dict[str, int] = {}
-    for item in items:
-        n = seen.get(item.id, 0) + 1
-        seen[item.id] = n
-        if n > 1:
-            item.id = f"{item.id}-{n}"
+    for item, name in zip(items, unique_names(item.id for item in items)):
+        item.id = name
     return items
+
+
+def _is_id(value: object) -> bool:
+    """A dataset id is a number or a string (the folder name is made safe by ``safe_name``)."""
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
 
 
 def read_lines(path: PathLike, what: str = "list") -> List[Tuple[str, str]]:
@@ -145,21 +146,22 @@ def read_coco(captions: PathLike, images_dir: PathLike, limit: Optional[int] = N
             raise wrong(f"'{key}' is missing or not a list")
     files: Dict[object, str] = {}
     for n, image in enumerate(document["images"]):
-        if not isinstance(image, dict) or "id" not in image or not isinstance(image.get("file_name"), str):
+        if not isinstance(image, dict) or not _is_id(image.get("id")) or not isinstance(image.get("file_name"), str):
             raise wrong(f"images[{n}] lacks 'id' or a string 'file_name'")
         files[image["id"]] = image["file_name"]
     captions_of: Dict[object, List[str]] = {}
     for n, note_ in enumerate(document["annotations"]):
-        if not isinstance(note_, dict) or "image_id" not in note_ or not isinstance(note_.get("caption"), str):
+        if not isinstance(note_, dict) or not _is_id(note_.get("image_id")) or not isinstance(note_.get("caption"), str):
             raise wrong(f"annotations[{n}] lacks 'image_id' or a string 'caption'")
         caption = " ".join(note_["caption"].split())
         if caption and note_["image_id"] in files:
             captions_of.setdefault(note_["image_id"], []).append(caption)
     if not captions_of:
         raise ClipdrawError(f"no caption in {path} belongs to an image it lists")
-    items = [Item(id=f"coco-{image_id}", prompt=texts[0], gold=folder / files[image_id], references=texts)
+    # the id names run folders: safe_name keeps "coco-139" and turns "coco-x/../victim" into one plain name
+    items = [Item(id=safe_name(f"coco-{image_id}"), prompt=texts[0], gold=folder / files[image_id], references=texts)
              for image_id, texts in ((i, captions_of[i]) for i in files if i in captions_of)]
-    return _keep_present(items, folder, path, limit, note)
+    return _keep_present(_unique_ids(items), folder, path, limit, note)
 
 
 def read_flickr(dataset: PathLike, images_dir: PathLike, split: Optional[str] = "test", limit: Optional[int] = None,
@@ -190,7 +192,7 @@ def read_flickr(dataset: PathLike, images_dir: PathLike, split: Optional[str] = 
             if sentence["raw"].strip():
                 texts.append(" ".join(sentence["raw"].split()))
         if texts:
-            items.append(Item(id=f"flickr-{Path(image['filename']).stem}", prompt=texts[0],
+            items.append(Item(id=safe_name(f"flickr-{Path(image['filename']).stem}"), prompt=texts[0],
                               gold=folder / image["filename"], references=texts))
     if not items:
         known = ", ".join(sorted(str(s) for s in splits if s is not None)) or "none"

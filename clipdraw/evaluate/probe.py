@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import ClipdrawError
-from ..outputs import slugify
+from ..outputs import slugify, unique_names
 from .datasets import read_lines
 from .faces import FaceCounter, first_iteration
 from .judge import Judge, load_image
@@ -67,9 +67,12 @@ def fill(template: str, entity: str) -> str:
 
 
 def plan(entities: Sequence[str], templates: Sequence[str], seeds: int, engine: str) -> List[RunSpec]:
-    return [RunSpec(key=f"{engine}/{slugify(fill(t, e), 80)}/seed-{s}", engine=engine, prompt=fill(t, e), seed=s,
+    pairs = [(e, t) for e in entities for t in templates]
+    # one folder per entity x template, even when two prompts share a slug ("Einstein!" and "einstein")
+    names = unique_names(slugify(fill(t, e), 80) for e, t in pairs)
+    return [RunSpec(key=f"{engine}/{name}/seed-{s}", engine=engine, prompt=fill(t, e), seed=s,
                     meta={"entity": e, "template": t})
-            for e in entities for t in templates for s in range(seeds)]
+            for (e, t), name in zip(pairs, names) for s in range(seeds)]
 
 
 def analyze_run(spec: RunSpec, record: dict, run_dir: Path, entities: Sequence[str], judge: Judge,

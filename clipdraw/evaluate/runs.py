@@ -6,6 +6,10 @@ So re-running an experiment skips what is finished; Ctrl-C, a crash or a full di
 most the run in progress, whose partial folder is removed and redone next time. The folder's
 ``experiment.json`` holds the generation settings: an experiment is only resumed with the
 same ones, since mixing images made with different settings would make the comparison wrong.
+
+Run folders are named from user data (prompts, dataset ids), so ``run_folder`` is the one
+gate to them: every folder this module reads, creates or deletes lies strictly inside ``out``,
+even through symbolic links, and a left-over symbolic link is removed, never followed.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Callable, Dict, List, Optional, Tuple
 
 from tqdm.auto import tqdm
@@ -33,6 +37,43 @@ class RunSpec:
     prompt: str
     seed: int
     meta: Dict[str, object] = field(default_factory=dict)   # entity, template, item id ...
+
+
+def run_folder(out: Path, key: str) -> Path:
+    """``<out>/runs/<key>``, or a ClipdrawError when that is not a folder strictly inside ``out``:
+    a key with an empty, ``.`` or ``..`` part, an absolute one, or one that a symbolic link
+    leads out of ``out`` (checked on the resolved path)."""
+    parts = key.split("/")
+    if not key or PurePath(key).anchor or any(part in ("", ".", "..") for part in parts) \
+            or "\\" in key or "\0" in key:
+        raise ClipdrawError(f"run folder name {key!r} is not a plain relative path: refusing to create or "
+                            f"delete anything under {out}")
+    path = out / "runs" / key
+    try:
+        root, target = out.resolve(), path.resolve()
+    except (OSError, RuntimeError) as e:   # RuntimeError: a symbolic link loop (Python < 3.13)
+        raise ClipdrawError(f"cannot resolve run folder {path}: {e}") from None
+    if target == root or root not in target.parents:
+        raise ClipdrawError(f"run folder {path} leads to {target}, outside {out} (through a symbolic link?): "
+                            "refusing to create or delete it")
+    return path
+
+
+def remove_run_folder(run_dir: Path) -> None:
+    """Delete a left-over run folder (checked by ``run_folder``); a symbolic link in its place
+    is unlinked, not followed, and ``shutil.rmtree`` never follows the links inside."""
+    if run_dir.is_symlink() or run_dir.is_file():
+        run_dir.unlink()
+    elif run_dir.exists():
+        shutil.rmtree(run_dir)
+
+
+def _discard(run_dir: Path) -> None:
+    """``remove_run_folder`` after a failure: best effort, the first error is the one to report."""
+    try:
+        remove_run_folder(run_dir)
+    except OSError:
+        pass
 
 
 def write_json(path: Path, data) -> None:
@@ -81,11 +122,14 @@ def finished_record(run_dir: Path, spec: RunSpec) -> Optional[dict]:
 def execute(specs: List[RunSpec], out: Path, loader: EngineLoader, keep_frames: bool, progress: bool = True,
             log: Callable[[str], None] = print) -> Tuple[Dict[str, dict], bool]:
     """Run every unfinished spec; return {key: run.json record} of the finished ones and
-    whether the batch was interrupted (Ctrl-C). Finished runs are never redone."""
+    whether the batch was interrupted (Ctrl-C). Finished runs are never redone.
+
+    Every run folder is checked by ``run_folder`` before anything is read, created or deleted."""
+    folders = {spec.key: run_folder(out, spec.key) for spec in specs}
     records: Dict[str, dict] = {}
     pending = []
     for spec in specs:
-        record = finished_record(out / "runs" / spec.key, spec)
+        record = finished_record(folders[spec.key], spec)
         if record is not None:
             records[spec.key] = record
         else:
@@ -94,11 +138,10 @@ def execute(specs: List[RunSpec], out: Path, loader: EngineLoader, keep_frames: 
         log(f"{len(records)} of {len(specs)} run(s) already finished in {out}: skipped")
     bar = tqdm(pending, desc="runs", unit="run", disable=not progress or not pending, dynamic_ncols=True)
     for spec in bar:
-        run_dir = out / "runs" / spec.key
+        run_dir = folders[spec.key]
         bar.set_postfix_str(f"{spec.engine}: {spec.prompt[:40]} (seed {spec.seed})")
         try:
-            if run_dir.exists():   # left over by an interrupted run: redo it
-                shutil.rmtree(run_dir)
+            remove_run_folder(run_dir)   # left over by an interrupted run: redo it
             run_dir.mkdir(parents=True)
             engine = loader.get(spec.engine)
             writer = RunWriter(run_dir, spec.prompt, engine.settings(spec.seed), engine.info, gif=False,
@@ -116,11 +159,11 @@ def execute(specs: List[RunSpec], out: Path, loader: EngineLoader, keep_frames: 
             writer.finish(result, extra={"experiment": spec.meta})
         except KeyboardInterrupt:
             bar.close()
-            shutil.rmtree(run_dir, ignore_errors=True)
+            _discard(run_dir)
             log(f"interrupted: {len(records)} of {len(specs)} run(s) finished and kept; run again to go on")
             return records, True
         except BaseException:
-            shutil.rmtree(run_dir, ignore_errors=True)
+            _discard(run_dir)
             raise
         records[spec.key] = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
     return records, False
