@@ -379,7 +379,7 @@ def test_color_command(tmp_path, capsys):
 def test_probe_on_the_toy_world_then_resume(tmp_path, capsys):
     out = tmp_path / "probe"
     args = ["probe", TOY_ENTITIES, "--model", "toy", "--templates", "a {}", "--templates", "{}", "--iters", "4",
-            "--save-every", "2", "--cutn", "2", "--out", out, "--device", "cpu", "--quiet"]
+            "--save-every", "2", "--cutn", "2", "--eval-model", "toy", "--out", out, "--device", "cpu", "--quiet"]
     assert run_main(*args) == 0
     assert "report:" in capsys.readouterr().out
     summary = list(csv.DictReader((out / "probe_summary.csv").open()))
@@ -519,7 +519,12 @@ def test_resuming_with_other_settings_is_refused_but_another_judge_is_not(tmp_pa
     base = ["compare", prompts, "--model", "toy", "--engines", "transformer", "--out", out, "--device", "cpu", "-q"]
     assert run_main(*base) == 0
     capsys.readouterr()
-    assert_one_line(capsys, run_main(*base, "--iters", "5"), "holds runs made with iters = 1000, not 5")
+    from clipdraw.config import TOY_DEFAULTS
+
+    # toy experiments run at the toy world's defaults: the same value given explicitly resumes
+    assert run_main(*base, "--iters", TOY_DEFAULTS["iters"]) == 0
+    capsys.readouterr()
+    assert_one_line(capsys, run_main(*base, "--iters", "5"), f"holds runs made with iters = {TOY_DEFAULTS['iters']}, not 5")
     assert (out / "compare.html").is_file()
     run_json = out / "runs" / "transformer" / "a-red-circle" / "seed-0" / "run.json"
     stamp = run_json.stat().st_mtime_ns
@@ -731,3 +736,260 @@ def test_symbolic_links_out_of_out_are_refused_by_the_cli_and_inside_ones_not_fo
     run_dir = out / "runs" / "transformer" / "a-red-circle" / "seed-0"
     assert not run_dir.is_symlink() and (run_dir / "final.png").is_file()
     assert [p.name for p in kept.iterdir()] == ["precious.txt"]
+
+
+# --------------------------------------------------------------------------- the toy world's analytic judge in reports
+
+
+def toy_scene_image(caption: str) -> Image.Image:
+    """A clean render of a one-object scene of the toy world ("a red circle")."""
+    from clipdraw.toy.data import Scene, Shape, render
+
+    _, color_name, shape = caption.split()
+    return Image.fromarray(render(Scene("single", (Shape(shape, color_name, "large", 32, 32),), caption)))
+
+
+def sees(path) -> str:
+    """What the analytic judge, called directly, sees on a saved image."""
+    from clipdraw.toy.judge import describe
+
+    return describe(np.asarray(Image.open(path).convert("RGB")))
+
+
+def expected_verdict(caption: str, path) -> str:
+    """The analytic judge's verdict, called directly on a saved image, as the CSV writes it."""
+    from clipdraw.toy.judge import parse_caption, satisfies
+
+    try:
+        parse_caption(caption)
+    except ValueError:
+        return ""
+    return "accepted" if satisfies(caption, np.asarray(Image.open(path).convert("RGB"))) else "rejected"
+
+
+def test_toy_verdicts_and_success_rate_by_hand():
+    from clipdraw.evaluate.judge import ToyVerdicts, success_rate
+
+    verdicts, red = ToyVerdicts(), toy_scene_image("a red circle")
+    assert verdicts("a red circle", red) == ("accepted", "a large red circle")
+    assert verdicts("a blue square", red) == ("rejected", "a large red circle")
+    assert verdicts("Albert Einstein", red) == (None, "a large red circle")   # cannot parse: no verdict, no crash
+    assert verdicts(None, solid((240, 240, 240), (64, 64))) == (None, "nothing found")
+    assert success_rate(["accepted", "rejected", None, "accepted"]) == (pytest.approx(2 / 3), 3)
+    assert success_rate([None, None]) == (None, 0)
+
+
+def test_compare_summary_gives_the_judge_success_rate_per_engine_and_group(tmp_path):
+    """analyze and summarize on images whose verdicts are known: clean renders of the toy world."""
+    from clipdraw.evaluate import compare
+    from clipdraw.evaluate.judge import Judge, ToyVerdicts
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("[single]\na red circle\na blue square\n[odd]\na portrait of Albert Einstein\n")
+    items = datasets.read_prompt_file(prompts)
+    specs = compare.plan(items, ["optimize", "transformer"], 1)
+    out, records = tmp_path / "cmp", {}
+    for spec in specs:   # optimize draws a red circle for every prompt, transformer a blue square
+        run_dir = out / "runs" / spec.key
+        run_dir.mkdir(parents=True)
+        toy_scene_image("a red circle" if spec.engine == "optimize" else "a blue square").save(run_dir / "final.png")
+        records[spec.key] = {"seconds": 1.0}
+    rows = compare.analyze(items, specs, records, out, Judge.load("toy-judge"), ToyVerdicts())
+    verdicts = {(r["engine"], r["prompt"]): (r["verdict"], r["sees"]) for r in rows}
+    assert verdicts == {
+        ("optimize", "a red circle"): ("accepted", "a large red circle"),
+        ("optimize", "a blue square"): ("rejected", "a large red circle"),
+        ("optimize", "a portrait of Albert Einstein"): (None, "a large red circle"),
+        ("transformer", "a red circle"): ("rejected", "a large blue square"),
+        ("transformer", "a blue square"): ("accepted", "a large blue square"),
+        ("transformer", "a portrait of Albert Einstein"): (None, "a large blue square")}
+    for row in compare.summarize(rows):
+        assert (row["judge_success"], row["judged"]) == (0.5, 2)
+    by_group = {(r["engine"], r["group"]): (r["judge_success"], r["judged"]) for r in compare.summarize(rows, True)}
+    assert by_group == {("optimize", "single"): (0.5, 2), ("transformer", "single"): (0.5, 2),
+                        ("optimize", "odd"): (None, 0), ("transformer", "odd"): (None, 0)}
+    # outside the toy world: no verdict anywhere
+    plain = compare.analyze(items, specs, records, out, Judge.load("toy-judge"))
+    assert not any("verdict" in r for r in plain) and "judge_success" not in compare.summarize(plain)[0]
+
+
+def test_toy_compare_reports_the_analytic_judges_verdict(tmp_path, capsys):
+    from clipdraw.config import TOY_DEFAULTS
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("[single]\na red circle\na blue square\n[other]\nsomething the judge cannot read\n")
+    out = tmp_path / "cmp"
+    assert run_main("compare", prompts, "--model", "toy", "--engines", "optimize,transformer", "--iters", "2",
+                    "--cutn", "2", "--out", out, "--device", "cpu", "--quiet") == 0
+    rows = list(csv.DictReader((out / "compare_images.csv").open()))
+    assert len(rows) == 6 and {"verdict", "sees"} <= set(rows[0])
+    for row in rows:   # the verdict is the analytic judge's on the saved final.png
+        assert row["verdict"] == expected_verdict(row["prompt"], row["file"]), row
+        assert row["sees"] == sees(row["file"])
+    assert [r["verdict"] for r in rows if r["group"] == "other"] == ["", ""]   # no verdict, no crash
+    record = json.loads((out / "compare.json").read_text())
+    for summary in record["summary"]:
+        mine = [r["verdict"] for r in rows if r["engine"] == summary["engine"] and r["verdict"]]
+        assert summary["judged"] == 2 and summary["judge_success"] == pytest.approx(mine.count("accepted") / 2)
+    assert {(s["engine"], s["group"], s["judged"]) for s in record["group_summary"]} == {
+        ("optimize", "single", 2), ("transformer", "single", 2), ("optimize", "other", 0), ("transformer", "other", 0)}
+    summary_csv = list(csv.DictReader((out / "compare_summary.csv").open()))
+    assert {"judge_success", "judged"} <= set(summary_csv[0])
+    # judged by the toy judge CLIP, which never guided, by default; the report says so
+    assert record["judge"]["name"] == "toy-judge" and record["judge"]["path"].endswith("judge.safetensors")
+    assert not any(r["judge_is_guide"] == "True" for r in rows) and record["notes"] == []
+    text = " ".join(parse_page(out / "compare.html").text)
+    assert "Judging CLIP: toy-judge" in text and "Analytic judge" in text and ("judge ✓" in text or "judge ✗" in text)
+    # the optimizer ran at the toy world's defaults, with the two settings given
+    settings = json.loads((out / "runs" / "optimize" / "a-red-circle" / "seed-0" / "run.json").read_text())["settings"]
+    for key, value in TOY_DEFAULTS.items():
+        assert settings[key] == {"iters": 2, "cutn": 2}.get(key, value), key
+    assert json.loads((out / "experiment.json").read_text())["settings"]["save_every"] == TOY_DEFAULTS["save_every"]
+
+
+def test_real_world_compare_reports_carry_no_verdict(tmp_path, tiny_files):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red circle\na blue square\n")
+    out = tmp_path / "cmp"
+    assert run_main("compare", prompts, "--engines", "optimize", "--clip-model", tiny_files["clip"], "--decoder",
+                    tiny_files["decoder"], "--eval-model", tiny_files["clip"], "--size", "32", "--iters", "2",
+                    "--cutn", "2", "--offline", "--out", out, "--device", "cpu", "--quiet") == 0
+    rows = list(csv.DictReader((out / "compare_images.csv").open()))
+    assert "verdict" not in rows[0] and "judge_success" not in next(csv.DictReader((out / "compare_summary.csv").open()))
+
+
+class FixedClip:
+    """A judging CLIP stand-in that always picks the list's first entity."""
+
+    logit_scale = 100.0
+
+    def embed_texts(self, texts):
+        return np.eye(len(texts))
+
+    def embed_images(self, images):
+        return np.array([[1.0, 0.0, 0.0] for _ in images])
+
+    def same_as(self, clip_info):
+        return False
+
+
+def test_probe_identification_requires_the_analytic_judges_acceptance_in_the_toy_world(tmp_path):
+    from clipdraw.evaluate import probe
+    from clipdraw.evaluate.judge import ToyVerdicts
+
+    entities = ["red circle", "blue square", "Albert Einstein"]
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    toy_scene_image("a red circle").save(run_dir / "frame_000001.png")
+    solid((200, 200, 230), (64, 64)).save(run_dir / "frame_000002.png")   # a faint lavender nothing
+    solid((200, 200, 230), (64, 64)).save(run_dir / "final.png")
+    record = {"frames": [{"iteration": 1, "file": "frame_000001.png", "similarity": 0.3},
+                         {"iteration": 2, "file": "frame_000002.png", "similarity": 0.4}],
+              "final": {"iteration": 2, "similarity": 0.4}, "iterations_done": 2}
+    spec = probe.plan(entities, ["a photo of {}"], 1, "optimize")[0]
+    assert spec.prompt == "a photo of red circle"   # outside the judge's grammar: it judges "a red circle"
+    row, frames = probe.analyze_run(spec, record, run_dir, entities, FixedClip(), None, {}, ToyVerdicts())
+    assert [f["clip_identified"] for f in frames] == [True, True]   # the CLIP names the entity on both frames
+    assert [f["verdict"] for f in frames] == ["accepted", "rejected"]
+    assert [f["identified"] for f in frames] == [True, False]
+    assert (row["verdict_caption"], row["verdict"], row["sees"]) == ("a red circle", "rejected", "nothing found")
+    assert row["clip_identified"] and not row["identified"] and row["first_identified"] == 1
+    summary = probe.summarize([row], entities, ["a photo of {}"])[0]
+    assert (summary["identified"], summary["clip_identified"], summary["judge_success"]) == (0.0, 1.0, 0.0)
+    # without the toy world, identification is the CLIP's alone, as before
+    row, frames = probe.analyze_run(spec, record, run_dir, entities, FixedClip(), None, {})
+    assert row["identified"] and [f["identified"] for f in frames] == [True, True] and "verdict" not in row
+    # an entity the judge cannot read: no verdict, identification stays the CLIP's
+    einstein = [s for s in probe.plan(entities, ["a photo of {}"], 1, "optimize") if s.meta["entity"] == "Albert Einstein"][0]
+    row, _ = probe.analyze_run(einstein, record, run_dir, entities, FixedClip(), None, {}, ToyVerdicts())
+    assert row["verdict"] is None and row["verdict_caption"] is None and row["identified"] == row["clip_identified"]
+    # the run's result is final.png's frame (run.json's final iteration), not always the last one
+    record["final"]["iteration"] = 1
+    toy_scene_image("a red circle").save(run_dir / "final.png")
+    row, _ = probe.analyze_run(spec, record, run_dir, entities, FixedClip(), None, {}, ToyVerdicts())
+    assert (row["result_iteration"], row["verdict"], row["identified"]) == (1, "accepted", True)
+
+
+def test_toy_probe_reports_verdicts_on_final_png(tmp_path):
+    entities = tmp_path / "entities.txt"
+    entities.write_text("red circle\nblue square\nAlbert Einstein\n")
+    out = tmp_path / "probe"
+    assert run_main("probe", entities, "--model", "toy", "--templates", "a photo of {}", "--iters", "2",
+                    "--save-every", "1", "--cutn", "2", "--no-faces", "--out", out, "--device", "cpu",
+                    "--quiet") == 0
+    runs = list(csv.DictReader((out / "probe_runs.csv").open()))
+    assert len(runs) == 3 and {"verdict", "sees", "verdict_caption", "clip_identified"} <= set(runs[0])
+    for run in runs:
+        run_dir = Path(run["run_dir"])
+        caption = run["verdict_caption"]
+        assert caption == {"red circle": "a red circle", "blue square": "a blue square"}.get(run["entity"], "")
+        assert run["verdict"] == (expected_verdict(caption, run_dir / "final.png") if caption else "")
+        assert run["identified"] == str(run["clip_identified"] == "True" and run["verdict"] in ("", "accepted"))
+        assert int(run["result_iteration"]) == json.loads((run_dir / "run.json").read_text())["final"]["iteration"]
+    frames = list(csv.DictReader((out / "probe_frames.csv").open()))
+    for frame in frames:
+        assert frame["identified"] == str(frame["clip_identified"] == "True" and frame["verdict"] in ("", "accepted"))
+    record = json.loads((out / "probe.json").read_text())
+    for summary in record["summary"]:
+        judged = [r["verdict"] for r in runs if r["entity"] == summary["entity"] and r["verdict"]]
+        assert summary["judged"] == len(judged)
+        assert summary["judge_success"] == (judged.count("accepted") / len(judged) if judged else None)
+    assert record["judge"]["name"] == "toy-judge"
+    text = " ".join(parse_page(out / "probe.html").text)
+    assert "Judging CLIP: toy-judge" in text and "AND the analytic judge accepts it" in text
+
+
+def test_the_default_judging_clip_of_toy_runs_is_the_toy_judge(tmp_path, capsys, monkeypatch):
+    import clipdraw.toy.models
+    from clipdraw.evaluate.commands import _eval_model
+    from clipdraw.evaluate.judge import Judge, check_eval_model
+
+    real_load, loaded = clipdraw.toy.models.load_toy_clip, []
+
+    def spy(root=None, name="clip"):
+        loaded.append(name)
+        return real_load(root, name)
+
+    monkeypatch.setattr(clipdraw.toy.models, "load_toy_clip", spy)
+
+    assert _eval_model(None, "toy") == "toy-judge" and _eval_model(None, "openai") == "ViT-L/14"
+    assert _eval_model("toy", "toy") == "toy"   # "toy" still means the guiding CLIP
+    check_eval_model("toy-judge", offline=True)
+    judge, guide = Judge.load("toy-judge"), Judge.load("toy")
+    assert (judge.name, Path(judge.path).name, Path(guide.path).name) == ("toy-judge", "judge.safetensors",
+                                                                          "clip.safetensors")
+    assert loaded == ["judge", "clip"] and "never guides" in judge.description
+    picture = [toy_scene_image("a red circle")]
+    assert not judge.same_as({"name": "toy", "path": guide.path}) and guide.same_as({"name": "toy", "path": guide.path})
+    red = tmp_path / "red.png"
+    picture[0].save(red)
+    assert run_main("score", red, "--text", "a red circle", "--eval-model", "toy-judge", "--json", "--device",
+                    "cpu") == 0
+    assert json.loads(capsys.readouterr().out)["judge"]["name"] == "toy-judge"
+
+
+def test_experiment_settings_fall_back_to_each_worlds_defaults():
+    from clipdraw.config import TOY_DEFAULTS
+    from clipdraw.evaluate.commands import _settings
+    from clipdraw.evaluate.engines import EngineSettings
+
+    def settings(kind, model, **given):
+        values = {k: given.get(k) for k in ("iters", "save_every", "cutn", "size", "lr")}
+        return _settings(kind, **values, model=model, clip_model="ViT-B/32", decoder="openai", transformer_dir=None,
+                         mega=False)
+
+    real = settings("probe", "openai").generation_config(3)
+    assert (real.iters, real.save_every, real.cutn, real.size, real.lr, real.seed) == (2000, 50, 32, 256, 0.1, 3)
+    assert settings("compare", "openai").generation_config(0).iters == 1000
+    toy = settings("compare", "toy").generation_config(0)
+    assert {k: getattr(toy, k) for k in TOY_DEFAULTS} == TOY_DEFAULTS
+    given = settings("probe", "toy", iters=7, cutn=3).generation_config(1)
+    assert {k: getattr(given, k) for k in TOY_DEFAULTS} == {**TOY_DEFAULTS, "iters": 7, "cutn": 3}
+    # experiment.json: the real world's record keeps its keys and values (older experiments resume) ...
+    assert settings("compare", "openai").record() == {
+        "model": "openai", "clip_model": "ViT-B/32", "decoder": "openai", "transformer": None, "iters": 1000,
+        "save_every": 50, "cutn": 32, "size": None, "lr": 0.1, "mega": False}
+    # ... the toy world's holds the effective values, so the default given explicitly is the same experiment
+    assert EngineSettings(model="toy").record() == EngineSettings(model="toy", iters=TOY_DEFAULTS["iters"]).record()
+    assert EngineSettings(model="toy").record() != EngineSettings(model="toy", cutn=TOY_DEFAULTS["cutn"] + 1).record()
+    assert EngineSettings(model="toy").record()["relaxation"] == TOY_DEFAULTS["relaxation"]

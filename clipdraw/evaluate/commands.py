@@ -17,9 +17,12 @@ from typing import List, Optional, Sequence
 
 import click
 
+from ..config import TOY_DEFAULTS   # no torch there
 from ..errors import ClipdrawError
 
 DEFAULT_EVAL_MODEL = "ViT-L/14"   # as judge.DEFAULT_EVAL_MODEL, without importing torch
+TOY_EVAL_MODEL = "toy-judge"      # as judge.TOY_EVAL_MODEL: the toy judge CLIP, which never guided
+REAL_ITERS = {"probe": 2000, "compare": 1000}   # the real world's --iters per experiment
 EXIT_INTERRUPTED = 130
 
 
@@ -28,7 +31,7 @@ def _note(message: str) -> None:
 
 
 def _eval_model(eval_model: Optional[str], model: str) -> str:
-    return eval_model or ("toy" if model == "toy" else DEFAULT_EVAL_MODEL)
+    return eval_model or (TOY_EVAL_MODEL if model == "toy" else DEFAULT_EVAL_MODEL)
 
 
 def _print_table(rows: List[dict], columns: Sequence[str]) -> None:
@@ -73,7 +76,8 @@ def _guide_of(image: Path) -> Optional[dict]:
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--text", "-t", "texts", multiple=True, required=True, help="A candidate text (repeat for more).")
 @click.option("--eval-model", default=DEFAULT_EVAL_MODEL, show_default=True,
-              help="The judging CLIP: a name, a checkpoint path, or toy.")
+              help="The judging CLIP: a name, a checkpoint path, toy-judge (the toy judge CLIP, which never "
+                   "guides) or toy (the toy guiding CLIP).")
 @click.option("--json", "as_json", is_flag=True, help="JSON on stdout instead of a table.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV on stdout instead of a table.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
@@ -154,21 +158,24 @@ def generation_options(function):
     """Options every experiment shares: which generator, with what settings, judged by what."""
     options = [
         click.option("--iters", type=click.IntRange(min=1), default=None,
-                     help="Optimization steps per run  [default: probe 2000, compare 1000]."),
-        click.option("--save-every", type=click.IntRange(min=1), default=50, show_default=True,
-                     help="Keep a frame every K iterations."),
-        click.option("--cutn", type=click.IntRange(min=1), default=32, show_default=True, help="Cutouts per step."),
+                     help=f"Optimization steps per run  [default: probe 2000, compare 1000; toy: {TOY_DEFAULTS['iters']}]."),
+        click.option("--save-every", type=click.IntRange(min=1), default=None,
+                     help=f"Keep a frame every K iterations  [default: 50; toy: {TOY_DEFAULTS['save_every']}]."),
+        click.option("--cutn", type=click.IntRange(min=1), default=None,
+                     help=f"Cutouts per step  [default: 32; toy: {TOY_DEFAULTS['cutn']}]."),
         click.option("--size", type=click.IntRange(min=1), default=None, help="Image side  [default: 256; toy: 64]."),
-        click.option("--lr", type=float, default=0.1, show_default=True, help="Adam learning rate."),
+        click.option("--lr", type=float, default=None, help=f"Adam learning rate  [default: 0.1; toy: {TOY_DEFAULTS.get('lr', 0.1)}]."),
         click.option("--model", type=click.Choice(["openai", "toy"]), default="openai", show_default=True,
-                     help="toy: the shipped toy world, offline, judged by the toy CLIP unless --eval-model."),
+                     help="toy: the shipped toy world, offline, with its own optimizer defaults, judged by the "
+                          "toy judge CLIP unless --eval-model, and by the analytic judge."),
         click.option("--clip-model", default="ViT-B/32", show_default=True, help="The guiding CLIP (optimize)."),
         click.option("--decoder", default="openai", show_default=True, help="dVAE decoder name or path."),
         click.option("--transformer", "transformer_dir", type=click.Path(path_type=Path), default=None,
                      help="Engine transformer: folder with transformer.safetensors."),
         click.option("--mega", is_flag=True, help="Engine dallemini: dalle-mega instead of dalle-mini."),
         click.option("--eval-model", default=None,
-                     help=f"The judging CLIP: name, path or toy  [default: {DEFAULT_EVAL_MODEL}; --model toy: toy]."),
+                     help=f"The judging CLIP: name, path, toy-judge (the toy judge CLIP, which never guides) or "
+                          f"toy (the toy guiding CLIP)  [default: {DEFAULT_EVAL_MODEL}; --model toy: {TOY_EVAL_MODEL}]."),
         click.option("--out", type=click.Path(path_type=Path), default=None,
                      help="Experiment folder; running again into it resumes  [default: outputs/<kind>-<list>]."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda."),
@@ -180,10 +187,15 @@ def generation_options(function):
     return function
 
 
-def _settings(iters: int, save_every: int, cutn: int, size: Optional[int], lr: float, model: str, clip_model: str,
-              decoder: str, transformer_dir: Optional[Path], mega: bool):
+def _settings(kind: str, iters: Optional[int], save_every: Optional[int], cutn: Optional[int], size: Optional[int],
+              lr: Optional[float], model: str, clip_model: str, decoder: str, transformer_dir: Optional[Path],
+              mega: bool):
+    """The experiment's EngineSettings: only what the user gave, and the real world's --iters per
+    experiment kind; everything left None falls back to the world's defaults (engines.EngineSettings)."""
     from .engines import EngineSettings  # noqa: PLC0415
 
+    if iters is None and model != "toy":
+        iters = REAL_ITERS[kind]
     return EngineSettings(model=model, clip_model=clip_model, decoder=decoder,
                           transformer=str(transformer_dir) if transformer_dir else None, iters=iters,
                           save_every=save_every, cutn=cutn, size=size, lr=lr, mega=mega)
@@ -221,18 +233,21 @@ def _finish(paths: dict, interrupted: bool) -> None:
               help="Count faces per frame with OpenCV's Haar cascade (needs clipdraw[eval]).")
 @generation_options
 def probe(entity_list: Path, templates: Sequence[str], seeds: int, engine: str, faces: bool, iters: Optional[int],
-          save_every: int, cutn: int, size: Optional[int], lr: float, model: str, clip_model: str, decoder: str,
+          save_every: Optional[int], cutn: Optional[int], size: Optional[int], lr: Optional[float], model: str,
+          clip_model: str, decoder: str,
           transformer_dir: Optional[Path], mega: bool, eval_model: Optional[str], out: Optional[Path], device: str,
           offline: bool, quiet: bool) -> None:
     """Does the generator know the names in ENTITY_LIST (one per line)?
 
     Each entity x template x seed is drawn with frames every --save-every iterations; the
     judging CLIP scores every frame and identifies it among the list's entities; OpenCV counts
-    faces. Writes probe.html, CSVs and probe.json into --out; running again resumes.
+    faces. With --model toy, the analytic judge gives its verdict on every frame too, and a frame
+    counts as identified only when it accepts it. Writes probe.html, CSVs and probe.json into
+    --out; running again resumes.
     """
     from .probe import run_probe  # noqa: PLC0415
 
-    settings = _settings(iters or 2000, save_every, cutn, size, lr, model, clip_model, decoder, transformer_dir, mega)
+    settings = _settings("probe", iters, save_every, cutn, size, lr, model, clip_model, decoder, transformer_dir, mega)
     out = out or default_out("probe", entity_list)
     paths, interrupted = run_probe(entity_list, templates, seeds, engine, settings, out, _eval_model(eval_model, model),
                                    device=device, offline=offline, faces=faces, progress=not quiet, log=_note)
@@ -258,15 +273,17 @@ def probe(entity_list: Path, templates: Sequence[str], seeds: int, engine: str, 
 @generation_options
 def compare(prompt_file: Optional[Path], coco: Optional[Path], flickr: Optional[Path], images_dir: Optional[Path],
             split: str, limit: Optional[int], per_prompt: int, engines: Optional[str], iters: Optional[int],
-            save_every: int, cutn: int, size: Optional[int], lr: float, model: str, clip_model: str, decoder: str,
+            save_every: Optional[int], cutn: Optional[int], size: Optional[int], lr: Optional[float], model: str,
+            clip_model: str, decoder: str,
             transformer_dir: Optional[Path], mega: bool, eval_model: Optional[str], out: Optional[Path], device: str,
             offline: bool, quiet: bool) -> None:
     """The same prompts through each engine, judged by one CLIP.
 
     Prompts come from PROMPT_FILE (one per line, [group] headers), or from a captions set
     with its gold images: --coco captions.json --images DIR, or --flickr
-    dataset_flickr30k.json --images DIR [--split test]. Writes compare.html, CSVs and
-    compare.json into --out; running again resumes.
+    dataset_flickr30k.json --images DIR [--split test]. With --model toy, the analytic judge's
+    verdict on each image and its success rate per engine come beside the CLIP scores. Writes
+    compare.html, CSVs and compare.json into --out; running again resumes.
     """
     from .compare import run_compare  # noqa: PLC0415
     from .datasets import read_coco, read_flickr, read_prompt_file  # noqa: PLC0415
@@ -287,7 +304,8 @@ def compare(prompt_file: Optional[Path], coco: Optional[Path], flickr: Optional[
         items = read_flickr(flickr, images_dir, None if split == "all" else split, limit, note=_note)
     names = [n.strip() for n in (engines or ("optimize,transformer" if model == "toy" else "optimize,dallemini"))
              .split(",") if n.strip()]
-    settings = _settings(iters or 1000, save_every, cutn, size, lr, model, clip_model, decoder, transformer_dir, mega)
+    settings = _settings("compare", iters, save_every, cutn, size, lr, model, clip_model, decoder, transformer_dir,
+                         mega)
     out = out or default_out("compare", sources[0])
     paths, interrupted = run_compare(items, str(sources[0]), list(dict.fromkeys(names)), per_prompt, settings, out,
                                      _eval_model(eval_model, model), device=device, offline=offline,

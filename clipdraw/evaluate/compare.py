@@ -11,16 +11,18 @@ Per generated image (and per gold image, as the baseline row "gold"):
   outputs;
 - ``gold_cosine_x100`` and ``beats_gold`` when the set has gold images;
 - colorimetry: colourfulness, HSV means, dominant colours, histogram EMD to the gold image;
-- ``seconds_per_image`` of the engine.
+- ``seconds_per_image`` of the engine;
+- in toy-world runs, the analytic judge (``clipdraw.toy.judge``): ``verdict`` (accepted or
+  rejected; empty when it cannot parse the prompt) and ``sees``, what it reads off the image.
 
-And a summary per engine (and per engine and group).
+And a summary per engine (and per engine and group), with ``judge_success`` in toy-world runs:
+the share of images the analytic judge accepts, among the ``judged`` ones.
 """
 
 from __future__ import annotations
 
 import functools
 import statistics
-from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -29,7 +31,7 @@ import numpy as np
 from ..errors import ClipdrawError
 from .color import describe
 from .datasets import Item
-from .judge import Judge, load_image
+from .judge import Judge, ToyVerdicts, load_image, success_rate
 from .report import Report, write_csv
 from .runs import RunSpec, write_json
 from .scores import clip_score, image_probabilities, r_precision, rank_of, text_probabilities
@@ -58,8 +60,9 @@ def pool_for(index: int, items: Sequence[Item], size: int = POOL) -> List[int]:
 
 
 def analyze(items: Sequence[Item], specs: Sequence[RunSpec], records: Dict[str, dict], out: Path,
-            judge: Judge) -> List[dict]:
-    """One row per finished generated image and per gold image."""
+            judge: Judge, verdicts: Optional[ToyVerdicts] = None) -> List[dict]:
+    """One row per finished generated image and per gold image; with ``verdicts`` (toy-world
+    runs), the analytic judge's verdict on each image against its prompt, and what it sees."""
     position = {item.id: n for n, item in enumerate(items)}
     entries = []   # (engine, item index, seed, image path, run record); images are read when needed
     for spec in specs:
@@ -89,7 +92,8 @@ def analyze(items: Sequence[Item], specs: Sequence[RunSpec], records: Dict[str, 
         group = candidates[n]
         p_images = image_probabilities(cos[group, n][:, None], scale)[:, 0]
         gold = gold_image(item.gold) if item.gold is not None and engine != "gold" else None
-        colors = describe(load_image(path), gold, k=PALETTE)
+        picture = load_image(path)
+        colors = describe(picture, gold, k=PALETTE)
         seconds = None
         if record is not None:
             seconds = record.get("seconds_per_image", record.get("seconds"))
@@ -110,6 +114,8 @@ def analyze(items: Sequence[Item], specs: Sequence[RunSpec], records: Dict[str, 
             "seconds_per_image": seconds, "file": str(path),
             "judge_is_guide": engine == "optimize" and record is not None
                               and judge.same_as((record.get("models") or {}).get("clip"))})
+        if verdicts is not None:
+            rows[-1]["verdict"], rows[-1]["sees"] = verdicts(item.prompt, picture)
     return rows
 
 
@@ -119,7 +125,8 @@ def _mean(values) -> Optional[float]:
 
 
 def summarize(rows: List[dict], by_group: bool = False) -> List[dict]:
-    """Means per engine (and group): the table users read first."""
+    """Means per engine (and group): the table users read first; with the analytic judge's
+    success rate where the rows carry verdicts (toy-world runs)."""
     keys = list(dict.fromkeys((r["engine"], r["group"] if by_group else "") for r in rows))
     summary = []
     for engine, group in keys:
@@ -137,16 +144,20 @@ def summarize(rows: List[dict], by_group: bool = False) -> List[dict]:
             "saturation_mean": _mean(r["saturation_mean"] for r in chosen),
             "emd_to_gold": _mean(r["emd_to_gold"] for r in chosen),
             "seconds_per_image": _mean(r["seconds_per_image"] for r in chosen)})
+        if any("verdict" in r for r in chosen):
+            summary[-1]["judge_success"], summary[-1]["judged"] = success_rate(r.get("verdict") for r in chosen)
     return summary
 
 
-SUMMARY_COLUMNS = ["engine", "group", "images", "cosine_x100", "cosine_x100_std", "clip_score", "r_precision",
+SUMMARY_COLUMNS = ["engine", "group", "images", "judge_success", "judged", "cosine_x100", "cosine_x100_std", "clip_score", "r_precision",
                    "caption_rank", "image_rank", "p_image", "beats_gold", "colourfulness", "saturation_mean",
                    "emd_to_gold", "seconds_per_image"]
-IMAGE_COLUMNS = ["engine", "item", "group", "prompt", "seed", "cosine_x100", "clip_score", "r_precision",
+IMAGE_COLUMNS = ["engine", "item", "group", "prompt", "seed", "verdict", "sees", "cosine_x100", "clip_score", "r_precision",
                  "caption_rank", "pool", "p_caption", "image_rank", "candidates", "p_image", "gold_cosine_x100",
                  "beats_gold", "colourfulness", "hue_mean", "saturation_mean", "value_mean", "dominant",
                  "emd_to_gold", "seconds_per_image", "judge_is_guide", "file"]
+TOY_IMAGE_COLUMNS = ("verdict", "sees")            # the analytic judge's, in toy-world runs only
+TOY_SUMMARY_COLUMNS = ("judge_success", "judged")
 
 
 def write_outputs(out: Path, header: dict, rows: List[dict], items: Sequence[Item], notes: List[str]) -> Dict[str, Path]:
@@ -154,8 +165,11 @@ def write_outputs(out: Path, header: dict, rows: List[dict], items: Sequence[Ite
     grouped = any(item.group for item in items)
     summary = summarize(rows)
     group_summary = summarize(rows, by_group=True) if grouped else []
-    paths = {"images_csv": write_csv(out / "compare_images.csv", rows, IMAGE_COLUMNS),
-             "summary_csv": write_csv(out / "compare_summary.csv", summary + group_summary, SUMMARY_COLUMNS)}
+    toy = any("verdict" in r for r in rows)   # the analytic judge's columns: toy-world runs only
+    image_columns = [c for c in IMAGE_COLUMNS if toy or c not in TOY_IMAGE_COLUMNS]
+    summary_columns = [c for c in SUMMARY_COLUMNS if toy or c not in TOY_SUMMARY_COLUMNS]
+    paths = {"images_csv": write_csv(out / "compare_images.csv", rows, image_columns),
+             "summary_csv": write_csv(out / "compare_summary.csv", summary + group_summary, summary_columns)}
     write_json(out / "compare.json", {**header, "notes": notes, "summary": summary, "group_summary": group_summary,
                                       "images": rows})
     paths["json"] = out / "compare.json"
@@ -170,15 +184,24 @@ def _html_report(header: dict, rows: List[dict], summary: List[dict], group_summ
                  + [{"setting": k, "value": str(v)} for k, v in header.get("settings", {}).items()])
     for note in notes:
         report.paragraph(note, note=True)
+    report.paragraph(f"Judging CLIP: {header.get('judging CLIP', header['judge']['name'])}.")
+    toy = any("verdict" in r for r in rows)
+    if toy:
+        report.paragraph("Analytic judge (toy world): clipdraw.toy.judge reads the shapes off each image, with no "
+                         "learned model, and accepts it when it shows exactly what the prompt asks (colours, "
+                         "shapes, count, position, relation). judge_success: share of an engine's images it "
+                         "accepts, among the judged ones (prompts it can parse); verdict and sees, per image, are "
+                         "in the image table and under each image below.")
     report.heading("Summary per engine")
     report.paragraph("cosine_x100: judging CLIP's similarity with the prompt; r_precision: share of images whose "
                      "prompt scores best among the pool of other prompts; image_rank and p_image: among every "
                      "image drawn for the prompt (and the gold one), by CLIP's probability; beats_gold: share "
                      "scoring above the dataset's own image; emd_to_gold: colour histogram distance in levels.")
-    report.table(summary)
+    summary_columns = [c for c in SUMMARY_COLUMNS if c != "group" and (toy or c not in TOY_SUMMARY_COLUMNS)]
+    report.table(summary, summary_columns)
     if group_summary:
         report.heading("Per engine and group")
-        report.table(group_summary)
+        report.table(group_summary, [c for c in SUMMARY_COLUMNS if toy or c not in TOY_SUMMARY_COLUMNS])
     plt = report.pyplot()
     engines = list(dict.fromkeys(r["engine"] for r in rows))
     if plt is not None and rows:
@@ -223,8 +246,11 @@ def _html_report(header: dict, rows: List[dict], summary: List[dict], group_summ
         entries = []
         for row in (r for r in rows if r["item"] == item.id):
             who = "gold" if row["engine"] == "gold" else f"{row['engine']} s{row['seed']}"
-            entries.append((load_image(row["file"]), f"{who} · {row['cosine_x100']:.1f} · rank {row['image_rank']}"
-                                                      f"/{row['candidates']}"))
+            caption = f"{who} · {row['cosine_x100']:.1f} · rank {row['image_rank']}/{row['candidates']}"
+            if "verdict" in row:
+                mark = {"accepted": "judge ✓", "rejected": "judge ✗"}.get(row["verdict"], "judge: no verdict")
+                caption += f" · {mark} · sees {row['sees']}"
+            entries.append((load_image(row["file"]), caption))
         if entries:
             label = f"[{item.group}] {item.prompt}" if item.group else item.prompt
             report.images(entries, label=label)
@@ -246,7 +272,7 @@ def run_compare(items: List[Item], source: str, engines: Sequence[str], per_prom
         raise ClipdrawError("--engines names no engine: expected e.g. optimize,dallemini")
     settings.check(engines, offline)
     check_eval_model(eval_model, offline)
-    open_experiment(out, "compare", asdict(settings))
+    open_experiment(out, "compare", settings.record())
     specs = plan(items, engines, per_prompt)
     loader = EngineLoader(settings, device=device, offline=offline, keep_frames=False)
     records, interrupted = execute(specs, out, loader, keep_frames=False, progress=progress, log=log)
@@ -254,7 +280,7 @@ def run_compare(items: List[Item], source: str, engines: Sequence[str], per_prom
     if not records and not any(item.gold for item in items):
         return {}, interrupted
     judge = Judge.load(eval_model, resolve_device(device), offline=offline)
-    rows = analyze(items, specs, records, out, judge)
+    rows = analyze(items, specs, records, out, judge, ToyVerdicts() if settings.model == "toy" else None)
     notes = []
     if any(r["judge_is_guide"] for r in rows):
         notes.append(f"The judging CLIP ({judge.name}) is the one that guided the optimizer: the optimize engine's "
@@ -263,5 +289,8 @@ def run_compare(items: List[Item], source: str, engines: Sequence[str], per_prom
         notes.append(f"Only {len(records)} of {len(specs)} generations are finished; run the same command again "
                      "to go on.")
     header = {"source": source, "prompts": len(items), "engines": list(engines), "per_prompt": per_prompt,
-              "guiding CLIP (optimize)": settings.guide_name, "judge": judge.info, "settings": asdict(settings)}
+              "guiding CLIP (optimize)": settings.guide_name, "judging CLIP": judge.description, "judge": judge.info,
+              **({"analytic judge": "clipdraw.toy.judge (verdict per image, judge_success per engine)"}
+                 if settings.model == "toy" else {}),
+              "settings": settings.record()}
     return write_outputs(out, header, rows, items, notes), interrupted

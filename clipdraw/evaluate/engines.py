@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
-from ..config import GenerationConfig
+from ..config import TOY_DEFAULTS, GenerationConfig, toy_config
 from ..errors import ClipdrawError
 from ..optimize import Frame, GenerationResult
 
@@ -24,26 +24,54 @@ ENGINE_NAMES = ("optimize", "transformer", "dallemini")
 FrameHook = Optional[Callable[[Frame], None]]
 
 
+# The real world's experiment defaults (probe passes its own iters, 2000); the toy world's
+# come from clipdraw.config.TOY_DEFAULTS.
+REAL_DEFAULTS = dict(iters=1000, save_every=50, cutn=32, lr=0.1)
+
+
 @dataclass
 class EngineSettings:
-    """What every generation of an experiment shares; recorded in experiment.json, and an
-    existing experiment folder is only resumed with the same settings."""
+    """What every generation of an experiment shares; recorded in experiment.json (``record``),
+    and an existing experiment folder is only resumed with the same settings.
+
+    iters, save_every, cutn and lr are None where the user gave none: the world's default then
+    applies (REAL_DEFAULTS, or the toy world's TOY_DEFAULTS through ``toy_config``)."""
 
     model: str = "openai"             # openai: real CLIP + dVAE; toy: the shipped toy world
     clip_model: str = "ViT-B/32"      # the guiding CLIP (optimize)
     decoder: str = "openai"
     transformer: Optional[str] = None  # folder of transformer.safetensors (default: the toy one)
-    iters: int = 1000
-    save_every: int = 50
-    cutn: int = 32
+    iters: Optional[int] = None       # default 1000, toy: TOY_DEFAULTS
+    save_every: Optional[int] = None  # default 50, toy: TOY_DEFAULTS
+    cutn: Optional[int] = None        # default 32, toy: TOY_DEFAULTS
     size: Optional[int] = None        # default 256, toy 64
-    lr: float = 0.1
+    lr: Optional[float] = None        # default 0.1 (GenerationConfig's), toy: TOY_DEFAULTS or the same
     mega: bool = False                # dallemini: dalle-mega
 
+    def given(self) -> dict:
+        """The generation settings the user gave (not None)."""
+        return {k: v for k, v in (("iters", self.iters), ("save_every", self.save_every), ("cutn", self.cutn),
+                                  ("size", self.size), ("lr", self.lr)) if v is not None}
+
     def generation_config(self, seed: int) -> GenerationConfig:
-        size = self.size or (64 if self.model == "toy" else 256)
-        return GenerationConfig(iters=self.iters, seed=seed, size=size, cutn=self.cutn, lr=self.lr,
-                                save_every=self.save_every)
+        """The optimizer's settings: in the toy world ``toy_config`` (its defaults, then only what
+        the user gave); else GenerationConfig with REAL_DEFAULTS where the user gave nothing."""
+        if self.model == "toy":
+            return toy_config(seed=seed, **self.given())
+        return GenerationConfig(**{**REAL_DEFAULTS, "size": 256, **self.given(), "seed": seed})
+
+    def record(self) -> dict:
+        """What experiment.json keeps and a resumed experiment must match: the effective values
+        (so ``--iters 300`` resumes a toy experiment run at the toy default of 300), size as given
+        (as before). The real world's record has the same keys and values as before, so its
+        older experiments resume; the toy world's adds the other toy defaults (relaxation, tv_weight,
+        ...), since a change of them changes the images."""
+        config = self.generation_config(0)
+        record = asdict(self)
+        record.update(iters=config.iters, save_every=config.save_every, cutn=config.cutn, lr=config.lr)
+        if self.model == "toy":
+            record.update({k: getattr(config, k) for k in TOY_DEFAULTS if k not in record})
+        return record
 
     @property
     def guide_name(self) -> str:

@@ -1,5 +1,11 @@
 """The judging CLIP: loaded by name (ViT-L/14 by default, downloaded like every CLIP), by
-path, or ``toy``; it embeds images and texts for the scores.
+path, ``toy-judge`` (the toy world's judge CLIP, trained from another seed, never a guide: the
+default for toy-world experiments) or ``toy`` (the toy world's guiding CLIP); it embeds images
+and texts for the scores.
+
+In the toy world there is also the analytic judge (``clipdraw.toy.judge``), which reads the
+shapes off an image without any learned model: ``ToyVerdicts`` puts its verdict beside the
+CLIP scores in compare and probe reports.
 
 It is kept apart from the guiding CLIP because the optimizer maximises the guiding CLIP's
 similarity directly: judged by the same model, its images look better than they are. When
@@ -9,7 +15,7 @@ both are the same file anyway, ``same_as`` says so and every command prints it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence, Union
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -20,6 +26,10 @@ from ..errors import ClipdrawError
 from ..models import ClipModel
 
 DEFAULT_EVAL_MODEL = "ViT-L/14"
+TOY_EVAL_MODEL = "toy-judge"   # the default judging CLIP of toy-world experiments
+TOY_CLIPS = {"toy": "clip", "toy-judge": "judge"}   # --eval-model name -> file in the toy weights folder
+TOY_DESCRIPTIONS = {"toy": "the toy world's guiding CLIP",
+                    "toy-judge": "the toy world's judge CLIP (another seed; it never guides the optimizer)"}
 BATCH = 32
 
 
@@ -58,13 +68,15 @@ class Judge:
     @classmethod
     def load(cls, name: str = DEFAULT_EVAL_MODEL, device: Union[str, torch.device] = "cpu",
              offline: bool = False) -> "Judge":
-        """``toy`` (the shipped toy CLIP), a CLIP name (downloaded once) or a checkpoint path."""
+        """``toy-judge`` (the shipped toy judge CLIP, which never guides), ``toy`` (the shipped
+        toy guiding CLIP), a CLIP name (downloaded once) or a checkpoint path."""
         target = torch.device(device) if isinstance(device, str) else device
-        if name == "toy":
+        if name in TOY_CLIPS:
             from ..toy.models import load_toy_clip, weights_dir  # noqa: PLC0415
 
-            path = str(weights_dir() / "clip.safetensors")
-            return cls(ClipModel(load_toy_clip()).to(target), "toy", path, target)
+            check_eval_model(name)
+            path = str(weights_dir() / f"{TOY_CLIPS[name]}.safetensors")
+            return cls(ClipModel(load_toy_clip(name=TOY_CLIPS[name])).to(target), name, path, target)
         clip_path, clip_name = weights.resolve(name, "clip", offline=offline)
         return cls(ClipModel(weights.load_clip_module(clip_path)).to(target), clip_name, str(clip_path), target)
 
@@ -78,6 +90,12 @@ class Judge:
     def info(self) -> dict:
         return {"name": self.name, "path": self.path, "input_resolution": self.clip.input_resolution,
                 "logit_scale": round(self.logit_scale, 4)}
+
+    @property
+    def description(self) -> str:
+        """Which CLIP judged, in words, for the reports."""
+        what = TOY_DESCRIPTIONS.get(self.name)
+        return f"{self.name}: {what}" if what else f"{self.name} ({self.path})"
 
     def same_as(self, clip_info: Optional[dict]) -> bool:
         """Whether a guiding CLIP (a run.json ``models.clip`` entry) is this very model."""
@@ -116,8 +134,58 @@ class Judge:
 def check_eval_model(name: str, offline: bool = False) -> None:
     """Refuse an unknown judging CLIP, or with ``offline`` one not in the cache, before any
     generation starts (nothing is downloaded here)."""
-    if name == "toy":
+    if name in TOY_CLIPS:
+        from ..toy.models import weights_dir  # noqa: PLC0415
+
+        path = weights_dir() / f"{TOY_CLIPS[name]}.safetensors"
+        if not path.is_file():
+            raise ClipdrawError(f"--eval-model {name}: {path} is missing from this clipdraw (rebuild the toy "
+                                "weights with 'clipdraw toy train')")
         return
     source = weights.locate(name, "clip")
     if offline and isinstance(source, weights.WeightFile) and not source.path().is_file():
         weights.fetch(source, offline=True)   # raises, saying which URL to fetch and where to put it
+
+
+# --------------------------------------------------------------------------- the toy world's analytic judge
+
+
+class ToyVerdicts:
+    """The analytic judge of the toy world (``clipdraw.toy.judge``, unchanged) over many images:
+    per image and caption, ``accepted``, ``rejected``, or None when the caption is outside the
+    judge's grammar (``parse_caption`` refuses it), and what it sees (``describe_detections``),
+    which does not depend on the caption. Captions are parsed once."""
+
+    ACCEPTED, REJECTED = "accepted", "rejected"
+
+    def __init__(self):
+        self._specs: dict = {}
+
+    def spec(self, caption: str):
+        """The judge's reading of ``caption``, or None when it cannot parse it."""
+        if caption not in self._specs:
+            from ..toy.judge import parse_caption  # noqa: PLC0415
+
+            try:
+                self._specs[caption] = parse_caption(caption)
+            except ValueError:
+                self._specs[caption] = None
+        return self._specs[caption]
+
+    def parses(self, caption: str) -> bool:
+        return self.spec(caption) is not None
+
+    def __call__(self, caption: Optional[str], image: Image.Image) -> Tuple[Optional[str], str]:
+        """(verdict, what the judge sees) for ``image``, judged against ``caption``."""
+        from ..toy.judge import check, describe_detections, detect  # noqa: PLC0415
+
+        detections = detect(np.asarray(image.convert("RGB")))
+        spec = self.spec(caption) if caption is not None else None
+        verdict = None if spec is None else (self.ACCEPTED if check(spec, detections) else self.REJECTED)
+        return verdict, describe_detections(detections)
+
+
+def success_rate(verdicts: Iterable[Optional[str]]) -> Tuple[Optional[float], int]:
+    """(share accepted among the images with a verdict, how many had one); (None, 0) for none."""
+    given = [v for v in verdicts if v is not None]
+    return (sum(v == ToyVerdicts.ACCEPTED for v in given) / len(given) if given else None), len(given)

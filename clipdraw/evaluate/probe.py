@@ -10,7 +10,16 @@ iterations. Then, frame by frame, the judging CLIP gives
 
 and OpenCV's face cascade counts faces, to find the iteration where a face appears and where
 a second one creeps in. The summary per entity x template: identified or not (share of seeds,
-on the final frame), first iteration identified, iteration of the second face, final similarity.
+on the result, final.png), first iteration identified, iteration of the second face, final
+similarity.
+
+In toy-world runs the analytic judge (``clipdraw.toy.judge``) also reads every frame: its
+``verdict`` on the run's prompt, or, where it cannot parse the prompt ("a photo of red
+circle"), on the entity with an article ("a red circle"); ``verdict_caption`` says which. A
+frame then counts as identified only when the judging CLIP picks its entity *and* the analytic
+judge accepts it (``clip_identified`` keeps the CLIP's pick alone): a CLIP's zero-shot pick
+among four names says little about a faint lavender square drawn for "red circle". Where the
+judge can read neither, identification stays the CLIP's.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ from ..errors import ClipdrawError
 from ..outputs import slugify, unique_names
 from .datasets import read_lines
 from .faces import FaceCounter, first_iteration
-from .judge import Judge, load_image
+from .judge import Judge, ToyVerdicts, load_image, success_rate
 from .report import Report, write_csv
 from .runs import RunSpec
 from .scores import cosine_matrix, text_probabilities
@@ -75,9 +84,18 @@ def plan(entities: Sequence[str], templates: Sequence[str], seeds: int, engine: 
             for (e, t), name in zip(pairs, names) for s in range(seeds)]
 
 
+def verdict_caption(prompt: str, entity: str, verdicts: ToyVerdicts) -> Optional[str]:
+    """What the analytic judge checks a probe's frames against: the prompt when it can parse it,
+    else the entity as a caption ("a red circle", then "red circle"), else None (no verdict)."""
+    article = "an" if entity[:1].lower() in "aeiou" else "a"
+    return next((c for c in (prompt, f"{article} {entity}", entity) if verdicts.parses(c)), None)
+
+
 def analyze_run(spec: RunSpec, record: dict, run_dir: Path, entities: Sequence[str], judge: Judge,
-                counter: Optional[FaceCounter], text_embeds: Dict[str, np.ndarray]) -> Tuple[dict, List[dict]]:
-    """One run's row and its per-frame rows."""
+                counter: Optional[FaceCounter], text_embeds: Dict[str, np.ndarray],
+                verdicts: Optional[ToyVerdicts] = None) -> Tuple[dict, List[dict]]:
+    """One run's row and its per-frame rows; with ``verdicts`` (toy-world runs), the analytic
+    judge's verdict on every frame and on the result, which identification then requires."""
     entity, template = spec.meta["entity"], spec.meta["template"]
     frames = record.get("frames") or [{"iteration": record["final"]["iteration"], "file": "final.png",
                                         "similarity": record["final"]["similarity"]}]
@@ -87,6 +105,7 @@ def analyze_run(spec: RunSpec, record: dict, run_dir: Path, entities: Sequence[s
     cos = cosine_matrix(judge.embed_images(images), text_embeds[template])       # (frames, entities)
     probabilities = text_probabilities(cos, judge.logit_scale)
     own = list(entities).index(entity)
+    caption = verdict_caption(spec.prompt, entity, verdicts) if verdicts is not None else None
     frame_rows = []
     for n, (frame, image) in enumerate(zip(frames, images)):
         top = int(np.argmax(probabilities[n]))
@@ -94,14 +113,26 @@ def analyze_run(spec: RunSpec, record: dict, run_dir: Path, entities: Sequence[s
             "entity": entity, "template": template, "seed": spec.seed, "iteration": frame["iteration"],
             "file": str(run_dir / frame["file"]), "guide_similarity": frame.get("similarity"),
             "judge_similarity_x100": 100.0 * cos[n, own], "p_entity": float(probabilities[n, own]),
-            "top_entity": entities[top], "identified": top == own,
+            "top_entity": entities[top], "clip_identified": top == own, "identified": top == own,
             "faces": counter.count(image) if counter else None})
+        if verdicts is not None:
+            frame_rows[-1]["verdict"], frame_rows[-1]["sees"] = verdicts(caption, image)
+            frame_rows[-1]["identified"] = counts_as_identified(top == own, frame_rows[-1]["verdict"])
     iterations = [r["iteration"] for r in frame_rows]
     faces = [r["faces"] for r in frame_rows]
-    final = frame_rows[-1]
+    # the result is final.png: the last frame, or the judge CLIP's pick among the frames (run.json says which)
+    result_iteration = (record.get("final") or {}).get("iteration")
+    final = next((r for r in frame_rows if r["iteration"] == result_iteration), frame_rows[-1])
+    clip_identified, is_identified = final["clip_identified"], final["identified"]
+    toy = {}
+    if verdicts is not None:   # on final.png itself: the image users see
+        verdict, sees = verdicts(caption, load_image(run_dir / "final.png"))
+        is_identified = counts_as_identified(clip_identified, verdict)
+        toy = {"verdict": verdict, "sees": sees, "verdict_caption": caption}
     row = {"entity": entity, "template": template, "prompt": spec.prompt, "seed": spec.seed,
-           "engine": spec.engine, "iterations": record.get("iterations_done"),
-           "identified": final["identified"], "top_entity": final["top_entity"], "p_entity": final["p_entity"],
+           "engine": spec.engine, "iterations": record.get("iterations_done"), "result_iteration": final["iteration"],
+           **toy, "clip_identified": clip_identified,
+           "identified": is_identified, "top_entity": final["top_entity"], "p_entity": final["p_entity"],
            "first_identified": first_iteration(iterations, [int(r["identified"]) for r in frame_rows], 1),
            "first_face": first_iteration(iterations, faces, 1) if counter else None,
            "second_face": first_iteration(iterations, faces, 2) if counter else None,
@@ -112,6 +143,11 @@ def analyze_run(spec: RunSpec, record: dict, run_dir: Path, entities: Sequence[s
            "judge_is_guide": spec.engine == "optimize" and judge.same_as((record.get("models") or {}).get("clip")),
            "run_dir": str(run_dir)}
     return row, frame_rows
+
+
+def counts_as_identified(clip_identified: bool, verdict: Optional[str]) -> bool:
+    """The judging CLIP's pick, and the analytic judge's acceptance where it gave a verdict."""
+    return bool(clip_identified) and verdict in (None, ToyVerdicts.ACCEPTED)
 
 
 def _median(values: List[Optional[float]]) -> Optional[float]:
@@ -132,22 +168,33 @@ def summarize(run_rows: List[dict], entities: Sequence[str], templates: Sequence
             summary.append({
                 "entity": entity, "template": template, "runs": len(rows),
                 "identified": sum(r["identified"] for r in rows) / len(rows),
+                "clip_identified": sum(r["clip_identified"] for r in rows) / len(rows),
                 "ever_identified": len(identified) / len(rows),
                 "first_identified": _median([r["first_identified"] for r in rows]),
                 "second_face_runs": len(with_second) if rows[0]["max_faces"] is not None else None,
                 "second_face": _median([r["second_face"] for r in rows]),
                 "final_judge_similarity_x100": statistics.fmean(r["final_judge_similarity_x100"] for r in rows),
                 "final_p_entity": statistics.fmean(r["p_entity"] for r in rows)})
+            if any("verdict" in r for r in rows):
+                summary[-1]["judge_success"], summary[-1]["judged"] = success_rate(r.get("verdict") for r in rows)
+                summary[-1]["verdict_caption"] = rows[0].get("verdict_caption")
     return summary
 
 
-SUMMARY_COLUMNS = ["entity", "template", "runs", "identified", "ever_identified", "first_identified",
-                   "second_face_runs", "second_face", "final_judge_similarity_x100", "final_p_entity"]
-RUN_COLUMNS = ["entity", "template", "prompt", "seed", "engine", "iterations", "identified", "top_entity", "p_entity",
-               "first_identified", "first_face", "second_face", "max_faces", "final_judge_similarity_x100",
-               "final_guide_similarity", "seconds", "judge_is_guide", "run_dir"]
+SUMMARY_COLUMNS = ["entity", "template", "runs", "identified", "clip_identified", "judge_success", "judged",
+                   "verdict_caption", "ever_identified", "first_identified", "second_face_runs", "second_face",
+                   "final_judge_similarity_x100", "final_p_entity"]
+RUN_COLUMNS = ["entity", "template", "prompt", "seed", "engine", "iterations", "result_iteration", "verdict", "sees",
+               "verdict_caption", "identified", "clip_identified", "top_entity", "p_entity", "first_identified",
+               "first_face", "second_face", "max_faces", "final_judge_similarity_x100", "final_guide_similarity",
+               "seconds", "judge_is_guide", "run_dir"]
 FRAME_COLUMNS = ["entity", "template", "seed", "iteration", "guide_similarity", "judge_similarity_x100", "p_entity",
-                 "top_entity", "identified", "faces", "file"]
+                 "top_entity", "verdict", "sees", "identified", "clip_identified", "faces", "file"]
+TOY_COLUMNS = ("judge_success", "judged", "verdict_caption", "verdict", "sees")   # toy-world runs only
+
+
+def _columns(columns: Sequence[str], toy: bool) -> List[str]:
+    return [c for c in columns if toy or c not in TOY_COLUMNS]
 
 
 def write_outputs(out: Path, header: Dict[str, object], summary: List[dict], run_rows: List[dict],
@@ -155,9 +202,10 @@ def write_outputs(out: Path, header: Dict[str, object], summary: List[dict], run
     """probe.html, probe_summary.csv, probe_runs.csv, probe_frames.csv and probe.json."""
     from .runs import write_json  # noqa: PLC0415
 
-    paths = {"summary_csv": write_csv(out / "probe_summary.csv", summary, SUMMARY_COLUMNS),
-             "runs_csv": write_csv(out / "probe_runs.csv", run_rows, RUN_COLUMNS),
-             "frames_csv": write_csv(out / "probe_frames.csv", frame_rows, FRAME_COLUMNS)}
+    toy = any("verdict" in r for r in run_rows)
+    paths = {"summary_csv": write_csv(out / "probe_summary.csv", summary, _columns(SUMMARY_COLUMNS, toy)),
+             "runs_csv": write_csv(out / "probe_runs.csv", run_rows, _columns(RUN_COLUMNS, toy)),
+             "frames_csv": write_csv(out / "probe_frames.csv", frame_rows, _columns(FRAME_COLUMNS, toy))}
     write_json(out / "probe.json", {**header, "notes": notes, "summary": summary, "runs": run_rows,
                                     "frames": frame_rows})
     paths["json"] = out / "probe.json"
@@ -172,12 +220,22 @@ def _html_report(header: Dict[str, object], summary: List[dict], run_rows: List[
                  + [{"setting": k, "value": str(v)} for k, v in header.get("settings", {}).items()])
     for note in notes:
         report.paragraph(note, note=True)
+    toy = any("verdict" in r for r in run_rows)
+    report.paragraph(f"Judging CLIP: {header.get('judging CLIP', header['judge']['name'])}.")
     report.heading("Summary per entity and template")
-    report.paragraph("identified: share of seeds whose final frame the judging CLIP attributes to the entity among "
-                     "the list (same template); ever_identified: share identified at some frame; first_identified: "
-                     "median first such iteration; second_face: median iteration where the face detector first "
-                     "counts two faces, over the second_face_runs runs where it happens.")
-    report.table(summary, SUMMARY_COLUMNS)
+    report.paragraph("identified: share of seeds whose result (final.png: the last frame, or the frame the "
+                     "generator's judge CLIP picked) the judging CLIP attributes to the entity among the list (same "
+                     "template); ever_identified: share identified at some frame; first_identified: median first "
+                     "such iteration; second_face: median iteration where the face detector first counts two faces, "
+                     "over the second_face_runs runs where it happens.")
+    if toy:
+        report.paragraph("Toy world: the analytic judge (clipdraw.toy.judge, no learned model) reads the shapes off "
+                         "every frame and accepts it when it shows exactly verdict_caption (the prompt, or the entity "
+                         "as a caption when it cannot parse the prompt). Here a frame counts as identified only "
+                         "when the judging CLIP picks its entity AND the analytic judge accepts it; clip_identified "
+                         "is the CLIP's pick alone; judge_success: share of seeds whose result the analytic judge "
+                         "accepts, among the judged ones. Where it can parse neither, identified is the CLIP's pick.")
+    report.table(summary, _columns(SUMMARY_COLUMNS, toy))
     plt = report.pyplot()
     if plt is not None:
         report.heading("Curves")
@@ -205,8 +263,14 @@ def _html_report(header: Dict[str, object], summary: List[dict], run_rows: List[
         for f in (frames[i] for i in picks):
             faces = "" if f["faces"] is None else f" · {f['faces']} face{'s' if f['faces'] != 1 else ''}"
             mark = "✓" if f["identified"] else f"→ {f['top_entity']}"
+            if f.get("verdict"):
+                mark += " · judge " + ("✓" if f["verdict"] == ToyVerdicts.ACCEPTED else f"✗ sees {f['sees']}")
             entries.append((load_image(f["file"]), f"it {f['iteration']}{faces} · P {f['p_entity']:.2f} {mark}"))
-        report.images(entries, label=f"{run['prompt']} (seed {run['seed']})")
+        label = f"{run['prompt']} (seed {run['seed']})"
+        if toy:
+            label += (f" · result (it {run['result_iteration']}): judge {run['verdict'] or 'no verdict'}, "
+                      f"sees {run['sees']}")
+        report.images(entries, label=label)
     return report
 
 
@@ -217,8 +281,6 @@ def run_probe(entities_file: Path, template_values: Sequence[str], seeds: int, e
 
     Returns the written files and whether Ctrl-C cut the generations short (the report then
     covers the finished runs)."""
-    from dataclasses import asdict  # noqa: PLC0415
-
     from ..device import resolve_device  # noqa: PLC0415
     from .engines import EngineLoader  # noqa: PLC0415
     from .judge import check_eval_model  # noqa: PLC0415
@@ -231,7 +293,7 @@ def run_probe(entities_file: Path, template_values: Sequence[str], seeds: int, e
     settings.check([engine], offline)
     check_eval_model(eval_model, offline)
     counter = FaceCounter() if faces else None
-    open_experiment(out, "probe", {**asdict(settings), "engine": engine})
+    open_experiment(out, "probe", {**settings.record(), "engine": engine})
     specs = plan(entities, templates, seeds, engine)
     loader = EngineLoader(settings, device=device, offline=offline, keep_frames=True)
     records, interrupted = execute(specs, out, loader, keep_frames=True, progress=progress, log=log)
@@ -240,11 +302,12 @@ def run_probe(entities_file: Path, template_values: Sequence[str], seeds: int, e
         return {}, interrupted
     judge = Judge.load(eval_model, resolve_device(device), offline=offline)
     text_embeds: Dict[str, np.ndarray] = {}
+    verdicts = ToyVerdicts() if settings.model == "toy" else None
     run_rows, frame_rows = [], []
     for spec in specs:
         if spec.key in records:
             row, frames = analyze_run(spec, records[spec.key], out / "runs" / spec.key, entities, judge, counter,
-                                      text_embeds)
+                                      text_embeds, verdicts)
             run_rows.append(row)
             frame_rows.extend(frames)
     notes = []
@@ -256,6 +319,9 @@ def run_probe(entities_file: Path, template_values: Sequence[str], seeds: int, e
     header = {"entities_file": str(entities_file), "entities": len(entities), "templates": templates,
               "seeds": seeds, "engine": engine,
               "guiding CLIP": settings.guide_name if engine == "optimize" else "none (not CLIP-guided)",
-              "judge": judge.info, "settings": asdict(settings)}
+              "judging CLIP": judge.description, "judge": judge.info,
+              **({"analytic judge": "clipdraw.toy.judge: identified requires its acceptance"}
+                 if verdicts is not None else {}),
+              "settings": settings.record()}
     return write_outputs(out, header, summarize(run_rows, entities, templates), run_rows, frame_rows, notes), \
         interrupted
