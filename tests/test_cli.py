@@ -54,6 +54,10 @@ CHEAP_BAD_INPUTS = [
     (["a cat", "--relaxation", "argmax"], "--relaxation"),
     (["a cat", "--batch", "0"], "--batch"),
     (["a cat", "--engine", "dallemini", "--batch", "2"], "are for --engine optimize"),
+    (["a cat", "--patience", "3"], "needs --judge-model"),
+    (["a cat", "--model", "toy", "--judge-model", "none", "--patience", "3"], "needs --judge-model"),
+    (["a cat", "--judge-model", "toy-judge"], "add --model toy"),
+    (["a cat", "--cut-pow", "0"], "cut-pow must be positive"),
 ]
 
 
@@ -97,7 +101,8 @@ def test_bad_weight_files(tmp_path, tiny_files, damage):
     out = tmp_path / "out"
     result = run_cli("a cat", "--clip-model", clip, "--decoder", decoder, "--out", out, "--size", 32,
                      "--device", "cpu", cwd=tmp_path)
-    assert_clean_failure(result, "cannot read" if damage != "clip-as-decoder" else "not a dall_e Decoder", out)
+    assert_clean_failure(result, {"clip-as-decoder": "not a dall_e Decoder",
+                                  "decoder-as-clip": "not a CLIP checkpoint"}.get(damage, "cannot read"), out)
 
 
 def png_text(path: Path) -> dict:
@@ -192,5 +197,34 @@ def test_checkout_entry_point_and_help(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "cli.py"), "generate", "--help"], capture_output=True,
                             text=True, cwd=tmp_path, timeout=60)
     for option in ("--iters", "--seed", "--out", "--save-every", "--cutn", "--lr", "--size", "--device",
-                   "--clip-model", "--decoder", "--gif / --no-gif", "--offline"):
+                   "--clip-model", "--decoder", "--gif / --no-gif", "--offline", "--cut-min-scale", "--cut-pow",
+                   "--overview", "--tv-weight", "--ema", "--judge-model", "--patience"):
         assert option in result.stdout
+
+
+def test_a_judged_run_makes_the_judges_pick_final_and_keeps_the_real_defaults(tmp_path, tiny_files):
+    import tiny_models
+
+    from clipdraw import GenerationConfig
+
+    judge = tiny_models.save_tiny_clip(tmp_path / "judge.pt", seed=1)
+    out = tmp_path / "out"
+    result = run_cli("a red apple", *tiny_args(tiny_files, out, "--iters", 6, "--save-every", 1, "--seed", 2,
+                                                "--lr", 0.3, "--judge-model", judge, "--no-gif"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    run_dir = out / "a-red-apple-2"
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["models"]["judge"]["path"] == str(judge)
+    scores = [f["judge_score"] for f in record["frames"]]
+    best = record["frames"][scores.index(max(scores))]   # the earliest of equals
+    assert record["final"]["iteration"] == best["iteration"] and record["final"]["chosen_by"] == "judge"
+    assert record["final"]["judge_score"] == best["judge_score"]
+    assert record["last"] == record["frames"][-1] and record["last"]["iteration"] == 6
+    assert record["judge"]["best_iteration"] == best["iteration"] and record["judge"]["last_iteration"] == 6
+    assert np.array_equal(np.asarray(Image.open(run_dir / "final.png")), np.asarray(Image.open(run_dir / best["file"])))
+    assert png_text(run_dir / "final.png")["iteration"] == str(best["iteration"])
+    assert f"it {best['iteration']} of 6" in result.stdout and "judge" in result.stdout
+    # The real world keeps its own defaults for what the command line left unsaid.
+    defaults = GenerationConfig()
+    for name in ("cut_min_scale", "cut_pow", "overview", "tv_weight", "ema", "relaxation", "patience"):
+        assert record["settings"][name] == getattr(defaults, name), name
