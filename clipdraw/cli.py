@@ -253,21 +253,65 @@ def _generate_dallemini(prompt: str, config, out: Path, device: str, clip_model:
         sys.exit(EXIT_INTERRUPTED)
 
 
+MEMORY_HINTS = {   # (command, engine) -> what to lower when it runs out of memory; errors.MEMORY_HINT otherwise
+    ("generate", "transformer"): "run it with --device cpu, or free memory",
+    ("generate", "dallemini"): "lower --grid or the N of --rerank, or use --dtype float16 on CUDA",
+    ("probe", None): "lower --cutn or --size, or judge with a smaller --eval-model",
+    ("compare", None): "lower --cutn or --size, or judge with a smaller --eval-model",
+    ("score", None): "score fewer images at once, or judge with a smaller --eval-model",
+    ("color", None): "give fewer or smaller images",
+    ("toy", None): "lower --size or --scale",
+}
+
+
+def _memory_hint(argv: Optional[List[str]]) -> str:
+    """What to lower when the command in ``argv`` runs out of memory."""
+    from .errors import MEMORY_HINT
+
+    args = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
+    command = args[0] if args and args[0] in cli.commands else "generate"
+    engine = next((a.split("=", 1)[1] for a in args if a.startswith("--engine=")), None)
+    engine = engine or next((b for a, b in zip(args, args[1:]) if a == "--engine"), None)
+    return MEMORY_HINTS.get((command, engine if command == "generate" else None), MEMORY_HINT)
+
+
+def _fail(message: str, code: int, error: Optional[BaseException] = None) -> None:
+    """End the process with one line on stderr and ``code``."""
+    import contextlib
+    import errno
+    import os
+
+    from .errors import release
+
+    click.echo(f"clipdraw: error: {message}", err=True)
+    if error is not None:
+        release(error)
+    if isinstance(error, OSError) and error.errno == errno.EPIPE:   # stdout's reader is gone: nothing to flush
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(code)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
-    """Console entry point: run the CLI, turning user errors into one line and exit code 2."""
+    """Console entry point: run the CLI; every failure ends as one line on stderr and an exit
+    code (``clipdraw.errors.describe_failure``): 2 for bad input, 1 for a failed write, lack
+    of memory or an unexpected error, 130 for Ctrl-C. ``CLIPDRAW_DEBUG=1`` shows the traceback."""
+    from .errors import debug_requested, describe_failure
+
     try:
         cli.main(args=argv, prog_name="clipdraw", standalone_mode=False)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
-    except click.ClickException as e:
-        click.echo(f"clipdraw: error: {e.format_message()}", err=True)
-        sys.exit(EXIT_USAGE)
-    except ClipdrawError as e:
-        click.echo(f"clipdraw: error: {e}", err=True)
-        sys.exit(EXIT_USAGE)
     except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("clipdraw: interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
+    except click.ClickException as e:
+        _fail(e.format_message(), EXIT_USAGE)
+    except Exception as e:
+        if debug_requested():
+            raise
+        message, code = describe_failure(e, memory_hint=_memory_hint(argv))
+        _fail(message, code, e)
     sys.exit(0)
 
 

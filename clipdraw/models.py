@@ -352,9 +352,15 @@ class DVAEDecoder(nn.Module):
         return self(softmax_over_vocabulary(scores / tau), low_memory=low_memory)
 
     def _checked(self, tokens: torch.Tensor) -> torch.Tensor:
-        if tokens.dim() != 4 or tokens.shape[1] != self.vocab_size or tokens.dtype != torch.float32:
-            raise ValueError(f"expected float32 token probabilities (B, {self.vocab_size}, g, g), "
-                             f"got {tuple(tokens.shape)} {tokens.dtype}")   # dall_e's own checks
+        if not isinstance(tokens, torch.Tensor) or tokens.dim() != 4 or tokens.shape[1] != self.vocab_size \
+                or tokens.dtype != torch.float32:   # dall_e's own checks, said in one line
+            from .errors import InputError  # noqa: PLC0415
+
+            got = (f"{tuple(tokens.shape)} {str(tokens.dtype).replace('torch.', '')}"
+                   if isinstance(tokens, torch.Tensor) else type(tokens).__name__)
+            raise InputError(f"the dVAE decoder takes float32 token probabilities shaped (batch, {self.vocab_size}, "
+                             f"grid, grid), {self.vocab_size} being its vocabulary; got {got} (a decoder with "
+                             "another vocabulary, or latents of another model?)")
         # Channels-last: oneDNN's convolutions skip their layout reorders (about 15% faster here on
         # a CPU), cuDNN's half-precision ones run on tensor cores.
         return tokens.contiguous(memory_format=torch.channels_last)

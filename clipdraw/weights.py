@@ -134,15 +134,22 @@ def temp_file_beside(path: Path) -> Tuple[int, str]:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary name beside ``path`` and rename, so no reader sees half a file."""
-    fd, tmp = temp_file_beside(path)
+    """Write to a temporary name beside ``path`` and rename, so no reader sees half a file.
+
+    A failed write (disk full, file too large, read-only...) leaves nothing behind and raises
+    its OSError naming ``path`` (a failed ``write`` names no file of its own)."""
+    tmp = None
     try:
+        fd, tmp = temp_file_beside(path)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+    except BaseException as e:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(e, OSError):
+            e.filename, e.filename2 = str(path), None
         raise
 
 

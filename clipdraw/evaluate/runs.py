@@ -2,8 +2,9 @@
 ``<out>/runs/``, and it counts as finished once its run.json is on disk (written last, by an
 atomic rename, and not marked interrupted).
 
-So re-running an experiment skips what is finished; Ctrl-C, a crash or a full disk costs at
-most the run in progress, whose partial folder is removed and redone next time. The folder's
+So re-running an experiment skips what is finished; Ctrl-C, a crash, a full disk or a lack of
+memory costs at most the run in progress, whose partial folder is removed (and, were it left,
+would not count: ``finished_record``) and redone next time. The folder's
 ``experiment.json`` holds the generation settings: an experiment is only resumed with the
 same ones, since mixing images made with different settings would make the comparison wrong.
 
@@ -107,16 +108,42 @@ def open_experiment(out: Path, kind: str, settings: dict) -> None:
 
 
 def finished_record(run_dir: Path, spec: RunSpec) -> Optional[dict]:
-    """The run.json of a finished run of ``spec`` in ``run_dir``, else None."""
+    """The run.json of a finished run of ``spec`` in ``run_dir``, else None (and the run is redone).
+
+    Not finished: a run.json that cannot be read or parsed or is not an object; one that records
+    an interruption or an error, or another prompt or seed; a final image or a listed frame that
+    is missing or not a whole image file."""
     try:
         record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
-    if record.get("interrupted") or record.get("prompt") != spec.prompt or record.get("seed") != spec.seed:
+    if not isinstance(record, dict) or record.get("interrupted") or record.get("error") is not None \
+            or record.get("status", "finished") != "finished":
         return None
-    if not (run_dir / "final.png").is_file():
+    if record.get("prompt") != spec.prompt or record.get("seed") != spec.seed:
+        return None
+    final, frames = record.get("final"), record.get("frames", [])
+    if not isinstance(final, dict) or not {"iteration", "similarity"} <= set(final) or not isinstance(frames, list) \
+            or not all(isinstance(f, dict) and "iteration" in f for f in frames):
+        return None
+    files = ["final.png", *(f.get("file") for f in frames)]
+    if not all(isinstance(name, str) and _is_whole_image(run_dir, name) for name in files):
         return None
     return record
+
+
+def _is_whole_image(run_dir: Path, name: str) -> bool:
+    """Whether ``run_dir/name`` is a plain file name there holding a complete, undamaged image."""
+    from PIL import Image  # noqa: PLC0415
+
+    if not name or name != PurePath(name).name or name in (".", ".."):
+        return False
+    try:
+        with Image.open(run_dir / name) as image:
+            image.verify()   # reads every chunk and checks its CRC; decodes nothing
+    except Exception:  # noqa: BLE001  (missing, truncated, not an image: all mean "not finished")
+        return False
+    return True
 
 
 def execute(specs: List[RunSpec], out: Path, loader: EngineLoader, keep_frames: bool, progress: bool = True,

@@ -189,11 +189,34 @@ def gpt_config_from_metadata(meta: dict) -> dict:
 
 
 def load_toy_gpt(root: Optional[Path] = None) -> Tuple[GPT, WordTokenizer]:
+    """The transformer in ``root``/transformer.safetensors and its word tokenizer. A file that
+    is not one clipdraw wrote (another model's tensors, no clipdraw metadata, shapes that
+    disagree with it) is refused in one line before any model is built."""
+    from ..errors import first_line  # noqa: PLC0415
+
+    path = (root or weights_dir()) / "transformer.safetensors"
     state, meta = load_weights("transformer", root)
-    config = gpt_config_from_metadata(meta)
-    tokenizer = WordTokenizer(meta["words"], config["text_len"])
-    model = GPT(len(tokenizer), meta["image_vocab"], **config)
-    model.load_state_dict(state)
+    try:
+        config = gpt_config_from_metadata(meta)
+        words, image_vocab = meta["words"], meta["image_vocab"]
+        sizes = {**config, "image_vocab": image_vocab}
+        bad = [k for k, v in sizes.items() if isinstance(v, bool) or not isinstance(v, int) or v <= 0]
+        if bad or not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+            raise ValueError(f"its metadata gives {bad[0]} = {sizes[bad[0]]!r}" if bad else
+                             "its metadata's words are not a list of words")
+        width, length = config["n_embd"], config["text_len"] + config["image_tokens"]
+        expected = {"position": (length, width), "text_embed.weight": (len(words) + 2, width),
+                    "image_embed.weight": (image_vocab + 1, width), "head.weight": (image_vocab, width)}
+        for key, shape in expected.items():   # checked before the model is built: sizes come from the file
+            if tuple(state[key].shape) != shape:
+                raise ValueError(f"{key} is {tuple(state[key].shape)} where its metadata implies {shape}")
+        tokenizer = WordTokenizer(words, config["text_len"])
+        model = GPT(len(tokenizer), image_vocab, **config)
+        model.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, RuntimeError, AssertionError, AttributeError) as e:
+        reason = f"it has no {e.args[0]!r}" if isinstance(e, KeyError) and e.args else first_line(e)
+        raise ClipdrawError(f"{path} is not a clipdraw transformer ({reason}): --transformer takes a folder "
+                            "written by 'clipdraw toy train --coco'") from None
     return model.eval(), tokenizer
 
 
