@@ -15,6 +15,7 @@ import http.client
 import io
 import os
 import pickle
+import re
 import sys
 import tempfile
 import types
@@ -369,14 +370,71 @@ def load_dvae_module(path: Path, kind: str = "decoder") -> nn.Module:
 # --------------------------------------------------------------------------- CLIP
 
 
+# Whether a pickle asked for something torch's weights-only unpickler refuses (code, or any
+# object that is not a tensor or a container of them); the message names it "GLOBAL module.name".
+_REFUSED_GLOBAL = re.compile(r"GLOBAL\s+([\w.]+)")
+
+
+def _load_error_reason(error: BaseException) -> str:
+    """The line of a torch.load error that says what is wrong, without torch's advice to load
+    the file unsafely."""
+    text = str(error)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    lines = [line.strip() for line in text.splitlines()
+             if line.strip() and "weights_only" not in line and not line.strip().startswith("Check the documentation")]
+    return " ".join(lines[0].split())[:160] if lines else type(error).__name__
+
+
+def read_clip_state_dict(path: Path) -> dict:
+    """A CLIP checkpoint's tensors, read without running anything the file could hold.
+
+    A TorchScript archive (the format OpenAI publishes) through ``torch.jit.load``, whose
+    unpickler knows torch's own types only; anything else through ``torch.load`` with
+    ``weights_only=True``, which refuses every object that is not a tensor or a container of
+    them. ``clip.load`` would call ``torch.load`` without it, which on torch < 2.6 unpickles
+    (and so runs) whatever the file asks for.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            archive = torch.jit.load(str(path), map_location="cpu")
+    except RuntimeError:   # not TorchScript: a state dict, or not a checkpoint at all
+        archive = None
+    except Exception as e:  # noqa: BLE001  (jit.load raises ValueError and others for odd files)
+        raise ClipdrawError(f"cannot read CLIP weights {path}: corrupt or not a CLIP checkpoint "
+                            f"({_load_error_reason(e)})") from None
+    if archive is not None:
+        return dict(archive.state_dict())
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as e:
+        raise ClipdrawError(f"cannot read {path}: {e.strerror or e}") from None
+    except Exception as e:  # noqa: BLE001  (a refused object, truncated zip, garbage: one line each)
+        refused = _REFUSED_GLOBAL.search(str(e))
+        if refused:
+            raise ClipdrawError(f"cannot read CLIP weights {path}: refusing to load it, its pickle asks for "
+                                f"{refused.group(1)}: not a CLIP checkpoint (a state dict or TorchScript archive), "
+                                "and unpickling it could run code") from None
+        raise ClipdrawError(f"cannot read CLIP weights {path}: corrupt or not a CLIP checkpoint "
+                            f"({_load_error_reason(e)})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ClipdrawError(f"cannot read CLIP weights {path}: it holds a {type(state).__name__}, not a CLIP "
+                            "checkpoint (a state dict of tensors)")
+    return state
+
+
 def load_clip_module(path: Path) -> nn.Module:
-    """Load a CLIP checkpoint (TorchScript archive or state dict) through clip.load, in float32 on CPU."""
+    """Load a CLIP checkpoint (TorchScript archive or state dict) as ``clip.load(path, jit=False)``
+    would, in float32 on CPU, but reading it with ``read_clip_state_dict``: no code from the file runs."""
+    state = read_clip_state_dict(path)
     clip = import_clip()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model, _ = clip.load(str(path), device="cpu", jit=False)
-    except Exception as e:
+            model = clip.model.build_model(state)
+    except Exception as e:  # noqa: BLE001  (missing keys, odd shapes: another model's tensors)
         reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
         raise ClipdrawError(f"cannot read CLIP weights {path}: corrupt or not a CLIP checkpoint ({reason})") from None
     return model.float().eval()
