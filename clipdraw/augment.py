@@ -32,20 +32,26 @@ def build_augmentations(names: Iterable[str]) -> nn.Module:
 class Cutouts(nn.Module):
     """``cutn`` random square crops per image, each resized to ``cut_size`` in one batched warp.
 
-    Crop sides are uniform in [min_scale, 1] of the image side. One ``grid_sample`` does
-    all crops at once instead of a Python loop of slices and interpolations.
+    Crop sides are ``min_scale + (1 - min_scale) * u ** cut_pow`` of the image side, u uniform
+    in [0, 1]: ``cut_pow`` < 1 favours large crops, > 1 small ones. The first ``overview`` views
+    of each image are the whole image, so that CLIP also judges the composition, not only
+    details. One ``grid_sample`` does all crops at once.
     """
 
-    def __init__(self, cut_size: int, cutn: int, min_scale: float = 0.5, augmentations: Iterable[str] = ()):
+    def __init__(self, cut_size: int, cutn: int, min_scale: float = 0.5, augmentations: Iterable[str] = (),
+                 cut_pow: float = 1.0, overview: int = 0):
         super().__init__()
         self.cut_size, self.cutn, self.min_scale = cut_size, cutn, min_scale
+        self.cut_pow, self.overview = cut_pow, min(overview, cutn)
         self.augment = build_augmentations(augmentations)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         batch = images.shape[0]
         n = batch * self.cutn
         device = images.device
-        scale = torch.empty(n, device=device).uniform_(self.min_scale, 1.0)
+        scale = self.min_scale + (1 - self.min_scale) * torch.rand(n, device=device) ** self.cut_pow
+        if self.overview:
+            scale.view(batch, self.cutn)[:, :self.overview] = 1.0
         # Centre of each crop, in [-1, 1] coordinates, so that the crop stays inside the image.
         centre = (torch.rand(n, 2, device=device) * 2 - 1) * (1 - scale).unsqueeze(1)
         theta = torch.zeros(n, 2, 3, device=device, dtype=images.dtype)

@@ -6,6 +6,7 @@ subcommands sit beside it. Every user error ends as one line on stderr and exit 
 
 from __future__ import annotations
 
+import contextlib
 import random
 import sys
 from dataclasses import asdict, fields, replace
@@ -14,7 +15,8 @@ from typing import List, Optional
 
 import click
 
-from .config import DEFAULT_AUGMENTATIONS, LOSSES, LR_SCHEDULES, RELAXATIONS, GenerationConfig
+from .config import (DEFAULT_AUGMENTATIONS, LOSSES, LR_SCHEDULES, RELAXATIONS, TOY_DEFAULTS, TOY_STAGES,
+                     GenerationConfig, toy_config)
 from .errors import ClipdrawError
 
 EXIT_USAGE = 2
@@ -55,19 +57,42 @@ _register_evaluation()
 
 @cli.command()
 @click.argument("prompt")
-@click.option("--iters", type=click.IntRange(min=1), default=DEFAULTS["iters"], show_default=True, help="Optimization steps.")
+@click.option("--iters", type=click.IntRange(min=1), default=None,
+              help=f"Optimization steps  [default: {DEFAULTS['iters']}; toy: {TOY_DEFAULTS['iters']}].")
 @click.option("--seed", type=int, default=None, help="Random seed (default: a random one, recorded in run.json).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("outputs"), show_default=True,
               help="Folder that receives one sub-folder per run.")
-@click.option("--save-every", type=click.IntRange(min=1), default=DEFAULTS["save_every"], show_default=True,
-              help="Save a frame every K iterations.")
-@click.option("--cutn", type=click.IntRange(min=1), default=DEFAULTS["cutn"], show_default=True, help="Cutouts per step.")
+@click.option("--save-every", type=click.IntRange(min=1), default=None,
+              help=f"Save a frame every K iterations  [default: {DEFAULTS['save_every']}; toy: "
+                   f"{TOY_DEFAULTS['save_every']}].")
+@click.option("--cutn", type=click.IntRange(min=1), default=None,
+              help=f"Cutouts per step  [default: {DEFAULTS['cutn']}; toy: {TOY_DEFAULTS['cutn']}].")
+@click.option("--cut-min-scale", type=float, default=None,
+              help=f"Smallest cutout side, as a share of the image  [default: {DEFAULTS['cut_min_scale']}; "
+                   f"toy: {TOY_DEFAULTS['cut_min_scale']}].")
+@click.option("--cut-pow", type=float, default=None,
+              help=f"Cutout sizes: < 1 favours large cutouts, > 1 small ones  [default: {DEFAULTS['cut_pow']}].")
+@click.option("--overview", type=click.IntRange(min=0), default=None,
+              help=f"How many of the cutouts show the whole image  [default: {DEFAULTS['overview']}; "
+                   f"toy: {TOY_DEFAULTS['overview']}].")
+@click.option("--tv-weight", type=click.FloatRange(min=0), default=None,
+              help=f"Total-variation penalty: flatter regions, cleaner edges  [default: {DEFAULTS['tv_weight']}; "
+                   f"toy: {TOY_DEFAULTS['tv_weight']}].")
+@click.option("--ema", type=click.FloatRange(min=0, max=1, max_open=True), default=None,
+              help=f"Frames show an exponential average of the latents, with this decay per step; 0: off  "
+                   f"[default: {DEFAULTS['ema']}; toy: {TOY_DEFAULTS['ema']}].")
+@click.option("--judge-model", default=None,
+              help="A CLIP that never guides: it scores every saved frame, and final.png is the frame it ranks "
+                   "best. Name (ViT-B/16, RN50), path, toy-judge, or none  [default: none; toy: toy-judge].")
+@click.option("--patience", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Stop when the judge's best frame is K saved frames old; 0: run every iteration.")
 @click.option("--lr", type=float, default=DEFAULTS["lr"], show_default=True, help="Adam learning rate.")
 @click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=DEFAULTS["lr_schedule"], show_default=True)
 @click.option("--size", type=click.IntRange(min=1), default=None,
               help=f"Image side in pixels, a multiple of 8  [default: {DEFAULTS['size']}; toy: 64].")
-@click.option("--relaxation", type=click.Choice(RELAXATIONS), default=DEFAULTS["relaxation"],
-              show_default=True, help="How latent logits become token probabilities.")
+@click.option("--relaxation", type=click.Choice(RELAXATIONS), default=None,
+              help=f"How latent logits become token probabilities  [default: {DEFAULTS['relaxation']}; "
+                   f"toy: {TOY_DEFAULTS['relaxation']}].")
 @click.option("--tau", type=float, default=DEFAULTS["tau"], show_default=True, help="Temperature (gumbel: start of the schedule).")
 @click.option("--tau-end", type=float, default=DEFAULTS["tau_end"], show_default=True, help="Gumbel temperature at the last step.")
 @click.option("--loss", type=click.Choice(LOSSES), default=DEFAULTS["loss"], show_default=True)
@@ -109,8 +134,10 @@ _register_evaluation()
               help="Keep one bit per decoder ReLU value instead of its activations (backward by hand, "
                    "by bands of rows) and recompute CLIP's: less memory for large --size.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def generate(prompt: str, iters: int, seed: Optional[int], out: Path, save_every: int, cutn: int, lr: float,
-             lr_schedule: str, size: Optional[int], relaxation: str, tau: float, tau_end: float, loss: str, augs: str,
+def generate(prompt: str, iters: Optional[int], seed: Optional[int], out: Path, save_every: Optional[int],
+             cutn: Optional[int], cut_min_scale: Optional[float], cut_pow: Optional[float], overview: Optional[int],
+             tv_weight: Optional[float], ema: Optional[float], judge_model: Optional[str], patience: int, lr: float,
+             lr_schedule: str, size: Optional[int], relaxation: Optional[str], tau: float, tau_end: float, loss: str, augs: str,
              device: str, clip_model: str, decoder: str, model: str, engine: str, transformer_dir: Optional[Path],
              temperature: float,
              top_k: Optional[int], mega: bool, grid: int, supercondition: float, dtype: str, rerank: Optional[str],
@@ -128,6 +155,15 @@ def generate(prompt: str, iters: int, seed: Optional[int], out: Path, save_every
         seed = random.randrange(2**31)
     if engine != "optimize" and (batch > 1 or compile_step or low_memory):
         raise ClipdrawError(f"--batch, --compile and --low-memory are for --engine optimize, not {engine}")
+    judge_model = judge_model or ("toy-judge" if model == "toy" and engine == "optimize" else "none")
+    if patience and engine != "optimize":
+        raise ClipdrawError(f"--patience stops the optimizer early: not for --engine {engine}")
+    if judge_model != "none" and engine != "optimize":
+        raise ClipdrawError(f"--judge-model ranks the optimizer's frames: not for --engine {engine}")
+    if judge_model == "toy-judge" and model != "toy":
+        raise ClipdrawError("--judge-model toy-judge judges the toy world: add --model toy, or name a real CLIP")
+    if patience and judge_model == "none":
+        raise ClipdrawError("--patience stops when the judge's score stops rising: it needs --judge-model")
     if engine == "transformer" and model != "toy" and transformer_dir is None:
         raise ClipdrawError("--engine transformer needs --model toy, or --transformer DIR from "
                             "'clipdraw toy train --coco' to draw with the openai dVAE")
@@ -148,10 +184,12 @@ def generate(prompt: str, iters: int, seed: Optional[int], out: Path, save_every
 
         config = SamplingConfig(seed=seed, temperature=temperature, top_k=32 if top_k is None else top_k)
     else:
-        config = GenerationConfig(iters=iters, seed=seed, size=size or (64 if model == "toy" else DEFAULTS["size"]),
-                                  cutn=cutn, lr=lr, lr_schedule=lr_schedule, relaxation=relaxation, tau=tau,
-                                  tau_end=tau_end, loss=loss, augmentations=augs, save_every=save_every,
-                                  batch=batch, compile=compile_step, low_memory=low_memory)
+        given = dict(iters=iters, size=size, cutn=cutn, cut_min_scale=cut_min_scale, cut_pow=cut_pow,
+                     overview=overview, tv_weight=tv_weight, ema=ema, relaxation=relaxation, save_every=save_every)
+        config = (toy_config if model == "toy" else GenerationConfig)(
+            seed=seed, lr=lr, lr_schedule=lr_schedule, tau=tau, tau_end=tau_end, loss=loss, augmentations=augs,
+            batch=batch, compile=compile_step, low_memory=low_memory, patience=patience,
+            **{k: v for k, v in given.items() if v is not None})
 
     from .device import keep_freed_memory, resolve_device
     from .models import load_models
@@ -168,9 +206,13 @@ def generate(prompt: str, iters: int, seed: Optional[int], out: Path, save_every
     if model == "toy":
         from .toy.engine import load_toy_models
 
-        models = load_toy_models(target)
+        models = load_toy_models(target, judge=judge_model == "toy-judge")
     else:
         models = load_models(clip_model=clip_model, decoder=decoder, device=target, offline=offline)
+    if judge_model not in ("none", "toy-judge"):
+        from .models import load_clip
+
+        models.judge, models.info["judge"] = load_clip(judge_model, device=target, offline=offline)
     sampler = None
     if engine == "transformer":   # loaded before the run folder exists: a mismatched pair writes nothing
         from .toy.engine import TransformerEngine
@@ -183,17 +225,31 @@ def generate(prompt: str, iters: int, seed: Optional[int], out: Path, save_every
     writer = RunWriter(run_dir, prompt, asdict(config), {"models": models.info, "device": str(models.device)},
                        gif=gif, mp4=mp4, engine=engine)
     click.echo(f"clipdraw: {prompt!r} seed {seed} on {models.device} -> {run_dir}", err=True)
-    if engine == "transformer":
-        result = sampler.generate(prompt, config, on_frame=writer.add_frame, progress=not quiet)
-    else:
-        result = run_generation(models, prompt, config, on_frame=writer.add_frame, progress=not quiet)
-    writer.finish(result)
-    click.echo(f"{run_dir / 'final.png'}  (similarity {result.final_similarity:.4f}, "
-               f"{result.seconds_per_iteration:.3f} s/it)")
+    with writer.on_failure():
+        if engine == "transformer":
+            result = sampler.generate(prompt, config, on_frame=writer.add_frame, progress=not quiet)
+        else:
+            result = run_generation(models, prompt, config, on_frame=writer.add_frame, progress=not quiet)
+        writer.finish(result)
+    click.echo(f"{run_dir / 'final.png'}  ({_describe_result(result)})")
     if result.interrupted:
         click.echo(f"clipdraw: interrupted at iteration {result.iterations_done}; kept {len(writer.frame_files)} "
                    f"frame(s) in {run_dir}", err=True)
         sys.exit(EXIT_INTERRUPTED)
+
+
+def _describe_result(result) -> str:
+    """Which frame final.png is and the numbers that go with it, each named for what it measures."""
+    chosen = result.chosen_frame
+    unit = "token" if result.config.__class__.__name__ == "SamplingConfig" else "it"
+    parts = [f"{unit} {chosen.iteration} of {result.iterations_done}"
+             + (", the judge's pick" if chosen.judge_score is not None else "")
+             + (", stopped early" if result.stopped_early else ""),
+             f"guide CLIP similarity of the whole image {chosen.similarity:.4f}"]
+    if chosen.judge_score is not None:
+        parts.append(f"judge {chosen.judge_score:.4f}")
+    parts.append(f"{result.seconds_per_iteration:.3f} s/{unit}")
+    return "; ".join(parts)
 
 
 def _generate_batch(models, prompt: str, config: GenerationConfig, out: Path, gif: bool, mp4: bool,
@@ -211,11 +267,15 @@ def _generate_batch(models, prompt: str, config: GenerationConfig, out: Path, gi
                                  gif=gif, mp4=mp4))
     click.echo(f"clipdraw: {prompt!r} seeds {config.seed}..{config.seed + config.batch - 1} on {models.device} "
                f"-> {', '.join(str(w.run_dir) for w in writers)}", err=True)
-    results = generate_batch(models, prompt, config, on_frame=lambda index, frame: writers[index].add_frame(frame),
-                             progress=not quiet)
+    with contextlib.ExitStack() as stack:
+        for writer in writers:
+            stack.enter_context(writer.on_failure())
+        results = generate_batch(models, prompt, config, on_frame=lambda index, frame: writers[index].add_frame(frame),
+                                 progress=not quiet)
+        for writer, result in zip(writers, results):
+            writer.finish(result)
     for writer, result in zip(writers, results):
-        writer.finish(result)
-        click.echo(f"{writer.run_dir / 'final.png'}  (similarity {result.final_similarity:.4f})")
+        click.echo(f"{writer.run_dir / 'final.png'}  ({_describe_result(result)})")
     click.echo(f"{results[0].seconds_per_iteration:.3f} s/it for {config.batch} images", err=True)
     if results[0].interrupted:
         click.echo(f"clipdraw: interrupted at iteration {results[0].iterations_done}; kept the frames so far in "
@@ -243,8 +303,9 @@ def _generate_dallemini(prompt: str, config, out: Path, device: str, clip_model:
                        gif=config.progressive, mp4=mp4, engine="dallemini")
     click.echo(f"clipdraw: {prompt!r} seed {config.seed}, dalle-{config.variant} on {engine.device} -> {run_dir}",
                err=True)
-    result = engine.generate(prompt, config, on_frame=writer.add_frame, progress=not quiet)
-    writer.finish(result)
+    with writer.on_failure():
+        result = engine.generate(prompt, config, on_frame=writer.add_frame, progress=not quiet)
+        writer.finish(result)
     click.echo(f"{run_dir / 'final.png'}  ({len(result.images)} of {len(result.candidates)} image(s), "
                f"CLIP similarity {result.final_similarity:.4f}, {result.seconds_per_image:.2f} s/image)")
     if result.interrupted:
@@ -320,11 +381,50 @@ def toy() -> None:
     """The mini DALL-E world shipped with clipdraw: shapes data, tiny dVAE, CLIP and transformer."""
 
 
+@toy.command("judge")
+@click.argument("image", type=click.Path(path_type=Path))
+@click.argument("caption")
+def toy_judge(image: Path, caption: str) -> None:
+    """Say whether IMAGE shows CAPTION, by the toy world's analytic judge (no learned model).
+
+    Prints the verdict and what the judge sees; exits 0 when it accepts, 1 when it rejects.
+    """
+    from .toy.judge import check, describe_detections, detect, parse_caption
+
+    try:
+        spec = parse_caption(caption)
+    except ValueError:
+        raise ClipdrawError(f"the toy judge cannot read {caption!r}: it reads captions such as 'a red circle', "
+                            "'two blue squares' or 'a red circle above a green square'") from None
+    picture = _read_image(image)
+    detections = detect(picture)
+    seen = describe_detections(detections)
+    if check(spec, detections):
+        click.echo(f"accepted: {caption!r}; the judge sees {seen}")
+        return
+    click.echo(f"rejected: {caption!r}; the judge sees {seen}")
+    sys.exit(1)
+
+
+def _read_image(path: Path):
+    """An image file as an RGB array, or one line saying why it cannot be read."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as opened:
+            return np.asarray(opened.convert("RGB"))
+    except FileNotFoundError:
+        raise ClipdrawError(f"no such image: {path}") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise ClipdrawError(f"cannot read {path} as an image: {e}") from None
+
+
 @toy.command("train")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Folder for the weights (default: $CLIPDRAW_TOY_WEIGHTS, else the package's own; "
                    "with --coco: ./coco-transformer).")
-@click.option("--stages", default="dvae,clip,transformer", show_default=True,
+@click.option("--stages", default=",".join(TOY_STAGES), show_default=True,
               help="Which models to train (toy world only).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--scale", type=float, default=1.0, show_default=True,
@@ -358,18 +458,18 @@ def toy_train(out: Optional[Path], stages: str, seed: int, scale: float, coco: O
     if given:
         raise ClipdrawError(f"{given[0]} is for training on a caption set: it needs --coco")
     names = tuple(s.strip() for s in stages.split(",") if s.strip())
-    unknown = [s for s in names if s not in ("dvae", "clip", "transformer")]
+    unknown = [s for s in names if s not in TOY_STAGES]
     if unknown or not names:
-        raise ClipdrawError(f"unknown stage {unknown[0] if unknown else stages!r}: expected dvae, clip, transformer")
+        raise ClipdrawError(f"unknown stage {unknown[0] if unknown else stages!r}: expected {', '.join(TOY_STAGES)}")
     from .outputs import check_output_root
     from .toy.models import weights_dir
-    from .toy.train import TrainConfig, train_all
+    from .toy.train import SCALED_SETTINGS, TrainConfig, train_all
 
     target = out or weights_dir()
     check_output_root(target)
     base = TrainConfig(seed=seed)
     config = TrainConfig(seed=seed, **{k: max(1, round(getattr(base, k) * scale))
-                                       for k in ("dvae_steps", "clip_steps", "gpt_steps", "gpt_images")})
+                                       for k in SCALED_SETTINGS})
     summary = train_all(config, out=target, stages=names, progress=not quiet)
     for stage, seconds in summary["seconds"].items():
         last = [entry for entry in summary["log"] if entry["stage"] == stage][-1]

@@ -30,6 +30,11 @@ class GenerationConfig:
     loss: str = "cosine"            # or "spherical" (great-circle distance squared)
     augmentations: Tuple[str, ...] = DEFAULT_AUGMENTATIONS
     cut_min_scale: float = 0.5
+    cut_pow: float = 1.0            # crop sides min + (1 - min) * u ** cut_pow: < 1 favours large crops
+    overview: int = 0               # of the cutn views, how many show the whole image
+    tv_weight: float = 0.0          # total-variation penalty on the image: flat regions, clean edges
+    ema: float = 0.0                # frames show an exponential average of the latents (decay per step); 0: off
+    patience: int = 0               # stop when the judge's best frame is this many frames old; 0: never
     init_std: float = 1.0           # std of the initial logits
     save_every: int = 50
     batch: int = 1                  # images optimized at once, seeds seed, seed+1, ...: one decoder pass for all
@@ -50,6 +55,16 @@ class GenerationConfig:
             raise ClipdrawError("tau and tau-end must be positive")
         if not 0 < self.cut_min_scale <= 1:
             raise ClipdrawError(f"cut-min-scale must lie in (0, 1], got {self.cut_min_scale}")
+        if not self.cut_pow > 0:
+            raise ClipdrawError(f"cut-pow must be positive, got {self.cut_pow}")
+        if not 0 <= self.ema < 1:
+            raise ClipdrawError(f"ema must lie in [0, 1), got {self.ema}")
+        for name in ("overview", "patience"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ClipdrawError(f"{name} must be a whole number >= 0, got {getattr(self, name)!r}")
+        self.overview = min(self.overview, self.cutn)   # recorded as used: never more whole views than views
+        if not self.tv_weight >= 0:
+            raise ClipdrawError(f"tv-weight must be >= 0, got {self.tv_weight}")
         for name, allowed in (("relaxation", RELAXATIONS), ("loss", LOSSES), ("lr_schedule", LR_SCHEDULES)):
             if getattr(self, name) not in allowed:
                 raise ClipdrawError(f"unknown {name.replace('_', '-')} {getattr(self, name)!r}: expected one of {', '.join(allowed)}")
@@ -64,3 +79,18 @@ def parse_augmentations(spec: Union[str, Iterable[str]]) -> Tuple[str, ...]:
         raise ClipdrawError(f"unknown augmentation {unknown[0]!r}: expected some of "
                             f"{', '.join(AUGMENTATION_NAMES)} or none")
     return tuple(dict.fromkeys(names))
+
+
+# The toy world's training stages, in order: the judge CLIP before the guide, which is the
+# only one that meets the optimizer during training.
+TOY_STAGES = ("dvae", "judge", "clip", "transformer")
+
+# The toy world's defaults where they differ from the real world's: chosen by the judge's
+# success rate in benchmarks/toy_success.py (docs/toy-guidance.md has the measurements).
+TOY_DEFAULTS = dict(size=64, iters=300, cutn=16, save_every=10, relaxation="straight-through", cut_min_scale=0.8,
+                    overview=4, tv_weight=0.1, ema=0.0)
+
+
+def toy_config(**settings) -> GenerationConfig:
+    """A GenerationConfig with the toy world's defaults, then ``settings``."""
+    return GenerationConfig(**{**TOY_DEFAULTS, **settings})

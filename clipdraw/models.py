@@ -438,6 +438,7 @@ class Models:
     decoder: DVAEDecoder
     device: torch.device
     info: dict = field(default_factory=dict)  # names, paths and hashes, for run.json
+    judge: Optional[ClipModel] = None         # a CLIP that never guides: it ranks the saved frames
 
 
 def load_models(clip_model: str = weights.DEFAULT_CLIP, decoder: str = weights.DEFAULT_DECODER,

@@ -34,6 +34,7 @@ class Frame:
     iteration: int
     image: Image.Image
     similarity: float   # CLIP cosine of the whole image with the positive prompts
+    judge_score: Optional[float] = None   # the same, by the judge CLIP (Models.judge), when there is one
 
 
 @dataclass
@@ -50,10 +51,16 @@ class GenerationResult:
     interrupted: bool = False
     latents: Optional[torch.Tensor] = field(default=None, repr=False)
     batch_index: Optional[int] = None   # place in a batched run (config.batch > 1), whose seconds it shares
+    stopped_early: bool = False         # the judge's best frame grew older than config.patience frames
+
+    @property
+    def chosen_frame(self) -> Optional[Frame]:
+        """The frame that is the result: the judge's best when a judge scored the frames, else the last."""
+        return best_frame(self.frames)
 
     @property
     def final_similarity(self) -> float:
-        return self.frames[-1].similarity if self.frames else float("nan")
+        return self.chosen_frame.similarity if self.frames else float("nan")
 
     @property
     def seconds_per_iteration(self) -> float:
@@ -65,7 +72,20 @@ class GenerationResult:
                 "interrupted": self.interrupted, "seconds": round(self.seconds, 3),
                 "seconds_per_iteration": round(self.seconds_per_iteration, 5),
                 "final_similarity": self.final_similarity,
+                **({"judge": {"best_iteration": self.chosen_frame.iteration, "best_score": self.chosen_frame.judge_score,
+                              "last_iteration": self.frames[-1].iteration, "last_score": self.frames[-1].judge_score,
+                              "stopped_early": self.stopped_early}}
+                   if self.frames and self.frames[-1].judge_score is not None else {}),
                 **({"batch_index": self.batch_index} if self.batch_index is not None else {})}
+
+
+def best_frame(frames: Sequence[Frame]) -> Optional[Frame]:
+    """The judge's best frame (the earliest of equals); the last frame when none was judged."""
+    if not frames:
+        return None
+    if frames[-1].judge_score is None:
+        return frames[-1]
+    return max(frames, key=lambda f: (f.judge_score, -f.iteration))
 
 
 # --------------------------------------------------------------------------- the stages
@@ -184,8 +204,11 @@ class Optimization:
         self.optimizer = torch.optim.Adam([self.logits], lr=config.lr, fused=True)
         self.schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, config.iters)
                          if config.lr_schedule == "cosine" else None)
-        self.cutouts = Cutouts(clip.input_resolution, config.cutn, config.cut_min_scale,
-                               config.augmentations).to(device)
+        self.updates = 0   # Adam steps taken: the iteration a frame of the current latents shows
+        self.ema_logits = self.logits.detach().clone() if config.ema else None
+        self.cutouts = Cutouts(clip.input_resolution, config.cutn, config.cut_min_scale, config.augmentations,
+                               config.cut_pow, config.overview).to(device)
+        self.judge_text = models.judge.encode_text([p.text for p in prompts]) if models.judge is not None else None
         dtype = clip_autocast_dtype(device)
         self.clip_precision: Callable[[], ContextManager] = (
             (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext)
@@ -210,21 +233,40 @@ class Optimization:
             embeds = self.encode(self.cutouts(image), low_memory=self.config.low_memory)  # views -> CLIP
         views = embeds.view(self.config.batch, self.config.cutn, -1)             # image i: rows i*cutn...
         loss, similarity = prompt_loss(views, self.text_embeds, self.weights, self.config.loss)
+        if self.config.tv_weight:
+            loss = loss + self.config.tv_weight * total_variation(image)
         loss.sum().backward()   # images share no weights: each row gets the gradient of its own loss
         self.optimizer.step()
+        self.updates += 1
         self.optimizer.zero_grad(set_to_none=True)   # now, not before backward: the forward runs without it
         if self.schedule is not None:
             self.schedule.step()
+        if self.ema_logits is not None:
+            self.ema_logits.lerp_(self.logits.detach(), 1 - self.config.ema)
         return loss.detach(), similarity.detach()
 
     @torch.no_grad()
     def snapshot(self, step: int) -> List[Frame]:
-        """Each image without sampling noise, and CLIP's similarity of the whole of it."""
-        images = self.models.decoder(relax(self.logits, self.config, step, self.generators, noisy=False))
-        cos = self.models.clip.encode_image(images) @ self.text_embeds.T          # (batch, P)
+        """Each image after ``step`` updates, without sampling noise (at the temperature of the
+        last step taken), with the guide's similarity of the whole of it, and the judge's."""
+        latents = self.ema_logits if self.ema_logits is not None else self.logits
+        images = self.models.decoder(relax(latents, self.config, max(step - 1, 0), self.generators, noisy=False))
+        similarities = self._similarity(self.models.clip, self.text_embeds, images)
+        judged = (self._similarity(self.models.judge, self.judge_text, images) if self.judge_text is not None
+                  else [None] * len(similarities))
+        return [Frame(step, to_pil(image), similarity, score)
+                for image, similarity, score in zip(images, similarities, judged)]
+
+    def _similarity(self, clip, text_embeds: torch.Tensor, images: torch.Tensor) -> List[float]:
+        cos = clip.encode_image(images) @ text_embeds.T          # (batch, P)
         positive = self.weights.clamp(min=0)
-        similarities = ((cos * positive).sum(-1) / positive.sum()).tolist()
-        return [Frame(step, to_pil(image), similarity) for image, similarity in zip(images, similarities)]
+        return ((cos * positive).sum(-1) / positive.sum()).tolist()
+
+
+def total_variation(images: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference between neighbouring pixels, one value per image (B, 3, H, W)."""
+    return ((images[..., 1:, :] - images[..., :-1, :]).abs().mean((1, 2, 3)) +
+            (images[..., :, 1:] - images[..., :, :-1]).abs().mean((1, 2, 3)))
 
 
 def generate(models: Models, prompt: str, config: Optional[GenerationConfig] = None,
@@ -273,7 +315,7 @@ def generate_batch(models: Models, prompt: str, config: Optional[GenerationConfi
                 if on_frame:
                     on_frame(index, frame)
 
-        interrupted = False
+        interrupted = stopped_early = False
         start = time.perf_counter()
         bar = tqdm(range(1, config.iters + 1), desc="optimizing", unit="it", disable=not progress,
                    dynamic_ncols=True, leave=True)
@@ -286,19 +328,30 @@ def generate_batch(models: Models, prompt: str, config: Optional[GenerationConfi
                     bar.set_postfix(similarity=f"{similarity.mean().item():.4f}")
                 if step % config.save_every == 0 or step == config.iters:
                     keep(step)
+                    if config.patience and step < config.iters and \
+                            all(judged_stale(kept, config.patience) for kept in frames):
+                        stopped_early = True
+                        break
         except KeyboardInterrupt:
             interrupted = True
         finally:
             bar.close()
         seconds = time.perf_counter() - start
-        done = len(losses)
+        done = run.updates   # not len(losses): an interruption may fall between the update and its record
         if any(not kept or kept[-1].iteration != done for kept in frames):   # what an interruption left unsaved
             keep(done)
 
     loss_rows = torch.stack(losses).T.tolist() if losses else [[] for _ in frames]
     similarity_rows = torch.stack(similarities).T.tolist() if similarities else [[] for _ in frames]
     return [GenerationResult(
-        prompt=prompt, prompts=prompts, config=replace(config, seed=config.seed + i), image=frames[i][-1].image,
+        prompt=prompt, prompts=prompts, config=replace(config, seed=config.seed + i), image=best_frame(frames[i]).image,
         frames=frames[i], losses=loss_rows[i], similarities=similarity_rows[i], iterations_done=done,
         seconds=seconds, interrupted=interrupted, latents=run.logits[i:i + 1].detach(),
-        batch_index=i if config.batch > 1 else None) for i in range(config.batch)]
+        batch_index=i if config.batch > 1 else None, stopped_early=stopped_early) for i in range(config.batch)]
+
+
+def judged_stale(frames: Sequence[Frame], patience: int) -> bool:
+    """True when the judge's best frame is ``patience`` or more saved frames behind the last."""
+    best = best_frame(frames)
+    return best is not None and best.judge_score is not None and \
+        len(frames) - 1 - frames.index(best) >= patience

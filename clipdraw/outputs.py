@@ -155,16 +155,19 @@ class RunWriter:
         self.gif, self.mp4, self.fps = gif, mp4, fps
         self.frame_files: List[dict] = []
         self.image_files: List[dict] = []
+        self.finished = False
 
     def _png_text(self, frame: Frame) -> Dict[str, str]:
         return {"prompt": self.prompt, "seed": str(self.settings.get("seed")), "iteration": str(frame.iteration),
                 "similarity": f"{frame.similarity:.6f}", "settings": json.dumps(self.settings, sort_keys=True),
+                **({"judge_score": f"{frame.judge_score:.6f}"} if frame.judge_score is not None else {}),
                 "Software": f"clipdraw {__version__}"}
 
     def add_frame(self, frame: Frame) -> None:
         name = f"frame_{frame.iteration:06d}.png"
         atomic_write_bytes(self.run_dir / name, png_bytes(frame.image, self._png_text(frame)))
-        self.frame_files.append({"iteration": frame.iteration, "file": name, "similarity": frame.similarity})
+        self.frame_files.append({"iteration": frame.iteration, "file": name, "similarity": frame.similarity,
+                                 **({"judge_score": frame.judge_score} if frame.judge_score is not None else {})})
 
     def add_image(self, name: str, image: Image.Image, similarity: float, iteration: int, **fields) -> None:
         """A result image beside final.png (dalle-mini's kept candidates), listed in run.json."""
@@ -172,11 +175,29 @@ class RunWriter:
         atomic_write_bytes(self.run_dir / name, png_bytes(image, text))
         self.image_files.append({"file": name, "similarity": similarity, **fields})
 
+    @contextlib.contextmanager
+    def on_failure(self):
+        """Around a run: if it fails (disk full, out of memory, ...), leave a run.json that says
+        so and lists the frames written, so that no one takes the folder for a finished run."""
+        try:
+            yield self
+        except Exception as e:
+            if self.finished:   # a batch's other run failed after this one was written whole
+                raise
+            record = {"clipdraw": __version__, "prompt": self.prompt, "settings": self.settings, "engine": self.engine,
+                      "status": "error", "error": f"{type(e).__name__}: {e}".splitlines()[0][:500],
+                      "frames": self.frame_files}
+            with contextlib.suppress(OSError):   # the disk may be what failed: the error itself still reaches the user
+                atomic_write_bytes(self.run_dir / "run.json", json.dumps(record, indent=2, default=str).encode())
+            raise
+
     def finish(self, result: GenerationResult, extra: Optional[dict] = None) -> Dict[str, Path]:
-        """Write final.png, the result's own images (if it has ``images`` and ``scores``, best
-        first: image_01.png, ...), the animations and run.json."""
+        """Write final.png (the judge's best frame when a judge scored them, else the last), the
+        result's own images (if it has ``images`` and ``scores``, best first: image_01.png, ...),
+        the animations and run.json."""
         written = {}
-        final = Frame(result.frames[-1].iteration, result.image, result.final_similarity)
+        chosen = getattr(result, "chosen_frame", None) or result.frames[-1]
+        final = Frame(chosen.iteration, result.image, result.final_similarity, chosen.judge_score)
         atomic_write_bytes(self.run_dir / "final.png", png_bytes(result.image, self._png_text(final)))
         for rank, (image, score) in enumerate(zip(getattr(result, "images", ()), getattr(result, "scores", ())), 1):
             self.add_image(f"image_{rank:02d}.png", image, score, final.iteration, rank=rank)
@@ -197,7 +218,10 @@ class RunWriter:
             "versions": package_versions(),
             "frames": self.frame_files,
             **({"images": self.image_files} if self.image_files else {}),
-            "final": {"file": "final.png", "iteration": final.iteration, "similarity": final.similarity},
+            "final": {"file": "final.png", "iteration": final.iteration, "similarity": final.similarity,
+                      **({"judge_score": final.judge_score, "chosen_by": "judge"} if final.judge_score is not None
+                         else {})},
+            "last": self.frame_files[-1] if self.frame_files else None,
             "animations": {k: p.name for k, p in written.items() if k in ("gif", "mp4")},
             "losses": result.losses,
             "similarities": result.similarities,
@@ -206,4 +230,5 @@ class RunWriter:
         atomic_write_bytes(self.run_dir / "run.json",
                            json.dumps(record, indent=2, default=str, allow_nan=True).encode())
         written["json"] = self.run_dir / "run.json"
+        self.finished = True
         return written

@@ -331,7 +331,6 @@ def test_patience_stops_when_the_judges_best_frame_is_that_many_frames_old(tiny_
     assert whole.iterations_done == 8 * save_every and not whole.stopped_early
 
 
-@pytest.mark.xfail(strict=True, reason="bug: patience that runs out at the last iteration reports stopped_early")
 def test_patience_running_out_at_the_last_iteration_is_no_early_stop(tiny_models_cpu):
     config = GenerationConfig(iters=6, seed=0, save_every=2, patience=2, **FAST)
     result = generate(replace(tiny_models_cpu, judge=ScriptedJudge([0.5, 0.4, 0.3])), "a cup", config, progress=False)

@@ -16,7 +16,8 @@ from clipdraw.toy import data
 from clipdraw.toy.models import WEIGHTS_DIR, load_weights
 from clipdraw.toy.train import TrainConfig, train_all
 
-TINY = TrainConfig(dvae_steps=3, dvae_batch=8, clip_steps=3, clip_batch=16, gpt_images=32, gpt_steps=3, gpt_batch=8)
+TINY = TrainConfig(dvae_steps=3, dvae_batch=8, clip_steps=3, clip_batch=16, clip_rounds=1, clip_round_prompts=2,
+                   clip_round_iters=4, clip_round_steps=2, gpt_images=32, gpt_steps=3, gpt_batch=8)
 
 
 def test_scenes_are_pure_functions_of_their_arguments():
@@ -65,8 +66,13 @@ def tiny_world(tmp_path_factory):
 
 def test_training_writes_half_precision_weights_and_logs(tiny_world):
     root, summary = tiny_world
-    assert set(summary["seconds"]) == {"dvae", "clip", "transformer"}
-    assert {e["stage"] for e in summary["log"]} == {"dvae", "clip", "transformer"}
+    assert set(summary["seconds"]) == {"dvae", "judge", "clip", "transformer"}
+    assert {e["stage"] for e in summary["log"]} == {"dvae", "judge", "clip", "transformer"}
+    # The guide met the optimizer in a round; the judge (another seed) never did.
+    rounds = [e for e in summary["log"] if "round" in e]
+    assert [e["stage"] for e in rounds] == ["clip"] and rounds[0]["rejected_images"] >= 0
+    guide, judge = load_weights("clip", root)[0], load_weights("judge", root)[0]
+    assert guide.keys() == judge.keys() and not all(torch.equal(guide[k], judge[k]) for k in guide)
     state, meta = load_weights("transformer", root)
     assert meta["image_vocab"] == 128 and "circle" in meta["words"]
     from safetensors import safe_open
@@ -87,15 +93,12 @@ def test_stages_trained_one_at_a_time_share_one_log(tmp_path):
     train_all(TINY, out=tmp_path, stages=("clip",), progress=False)
     log = json.loads((tmp_path / "train_log.json").read_text())
     assert set(log["seconds"]) == {"dvae", "clip"}
-    assert [e["stage"] for e in log["log"]] == ["dvae", "dvae", "clip", "clip"]
+    stages = [e["stage"] for e in log["log"]]
+    assert stages[:2] == ["dvae", "dvae"] and set(stages[2:]) == {"clip"}
+    train_all(TINY, out=tmp_path, stages=("clip",), progress=False)   # again: its entries replace the old ones
+    assert [e["stage"] for e in json.loads((tmp_path / "train_log.json").read_text())["log"]] == stages
 
 
-# A world trained by 'clipdraw toy train' has no judge.safetensors, yet load_toy_models and the
-# CLI's toy default (--judge-model toy-judge) now require one: see the report of this change.
-JUDGE_MISSING = "bug: toy train writes no judge.safetensors, which load_toy_models now requires"
-
-
-@pytest.mark.xfail(strict=True, raises=ClipdrawError, reason=JUDGE_MISSING)
 def test_toy_models_plug_into_both_engines(tiny_world):
     from clipdraw import GenerationConfig, generate
     from clipdraw.toy.engine import SamplingConfig, TransformerEngine, load_toy_models
@@ -131,7 +134,6 @@ def run_cli(*args, tmp_path, **env):
                           text=True, timeout=300, env={**os.environ, **env})
 
 
-@pytest.mark.xfail(strict=True, reason=JUDGE_MISSING)
 def test_toy_cli_writes_the_same_outputs_for_both_paradigms(tiny_world, tmp_path):
     root, _ = tiny_world
     env = {"CLIPDRAW_TOY_WEIGHTS": str(root)}
@@ -221,37 +223,36 @@ def test_twins_change_one_thing_that_the_judge_sees_and_name_no_held_out_pair():
     assert data.twin(scene, np.random.default_rng(1)) == data.twin(scene, np.random.default_rng(1))
 
 
-def negative_batch(n: int = 16, seed: int = 0) -> torch.Tensor:
+def negative_batch(n: int = 16, seed: int = 0, step: int = 0) -> torch.Tensor:
+    from clipdraw.toy.models import load_toy_dvae
     from clipdraw.toy.train import negative_images
 
-    return negative_images(n, torch.Generator().manual_seed(seed))
+    return negative_images(n, torch.Generator().manual_seed(seed), load_toy_dvae(), 0, step)
 
 
-def test_negative_images_are_reproducible_canvases_in_range():
+def test_negative_images_are_reproducible_scenes_cluttered_or_faded():
     images = negative_batch()
     assert images.shape == (16, 3, data.IMAGE_SIZE, data.IMAGE_SIZE) and images.dtype == torch.float32
     assert images.min() >= 0 and images.max() <= 1
     assert torch.equal(images, negative_batch()) and not torch.equal(images, negative_batch(seed=1))
     background = torch.tensor(data.BACKGROUND, dtype=torch.float).view(3, 1, 1) / 255
-    palette = [torch.tensor(c, dtype=torch.float).view(3, 1, 1) / 255 for c in data.COLORS.values()]
-    for index, image in enumerate(images):
-        # every pixel lies between the background and one palette colour
-        mixes = [((image - background) / (c - background)) for c in palette]
-        assert any(torch.allclose(m, m[:1].expand_as(m), atol=1e-4) for m in mixes), index
-    canvases = images[::4]   # kind 0: one colour everywhere
-    assert torch.equal(canvases, canvases[:, :, :1, :1].expand_as(canvases))
+    faded, cluttered = images[1::2], images[::2]
+    # Faded: every pixel at most half way from the background to any colour; cluttered: saturated patches.
+    assert (faded - background).abs().amax() < 0.5
+    assert all((image - background).abs().amax() > 0.5 for image in cluttered)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: negative_images draws what the judge reads as squares (canvases, "
-                                       "blocks) and circles (blobs), yet trains CLIP to reject them for every caption")
-def test_no_negative_image_shows_a_single_object_caption():
+def test_negative_images_rarely_show_their_scene():
     from clipdraw.toy.judge import satisfies
 
-    captions = [f"a {color} {shape}" for color in data.COLORS for shape in data.SHAPES]
-    for index, image in enumerate(negative_batch()):
-        picture = (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-        seen = [c for c in captions if satisfies(c, picture)]
-        assert not seen, (index, seen)
+    accepted = total = 0
+    for step in range(4):
+        for index, image in enumerate(negative_batch(16, seed=step, step=step)):
+            scene = data.scene_at(step * 16 + index, 11, "train")
+            picture = (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+            accepted += satisfies(scene.caption, picture)
+            total += 1
+    assert accepted / total < 0.15   # a corrupted token can land where the judge does not look
 
 
 # --------------------------------------------------------------------------- the CLI's toy commands

@@ -225,3 +225,40 @@ def image_batch(batch: Sequence[Scene]):
     import torch  # noqa: PLC0415
 
     return torch.from_numpy(np.stack([render(s) for s in batch])).permute(0, 3, 1, 2).float() / 255
+
+
+def _swap_word(caption: str, old: str, new: str, count: int = 0) -> str:
+    """Replace the word ``old`` (and its plural) by ``new`` in a caption (the first ``count``
+    times; 0: all), fixing a/an before it."""
+    import re  # noqa: PLC0415
+
+    caption = re.sub(rf"\b{old}(s?)\b", lambda m: new + m.group(1), caption, count=count)
+    return re.sub(rf"\b(a|an) {new}\b", f"{_article(new)} {new}", caption)
+
+
+def twin(scene: Scene, rng: np.random.Generator, split: str = "train") -> Scene:
+    """The scene with one thing changed, captioned to match: another shape or colour in the same
+    place (for a relation, of its first object), or the relation's two objects swapped. A batch
+    holding a scene and its twin makes CLIP tell apart exactly what one word changes, in the
+    pixels as well as in the caption."""
+    pairs = set(allowed_pairs(split))
+    first = scene.objects[0]
+    relation = scene.kind == "relation"
+    if relation and rng.random() < 0.5:
+        a, b = scene.objects
+        swapped = (Shape(a.shape, a.color, a.size, b.cx, b.cy), Shape(b.shape, b.color, b.size, a.cx, a.cy))
+        opposite = OPPOSITE[scene.relation]
+        return Scene(scene.kind, swapped, scene.caption.replace(f" {scene.relation} ", f" {opposite} "),
+                     relation=opposite, mentions={**scene.mentions, "relation": opposite})
+    options = [("shape", (first.color, s)) for s in SHAPES if s != first.shape]
+    options += [("color", (c, first.shape)) for c in COLORS if c != first.color]
+    options = [(k, pair) for k, pair in options if pair in pairs and not
+               (relation and pair == (scene.objects[1].color, scene.objects[1].shape))]
+    if not options:
+        return scene
+    attribute, (color, shape) = options[int(rng.integers(len(options)))]
+    changed = tuple(Shape(shape, color, o.size, o.cx, o.cy) for o in scene.objects[:1 if relation else None])
+    old, new = (first.shape, shape) if attribute == "shape" else (first.color, color)
+    caption = _swap_word(scene.caption, old, new, count=1 if relation else 0)
+    return Scene(scene.kind, changed + scene.objects[len(changed):], caption, position=scene.position,
+                 relation=scene.relation, mentions=scene.mentions)

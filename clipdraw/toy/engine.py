@@ -21,8 +21,10 @@ from ..prompts import parse_prompts
 from .models import load_toy_clip, load_toy_dvae, load_toy_gpt, weights_dir
 
 
-def load_toy_models(device: Union[str, torch.device] = "cpu", root: Optional[Path] = None) -> Models:
-    """The shipped toy CLIP and dVAE decoder, ready for ``clipdraw.generate``."""
+def load_toy_models(device: Union[str, torch.device] = "cpu", root: Optional[Path] = None,
+                    judge: bool = True) -> Models:
+    """The shipped toy CLIP and dVAE decoder, ready for ``clipdraw.generate``; with ``judge``,
+    also the toy judge CLIP (another seed, never a guide) that picks the result among the frames."""
     root = root or weights_dir()
     target = device if isinstance(device, torch.device) else resolve_device(device)
     _, decoder = load_toy_dvae(root)
@@ -31,7 +33,10 @@ def load_toy_models(device: Union[str, torch.device] = "cpu", root: Optional[Pat
     info = {"clip": {"name": "toy", "path": str(root / "clip.safetensors"), "input_resolution": clip.input_resolution},
             "decoder": {"name": "toy", "path": str(root / "dvae.safetensors"), "vocab_size": dvae.vocab_size,
                         "upsample_factor": dvae.upsample_factor}}
-    return Models(clip=clip, decoder=dvae, device=target, info=info)
+    judge_model = ClipModel(load_toy_clip(root, "judge")).to(target) if judge else None
+    if judge:
+        info["judge"] = {"name": "toy-judge", "path": str(root / "judge.safetensors")}
+    return Models(clip=clip, decoder=dvae, device=target, info=info, judge=judge_model)
 
 
 @dataclass

@@ -27,6 +27,10 @@ DECODER_N_INIT = 32
 CLIP_CONFIG = dict(embed_dim=64, image_resolution=64, vision_layers=2, vision_width=64, vision_patch_size=8,
                    context_length=32, vocab_size=49408, transformer_width=64, transformer_heads=1,
                    transformer_layers=2)
+# The ResNet form of the same class (OpenAI's RN50 layout at a tiny width): its convolutional
+# stem knows shapes that 8-pixel patches blur (docs/toy-guidance.md).
+RESNET_CLIP_CONFIG = {**CLIP_CONFIG, "vision_layers": (1, 1, 1, 1), "vision_width": 16, "vision_patch_size": None}
+CLIP_TOWERS = {"vit": CLIP_CONFIG, "resnet": RESNET_CLIP_CONFIG}
 GPT_CONFIG = dict(n_layer=4, n_head=4, n_embd=128, text_len=16, image_tokens=64)
 
 
@@ -40,18 +44,19 @@ def _unvalidated():
 def build_dvae(seed: int = 0) -> Tuple[nn.Module, nn.Module]:
     import dall_e  # noqa: PLC0415
 
-    torch.manual_seed(seed)
-    with _unvalidated():
+    with torch.random.fork_rng(devices=[]), _unvalidated():   # seeded, leaving the caller's RNG as it was
+        torch.manual_seed(seed)
         encoder = dall_e.Encoder(**DVAE_CONFIG)
         decoder = dall_e.Decoder(n_init=DECODER_N_INIT, **DVAE_CONFIG)
     return encoder, decoder
 
 
-def build_clip(seed: int = 0) -> nn.Module:
+def build_clip(seed: int = 0, tower: str = "vit") -> nn.Module:
     from ..weights import import_clip  # noqa: PLC0415
 
-    torch.manual_seed(seed)
-    return import_clip().model.CLIP(**CLIP_CONFIG).float()
+    with torch.random.fork_rng(devices=[]):   # seeded, leaving the caller's RNG as it was
+        torch.manual_seed(seed)
+        return import_clip().model.CLIP(**CLIP_TOWERS[tower]).float()
 
 
 class GPT(nn.Module):
@@ -159,11 +164,12 @@ def clip_state_for_saving(model: nn.Module, used_tokens: torch.Tensor) -> Dict[s
     return state
 
 
-def load_toy_clip(root: Optional[Path] = None) -> nn.Module:
-    """Rebuild the toy CLIP through clip.model.build_model, the path real checkpoints take."""
+def load_toy_clip(root: Optional[Path] = None, name: str = "clip") -> nn.Module:
+    """Rebuild a toy CLIP (``clip``: the guide; ``judge``: one that never guides) through
+    clip.model.build_model, the path real checkpoints take."""
     from ..weights import import_clip  # noqa: PLC0415
 
-    state, _ = load_weights("clip", root)
+    state, _ = load_weights(name, root)
     rows = state.pop("token_embedding.rows")
     table = torch.zeros(CLIP_CONFIG["vocab_size"], state["token_embedding.weight"].shape[1])
     table[rows] = state["token_embedding.weight"]
