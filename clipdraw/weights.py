@@ -211,6 +211,8 @@ def download(url: str, dest: Path, sha256: Optional[str] = None, desc: Optional[
         raise DownloadError(f"transfer failed: {type(e).__name__}: {e}") from None
     finally:
         with contextlib.suppress(OSError):
+            out.close()   # already closed by the with, unless what failed came before it (a URL with no scheme)
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
 
 

@@ -334,3 +334,22 @@ def test_fetch_mirror_without_scheme_is_a_clean_error(cache, monkeypatch):
     with pytest.raises(ClipdrawError, match="mirror.example"):
         fetch(weight)
     assert _leftovers(cache) == []
+
+
+def test_download_url_without_scheme_closes_its_file(tmp_path, monkeypatch):
+    """A URL with no scheme fails before the transfer starts: the temporary file's handle is
+    closed all the same (no ResourceWarning, no open descriptor), and nothing is left behind."""
+    import clipdraw.weights as weights
+
+    opened = []
+    real_fdopen = weights.os.fdopen
+
+    def recording_fdopen(*args, **kwargs):
+        opened.append(real_fdopen(*args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(weights.os, "fdopen", recording_fdopen)
+    with pytest.raises(DownloadError, match="bad URL"):
+        download("example.com/w.bin", tmp_path / "w.bin", timeout=5)
+    assert len(opened) == 1 and opened[0].closed
+    assert list(tmp_path.iterdir()) == []
