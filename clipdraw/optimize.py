@@ -269,6 +269,22 @@ def total_variation(images: torch.Tensor) -> torch.Tensor:
             (images[..., :, 1:] - images[..., :, :-1]).abs().mean((1, 2, 3)))
 
 
+@contextlib.contextmanager
+def seeded_rng(device: torch.device, seed: int):
+    """The CPU RNG, and on CUDA the RNG of ``device`` alone, seeded with ``seed`` inside; both
+    restored on the way out. Only what is restored is seeded: ``torch.manual_seed`` would
+    reseed every CUDA device (and MPS, XPU) for good. On CPU the same stream as
+    ``torch.manual_seed(seed)``."""
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda, device_type="cuda"):
+        torch.random.default_generator.manual_seed(seed)
+        for index in cuda:
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(seed)   # the current device's generator only
+        yield
+
+
 def generate(models: Models, prompt: str, config: Optional[GenerationConfig] = None,
              on_frame: Optional[Callable[[Frame], None]] = None, progress: bool = True,
              init_logits: Optional[torch.Tensor] = None) -> GenerationResult:
@@ -298,11 +314,7 @@ def generate_batch(models: Models, prompt: str, config: Optional[GenerationConfi
     """
     config = config or GenerationConfig()
     prompts = parse_prompts(prompt)
-    device = models.device
-    cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()] \
-        if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda_devices):   # leave the caller's RNG state untouched
-        torch.manual_seed(config.seed)
+    with seeded_rng(models.device, config.seed):   # leave the caller's RNG state untouched
         run = Optimization(models, prompts, config, init_logits)
         frames: List[List[Frame]] = [[] for _ in range(config.batch)]
         losses, similarities = [], []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -169,3 +170,47 @@ def test_a_run_can_start_from_given_latents(tiny_models_cpu):
     assert not np.array_equal(np.asarray(random_start.frames[0].image), np.asarray(result.frames[0].image))
     with pytest.raises(ClipdrawError, match="initial logits"):
         generate(tiny_models_cpu, "a kite", config, progress=False, init_logits=start[:, :2])
+
+
+def test_a_cpu_run_reseeds_no_cuda_device(tiny_models_cpu, monkeypatch):
+    """torch.manual_seed would reseed every CUDA device (restoring none on a CPU run):
+    a run seeds only the RNGs it restores."""
+    calls = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: calls.append(("all", seed)))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: calls.append(("one", seed)))
+    generate(tiny_models_cpu, "a dog", GenerationConfig(iters=2, seed=5, **FAST), progress=False)
+    assert calls == []
+
+
+def test_seeded_rng_seeds_and_restores_the_one_cuda_device(monkeypatch):
+    """On cuda:1, the RNG of device 1 alone is seeded, and it is the one restored; no other
+    device is touched (checked with torch.cuda's RNG functions recorded, no GPU needed)."""
+    from clipdraw.optimize import seeded_rng
+
+    current, seeded, saved, restored = [0], [], [], []
+
+    @contextlib.contextmanager
+    def on_device(index):
+        before, current[0] = current[0], index
+        try:
+            yield
+        finally:
+            current[0] = before
+
+    monkeypatch.setattr(torch.cuda, "device", on_device)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: current[0])
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: seeded.append((current[0], seed)))
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: seeded.append(("all", seed)))
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": saved.append(device) or torch.zeros(1))
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device="cuda": restored.append(device))
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    seeded.clear()   # torch.manual_seed itself seeds every device: only what seeded_rng does counts
+    with seeded_rng(torch.device("cuda", 1), 9):
+        inside = torch.rand(3)
+    during = list(seeded)
+    assert torch.equal(torch.rand(3), expected)                      # the CPU RNG restored
+    torch.manual_seed(9)
+    assert torch.equal(inside, torch.rand(3))                         # and seeded as torch.manual_seed(9) seeds it
+    assert during == [(1, 9)] and saved == restored == [1]
