@@ -112,7 +112,7 @@ def run_task(task: Tuple[str, str, int, str, dict]) -> dict:
     start = time.perf_counter()
     if method == "optimizer" or method.startswith("optimizer without"):
         config = replace(toy_config(seed=index), **overrides)
-        result = generate(models, caption, config, progress=False)
+        result = generate(models, caption, config, progress=False, keep_images=True)   # each frame judged
         seconds = time.perf_counter() - start
         out["ok"] = bool(satisfies(caption, result.image))
         out["last_ok"] = bool(satisfies(caption, result.frames[-1].image))

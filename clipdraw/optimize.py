@@ -29,10 +29,13 @@ from .prompts import Prompt, parse_prompts
 
 @dataclass
 class Frame:
-    """A snapshot of the image during optimization."""
+    """A snapshot of the image during optimization.
+
+    ``image`` is None in a result's frames other than the chosen and the last one, unless the
+    run was asked to keep every image (``keep_images=True``): the frames' files hold them."""
 
     iteration: int
-    image: Image.Image
+    image: Optional[Image.Image]
     similarity: float   # CLIP cosine of the whole image with the positive prompts
     judge_score: Optional[float] = None   # the same, by the judge CLIP (Models.judge), when there is one
 
@@ -287,8 +290,12 @@ def seeded_rng(device: torch.device, seed: int):
 
 def generate(models: Models, prompt: str, config: Optional[GenerationConfig] = None,
              on_frame: Optional[Callable[[Frame], None]] = None, progress: bool = True,
-             init_logits: Optional[torch.Tensor] = None) -> GenerationResult:
+             init_logits: Optional[torch.Tensor] = None, keep_images: bool = False) -> GenerationResult:
     """Optimize one image for ``prompt``; call ``on_frame`` every ``save_every`` iterations.
+
+    ``on_frame`` gets each frame with its image; the result's frames keep theirs only for the
+    chosen frame (``result.image``) and the last one, so that memory does not grow with the
+    number of frames, unless ``keep_images`` (every frame's image, for callers that look at each).
 
     Ctrl-C ends the loop early: the result (``interrupted=True``) holds what was done.
     Same seed, same device, same settings -> the same image (bit-identical on CPU).
@@ -298,14 +305,16 @@ def generate(models: Models, prompt: str, config: Optional[GenerationConfig] = N
     if config.batch != 1:
         raise ClipdrawError(f"generate() makes one image; for batch {config.batch} use generate_batch()")
     hook = None if on_frame is None else (lambda _index, frame: on_frame(frame))
-    return generate_batch(models, prompt, config, on_frame=hook, progress=progress, init_logits=init_logits)[0]
+    return generate_batch(models, prompt, config, on_frame=hook, progress=progress, init_logits=init_logits,
+                          keep_images=keep_images)[0]
 
 
 def generate_batch(models: Models, prompt: str, config: Optional[GenerationConfig] = None,
                    on_frame: Optional[Callable[[int, Frame], None]] = None,
-                   progress: bool = True, init_logits: Optional[torch.Tensor] = None) -> List[GenerationResult]:
+                   progress: bool = True, init_logits: Optional[torch.Tensor] = None,
+                   keep_images: bool = False) -> List[GenerationResult]:
     """Optimize ``config.batch`` images for ``prompt`` at once, seeds seed, seed + 1, ...;
-    ``on_frame(i, frame)`` receives image i's frames.
+    ``on_frame(i, frame)`` receives image i's frames. Images kept in the results: as in ``generate``.
 
     Image i starts from the latents a run of seed + i alone starts from, and gets its own
     cutouts, noise and Adam state; only the random crops differ from that run's, so it is
@@ -317,15 +326,20 @@ def generate_batch(models: Models, prompt: str, config: Optional[GenerationConfi
     with seeded_rng(models.device, config.seed):   # leave the caller's RNG state untouched
         run = Optimization(models, prompts, config, init_logits)
         frames: List[List[Frame]] = [[] for _ in range(config.batch)]
+        holding: List[List[int]] = [[] for _ in range(config.batch)]   # where frames[i] still has its image
         losses, similarities = [], []
 
         def keep(step: int) -> None:
             for index, frame in enumerate(run.snapshot(step)):
-                if frames[index] and frames[index][-1].iteration == step:
+                kept = frames[index]
+                if kept and kept[-1].iteration == step:
                     continue   # already kept (an interruption inside on_frame)
-                frames[index].append(frame)
+                kept.append(frame)
+                holding[index].append(len(kept) - 1)
                 if on_frame:
                     on_frame(index, frame)
+                if not keep_images:
+                    holding[index] = drop_images(kept, holding[index])
 
         interrupted = stopped_early = False
         start = time.perf_counter()
@@ -352,6 +366,8 @@ def generate_batch(models: Models, prompt: str, config: Optional[GenerationConfi
         done = run.updates   # not len(losses): an interruption may fall between the update and its record
         if any(not kept or kept[-1].iteration != done for kept in frames):   # what an interruption left unsaved
             keep(done)
+        if not keep_images:   # again: a Ctrl-C inside on_frame skips it there
+            holding = [drop_images(kept, held) for kept, held in zip(frames, holding)]
 
     loss_rows = torch.stack(losses).T.tolist() if losses else [[] for _ in frames]
     similarity_rows = torch.stack(similarities).T.tolist() if similarities else [[] for _ in frames]
@@ -360,6 +376,19 @@ def generate_batch(models: Models, prompt: str, config: Optional[GenerationConfi
         frames=frames[i], losses=loss_rows[i], similarities=similarity_rows[i], iterations_done=done,
         seconds=seconds, interrupted=interrupted, latents=run.logits[i:i + 1].detach(),
         batch_index=i if config.batch > 1 else None, stopped_early=stopped_early) for i in range(config.batch)]
+
+
+def drop_images(frames: List[Frame], holding: Sequence[int]) -> List[int]:
+    """Replace, in ``frames``, the frames at ``holding`` that are neither the chosen one nor the
+    last by copies without their image (whoever got a frame keeps it whole); return where
+    images remain: at most two places, however many frames."""
+    chosen, last, still = best_frame(frames), len(frames) - 1, []
+    for j in holding:
+        if j == last or frames[j] is chosen:
+            still.append(j)
+        else:
+            frames[j] = replace(frames[j], image=None)
+    return still
 
 
 def judged_stale(frames: Sequence[Frame], patience: int) -> bool:

@@ -12,10 +12,11 @@ import json
 import os
 import platform
 import re
+import struct
 import tempfile
 from importlib import metadata
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional, Union
 
 import numpy as np
 from PIL import Image, PngImagePlugin
@@ -121,19 +122,105 @@ def png_bytes(image: Image.Image, text: Dict[str, str]) -> bytes:
     return buffer.getvalue()
 
 
-def write_animation(path: Path, frames: List[np.ndarray], fps: float) -> None:
-    """GIF or MP4 (by suffix) through imageio, written under a temporary name then renamed."""
-    import imageio.v2 as imageio  # noqa: PLC0415
-    import imageio.v3 as iio  # noqa: PLC0415
+def frame_pixels(frame: Union[np.ndarray, str, os.PathLike]) -> np.ndarray:
+    """An (H, W, 3) uint8 array: ``frame`` itself, or read from the image file it names."""
+    if isinstance(frame, np.ndarray):
+        return frame
+    with Image.open(frame) as image:
+        return np.asarray(image.convert("RGB"))
 
+
+class StreamingGif:
+    """An animated GIF written one frame at a time, nothing kept but the file: each frame is
+    encoded by Pillow as a GIF of its own (its palette as Pillow's GIF writer makes it for that
+    frame) and its image block appended with that palette as a local colour table.
+
+    (imageio's GIF writers do not stream: its pillow plugin holds every frame until closed, and
+    Pillow's own multi-frame writer does too; the legacy streaming one writes a corrupt header for
+    images of few colours.)"""
+
+    def __init__(self, path: Path, fps: float, loop: int = 0):
+        self.file = open(path, "wb")   # noqa: SIM115 (closed by close())
+        self.delay = max(1, round(100 / fps))   # hundredths of a second
+        self.loop, self.count = loop, 0
+
+    def append_data(self, frame: np.ndarray) -> None:
+        buffer = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(frame)).save(buffer, format="GIF")
+        width, height, table, interlace, data = _gif_image_block(buffer.getvalue())
+        if self.count == 0:   # header: the screen, no global colour table, loop forever
+            self.file.write(b"GIF89a" + struct.pack("<HHBBB", width, height, 0, 0, 0))
+            self.file.write(b"\x21\xff\x0bNETSCAPE2.0\x03\x01" + struct.pack("<H", self.loop) + b"\x00")
+        size_bits = max(len(table) // 3 - 1, 1).bit_length() - 1
+        self.file.write(b"\x21\xf9\x04" + struct.pack("<BHBB", 0x04, self.delay, 0, 0))   # keep the frame; delay
+        self.file.write(b"\x2c" + struct.pack("<HHHHB", 0, 0, width, height, 0x80 | interlace | size_bits))
+        self.file.write(table.ljust(3 << (size_bits + 1), b"\x00"))
+        self.file.write(data)
+        self.count += 1
+
+    def close(self) -> None:
+        if not self.file.closed:
+            try:
+                self.file.write(b"\x3b")
+            finally:
+                self.file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, *_):
+        if kind is None:
+            self.close()
+        else:   # failed (a full disk...): the file is discarded, its close must not hide why
+            with contextlib.suppress(OSError):
+                self.file.close()
+
+
+def _gif_image_block(gif: bytes):
+    """(width, height, colour table, interlace flag, LZW data with its sub-blocks) of the first
+    image of a GIF file."""
+    width, height, flags = struct.unpack_from("<HHB", gif, 6)
+    position, table = 13, b""
+    if flags & 0x80:
+        size = 3 << ((flags & 7) + 1)
+        table, position = gif[position:position + size], position + size
+    while gif[position] == 0x21:   # extensions: skip their sub-blocks
+        position += 2
+        while gif[position]:
+            position += gif[position] + 1
+        position += 1
+    if gif[position] != 0x2C:
+        raise ValueError("no image in the GIF Pillow wrote")
+    descriptor_flags = gif[position + 9]
+    position += 10
+    if descriptor_flags & 0x80:
+        size = 3 << ((descriptor_flags & 7) + 1)
+        table, position = gif[position:position + size], position + size
+    start = position
+    position += 1   # the LZW minimum code size
+    while gif[position]:
+        position += gif[position] + 1
+    return width, height, table, descriptor_flags & 0x40, gif[start:position + 1]
+
+
+def _animation_writer(tmp: Path, fps: float):
+    if tmp.suffix == ".gif":
+        return StreamingGif(tmp, fps)
+    import imageio.v2 as imageio  # noqa: PLC0415
+
+    return imageio.get_writer(tmp, fps=fps, codec="libx264", quality=8, macro_block_size=8)
+
+
+def write_animation(path: Path, frames: Iterable[Union[np.ndarray, str, os.PathLike]], fps: float) -> None:
+    """GIF (``StreamingGif``) or MP4 (imageio) by suffix, written under a temporary name then renamed.
+
+    ``frames`` (arrays, or image files read one at a time) are streamed: one frame in memory
+    at a time, however many there are."""
     tmp = path.with_name(f".{path.stem}.part{path.suffix}")
     try:
-        if path.suffix == ".gif":
-            iio.imwrite(tmp, np.stack(frames), extension=".gif", duration=round(1000 / fps), loop=0)
-        else:
-            with imageio.get_writer(tmp, fps=fps, codec="libx264", quality=8, macro_block_size=8) as writer:
-                for frame in frames:
-                    writer.append_data(frame)
+        with _animation_writer(tmp, fps) as writer:
+            for frame in frames:
+                writer.append_data(frame_pixels(frame))
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(OSError):
@@ -202,7 +289,7 @@ class RunWriter:
         for rank, (image, score) in enumerate(zip(getattr(result, "images", ()), getattr(result, "scores", ())), 1):
             self.add_image(f"image_{rank:02d}.png", image, score, final.iteration, rank=rank)
         written["final"] = self.run_dir / "final.png"
-        frames = [np.asarray(Image.open(self.run_dir / f["file"]).convert("RGB")) for f in self.frame_files]
+        frames = [self.run_dir / f["file"] for f in self.frame_files]   # read back one at a time
         if self.gif and frames:
             write_animation(self.run_dir / "progress.gif", frames, self.fps)
             written["gif"] = self.run_dir / "progress.gif"

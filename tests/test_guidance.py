@@ -141,7 +141,8 @@ def test_tv_weight_adds_its_penalty_to_the_loss(tiny_models_cpu):
 def test_ema_frames_differ_but_the_optimization_and_its_determinism_do_not(tiny_models_cpu):
     config = GenerationConfig(iters=4, seed=3, save_every=2, lr=0.3, **FAST)
     plain = generate(tiny_models_cpu, "a tree", config, progress=False)
-    averaged = [generate(tiny_models_cpu, "a tree", replace(config, ema=0.7), progress=False) for _ in range(2)]
+    averaged = [generate(tiny_models_cpu, "a tree", replace(config, ema=0.7), progress=False, keep_images=True)
+                for _ in range(2)]
     first, again = averaged
     assert [f.iteration for f in first.frames] == [f.iteration for f in plain.frames] == [2, 4]
     assert all(np.array_equal(pixels(a.image), pixels(b.image)) for a, b in zip(first.frames, again.frames))
@@ -236,8 +237,9 @@ SCORES = [0.1, 0.4, 0.8, 0.3, 0.8, 0.2]   # a tie for best: the earlier frame wi
 def judged_runs(tiny_models_cpu):
     """The same run with the scripted judge and without one."""
     config = GenerationConfig(iters=len(SCORES), seed=4, save_every=1, lr=0.3, **FAST)
-    judged = generate(replace(tiny_models_cpu, judge=ScriptedJudge(SCORES)), "a red apple", config, progress=False)
-    plain = generate(tiny_models_cpu, "a red apple", config, progress=False)
+    judged = generate(replace(tiny_models_cpu, judge=ScriptedJudge(SCORES)), "a red apple", config, progress=False,
+                      keep_images=True)
+    plain = generate(tiny_models_cpu, "a red apple", config, progress=False, keep_images=True)
     return config, judged, plain
 
 
@@ -299,7 +301,7 @@ def test_a_clip_judge_scores_each_frame_with_its_own_embeddings(tiny_models_cpu)
     judge = ClipModel(tiny_models.make_tiny_clip(seed=1))
     torch.set_rng_state(rng)
     config = GenerationConfig(iters=3, seed=0, save_every=1, lr=0.3, **FAST)
-    result = generate(replace(tiny_models_cpu, judge=judge), "a green boat", config, progress=False)
+    result = generate(replace(tiny_models_cpu, judge=judge), "a green boat", config, progress=False, keep_images=True)
     text = judge.encode_text(["a green boat"])
     for kept in result.frames:
         image = torch.from_numpy(pixels(kept.image).copy()).permute(2, 0, 1).float()[None] / 255

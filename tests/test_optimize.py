@@ -161,12 +161,12 @@ def test_a_run_can_start_from_given_latents(tiny_models_cpu):
     tokens = torch.randint(decoder.vocab_size, (grid, grid), generator=torch.Generator().manual_seed(3))
     start = F.one_hot(tokens, decoder.vocab_size).permute(2, 0, 1).float() * 20   # nearly hard tokens
     config = GenerationConfig(iters=3, seed=0, size=32, cutn=2, save_every=1, lr=1e-6)
-    result = generate(tiny_models_cpu, "a kite", config, progress=False, init_logits=start)
+    result = generate(tiny_models_cpu, "a kite", config, progress=False, init_logits=start, keep_images=True)
     with torch.no_grad():
         expected = decoder.decode_tokens(tokens[None])[0]
     first = torch.from_numpy(np.array(result.frames[0].image)).permute(2, 0, 1).float() / 255
     assert (first - expected.clamp(0, 1)).abs().max() < 2 / 255   # the start is the given latents, barely moved
-    random_start = generate(tiny_models_cpu, "a kite", config, progress=False)
+    random_start = generate(tiny_models_cpu, "a kite", config, progress=False, keep_images=True)
     assert not np.array_equal(np.asarray(random_start.frames[0].image), np.asarray(result.frames[0].image))
     with pytest.raises(ClipdrawError, match="initial logits"):
         generate(tiny_models_cpu, "a kite", config, progress=False, init_logits=start[:, :2])

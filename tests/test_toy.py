@@ -171,7 +171,7 @@ def test_a_short_fixed_seed_optimization_draws_what_the_judge_reads():
 
     prompt = "a green circle"
     result = generate(load_toy_models("cpu"), prompt, GenerationConfig(iters=20, seed=0, size=64, cutn=8, save_every=1),
-                      progress=False)
+                      progress=False, keep_images=True)
     verdicts = [satisfies(prompt, frame.image) for frame in result.frames]
     assert not verdicts[0] and any(verdicts)
 
