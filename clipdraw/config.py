@@ -31,7 +31,7 @@ class GenerationConfig:
     augmentations: Tuple[str, ...] = DEFAULT_AUGMENTATIONS
     cut_min_scale: float = 0.5
     cut_pow: float = 1.0            # crop sides min + (1 - min) * u ** cut_pow: < 1 favours large crops
-    overview: int = 0               # of the cutn views, how many show the whole image
+    overview: int = 0               # of the cutn views, how many show the whole image (all of them if cutn is fewer)
     tv_weight: float = 0.0          # total-variation penalty on the image: flat regions, clean edges
     ema: float = 0.0                # frames show an exponential average of the latents (decay per step); 0: off
     patience: int = 0               # stop when the judge's best frame is this many frames old; 0: never
@@ -62,7 +62,6 @@ class GenerationConfig:
         for name in ("overview", "patience"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ClipdrawError(f"{name} must be a whole number >= 0, got {getattr(self, name)!r}")
-        self.overview = min(self.overview, self.cutn)   # recorded as used: never more whole views than views
         if not self.tv_weight >= 0:
             raise ClipdrawError(f"tv-weight must be >= 0, got {self.tv_weight}")
         for name, allowed in (("relaxation", RELAXATIONS), ("loss", LOSSES), ("lr_schedule", LR_SCHEDULES)):

@@ -113,8 +113,9 @@ def test_a_write_past_the_file_size_limit_is_one_line_and_exit_1(tmp_path, tiny_
     assert result.stdout == ""
     assert_consistent_run_folders(out)
     kept = sorted(p.name for p in (out / "a-cat-0").iterdir())
-    if fault == "run.json":   # every image was whole before the record failed
-        assert kept == ["final.png", "frame_000002.png", "frame_000004.png", "progress.gif"]
+    if fault == "run.json":   # every image was whole before the record failed; the shorter error record fits
+        assert kept == ["final.png", "frame_000002.png", "frame_000004.png", "progress.gif", "run.json"]
+        assert json.loads((out / "a-cat-0" / "run.json").read_text())["status"] == "error"
     else:
         assert kept == []
 
