@@ -34,7 +34,7 @@ def main() -> None:
     models = load_toy_models("cpu")
     rows = []
     for prompt, seed in PROMPTS:
-        result = generate(models, prompt, toy_config(seed=seed), progress=False)
+        result = generate(models, prompt, toy_config(seed=seed), progress=False, keep_images=True)
         tiles = [tile(f, prompt, f.iteration == result.chosen_frame.iteration)
                  for f in result.frames if f.iteration in SHOWN]
         label = Image.new("RGB", (136 * len(tiles), 18), "white")
