@@ -82,18 +82,21 @@ def prompt_sets(n: int, seed: int) -> Dict[str, list]:
     return sets
 
 
-_MODELS = None
+_MODELS = _ENCODER = None   # loaded once per worker process
 
 
 def _worker_init() -> None:
-    global _MODELS
+    global _MODELS, _ENCODER
     import torch  # noqa: PLC0415
 
     from clipdraw.toy.engine import load_toy_models  # noqa: PLC0415
 
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)   # tiny models' denormal activations are slow on CPU
+    from clipdraw.toy.models import load_toy_dvae  # noqa: PLC0415
+
     _MODELS = load_toy_models("cpu")
+    _ENCODER, _ = load_toy_dvae()
 
 
 def run_task(task: Tuple[str, str, int, str, dict]) -> dict:
@@ -128,10 +131,9 @@ def run_task(task: Tuple[str, str, int, str, dict]) -> dict:
         with torch.no_grad():
             out["ok"] = bool(satisfies(caption, to_pil(models.decoder.decode_tokens(tokens)[0])))
     elif method == "dVAE reconstruction":
-        from clipdraw.toy.models import load_toy_dvae  # noqa: PLC0415
         from clipdraw.toy.train import map_pixels  # noqa: PLC0415
 
-        encoder, _ = load_toy_dvae()
+        encoder = _ENCODER
         scene = data.scene_at(*overrides["scene"])
         with torch.no_grad():
             codes = encoder(map_pixels(data.image_batch([scene]))).argmax(1)
