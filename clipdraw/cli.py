@@ -31,8 +31,25 @@ class DefaultCommandGroup(click.Group):
 
     def parse_args(self, ctx: click.Context, args: List[str]) -> List[str]:
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+            meant = self.meant(args[0])
+            if meant:
+                raise ClipdrawError(f"{args[0]!r} is not a command: did you mean 'clipdraw {meant}'? To draw it "
+                                    f"as a prompt, write 'clipdraw generate {args[0]}'")
             args = [self.default_command, *args]
         return super().parse_args(ctx, args)
+
+    def meant(self, word: str) -> Optional[str]:
+        """The subcommand a one-word first argument is a typo of (``tarin``: ``toy train``), if any."""
+        import difflib
+
+        if not word.isalpha() or not word.islower():
+            return None
+        names = {name: name for name in self.commands if name != self.default_command}
+        for name, command in self.commands.items():   # one level down: 'toy train'
+            for sub in getattr(command, "commands", {}):
+                names.setdefault(sub, f"{name} {sub}")
+        close = difflib.get_close_matches(word, list(names), n=1, cutoff=0.75)
+        return names[close[0]] if close else None
 
 
 @click.group(cls=DefaultCommandGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -228,3 +228,23 @@ def test_a_judged_run_makes_the_judges_pick_final_and_keeps_the_real_defaults(tm
     defaults = GenerationConfig()
     for name in ("cut_min_scale", "cut_pow", "overview", "tv_weight", "ema", "relaxation", "patience"):
         assert record["settings"][name] == getattr(defaults, name), name
+
+
+@pytest.mark.parametrize("typed, meant", [("tarin", "toy train"), ("socre", "score"), ("comapre", "compare"),
+                                          ("colour", "color")])
+def test_a_mistyped_command_is_named_not_drawn(tmp_path, capsys, typed, meant):
+    from clipdraw.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main([typed, "--model", "toy", "--iters", "1", "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and f"did you mean 'clipdraw {meant}'" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()   # nothing drawn
+
+
+def test_a_prompt_word_unlike_any_command_is_still_drawn(tmp_path, capsys):
+    from clipdraw.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["cat", "--model", "toy", "--iters", "1", "--seed", "0", "--out", str(tmp_path / "out"), "--quiet"])
+    assert info.value.code == 0 and (tmp_path / "out" / "cat-0" / "final.png").is_file()
