@@ -307,6 +307,13 @@ def run_stages(stages: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def decoder_output_to_pixels(out: torch.Tensor) -> torch.Tensor:
+    """dall_e decoder output -> image in [0, 1]: its first 3 channels are the logit-Laplace
+    means, mapped back with unmap_pixels."""
+    pixels = torch.sigmoid(out[:, :3].float())
+    return ((pixels - LOGIT_LAPLACE_EPS) / (1 - 2 * LOGIT_LAPLACE_EPS)).clamp(0, 1)
+
+
 def softmax_over_vocabulary(x: torch.Tensor) -> torch.Tensor:
     """Softmax over dim 1 of (B, vocab, g, g), computed with the vocabulary as the last axis so
     that channels-last logits give channels-last probabilities, the decoder's layout, without a
@@ -339,8 +346,8 @@ class DVAEDecoder(nn.Module):
         268 MB each, set it once the kept activations are small."""
         tokens = self._checked(tokens)
         if low_memory and self.keeps_masks and torch.is_grad_enabled() and tokens.requires_grad:
-            return self._to_pixels(decode_keeping_masks(self.stages, tokens))
-        return self._to_pixels(run_stages(self.stages, tokens))
+            return decoder_output_to_pixels(decode_keeping_masks(self.stages, tokens))
+        return decoder_output_to_pixels(run_stages(self.stages, tokens))
 
     def decode_softmax(self, scores: torch.Tensor, tau: float, low_memory: bool = False) -> torch.Tensor:
         """The image of the token probabilities ``softmax(scores / tau)`` over the vocabulary
@@ -348,7 +355,7 @@ class DVAEDecoder(nn.Module):
         whole either: the softmax and the first (1x1) convolution run a band of rows at a time,
         forward and backward, from the scores, which the optimizer keeps anyway."""
         if low_memory and self.fuses_softmax and torch.is_grad_enabled() and scores.requires_grad:
-            return self._to_pixels(decode_keeping_masks(self.stages, self._checked(scores), tau))
+            return decoder_output_to_pixels(decode_keeping_masks(self.stages, self._checked(scores), tau))
         return self(softmax_over_vocabulary(scores / tau), low_memory=low_memory)
 
     def _checked(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -364,12 +371,6 @@ class DVAEDecoder(nn.Module):
         # Channels-last: oneDNN's convolutions skip their layout reorders (about 15% faster here on
         # a CPU), cuDNN's half-precision ones run on tensor cores.
         return tokens.contiguous(memory_format=torch.channels_last)
-
-    @staticmethod
-    def _to_pixels(out: torch.Tensor) -> torch.Tensor:
-        # The decoder predicts logit-Laplace parameters; the first 3 channels are the means.
-        pixels = torch.sigmoid(out[:, :3].float())
-        return ((pixels - LOGIT_LAPLACE_EPS) / (1 - 2 * LOGIT_LAPLACE_EPS)).clamp(0, 1)  # unmap_pixels
 
     def decode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """Hard token ids (B, g, g) -> image: what a transformer or the dVAE encoder emits."""

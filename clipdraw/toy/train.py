@@ -157,7 +157,7 @@ def redraw(images: torch.Tensor, encoder, decoder, corrupt: Optional[Tuple[float
     """Images through the dVAE and back (hard tokens): what the optimizer's images look like.
     ``corrupt`` (low, high): replace that share of each image's tokens (drawn uniformly in the
     range) with random ones."""
-    from ..models import LOGIT_LAPLACE_EPS as eps  # noqa: PLC0415
+    from ..models import decoder_output_to_pixels  # noqa: PLC0415
 
     with torch.no_grad():
         tokens = encoder(map_pixels(images)).argmax(1)
@@ -167,7 +167,7 @@ def redraw(images: torch.Tensor, encoder, decoder, corrupt: Optional[Tuple[float
             replace = torch.rand(tokens.shape, generator=generator) < share
             tokens = torch.where(replace, torch.randint(decoder.vocab_size, tokens.shape, generator=generator), tokens)
         out = decoder(F.one_hot(tokens, decoder.vocab_size).permute(0, 3, 1, 2).float())
-        return ((torch.sigmoid(out[:, :3]) - eps) / (1 - 2 * eps)).clamp(0, 1)
+        return decoder_output_to_pixels(out)
 
 
 def contrastive_loss(model, images: torch.Tensor, negatives: torch.Tensor, text_features: torch.Tensor,
