@@ -134,8 +134,10 @@ _register_evaluation()
               help="dallemini: draw N x N images at once; final.png is their grid.")
 @click.option("--supercondition", type=float, default=16.0, show_default=True,
               help="dallemini: weight of the prompt over no prompt (classifier-free guidance).")
-@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True,
-              help="dallemini: precision of the transformer (float16/bfloat16 need CUDA).")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16"]), default=None,
+              help="Precision. optimize: the dVAE decoder and CLIP's autocast (auto: float16 on CUDA, float32 "
+                   "on CPU); dallemini: the transformer (float16/bfloat16 need CUDA)  [default: auto; dallemini: "
+                   "float32].")
 @click.option("--rerank", default=None, metavar="N:K",
               help="dallemini: draw N candidates (N a multiple of grid*grid), keep the K that CLIP "
                    "(--clip-model) ranks best.")
@@ -173,6 +175,10 @@ def generate(prompt: str, iters: Optional[int], seed: Optional[int], out: Path, 
     if engine != "optimize" and (batch > 1 or compile_step or low_memory):
         raise ClipdrawError(f"--batch, --compile and --low-memory are for --engine optimize, not {engine}")
     judge_model = judge_model or ("toy-judge" if model == "toy" and engine == "optimize" else "none")
+    if dtype is not None and engine == "transformer":
+        raise ClipdrawError("--dtype sets the optimizer's or dalle-mini's precision: not for --engine transformer")
+    if dtype == "auto" and engine == "dallemini":
+        raise ClipdrawError("--engine dallemini takes --dtype float32, float16 or bfloat16")
     if patience and engine != "optimize":
         raise ClipdrawError(f"--patience stops the optimizer early: not for --engine {engine}")
     if judge_model != "none" and engine != "optimize":
@@ -192,7 +198,7 @@ def generate(prompt: str, iters: Optional[int], seed: Optional[int], out: Path, 
         from .dallemini import DalleMiniConfig
 
         config = DalleMiniConfig(seed=seed, mega=mega, grid=grid, top_k=256 if top_k is None else top_k,
-                                 temperature=temperature, supercondition=supercondition, dtype=dtype, rerank=rerank,
+                                 temperature=temperature, supercondition=supercondition, dtype=dtype or "float32", rerank=rerank,
                                  progressive=gif)
         _generate_dallemini(prompt, config, out, device, clip_model, mp4, offline, quiet)
         return
@@ -223,9 +229,10 @@ def generate(prompt: str, iters: Optional[int], seed: Optional[int], out: Path, 
     if model == "toy":
         from .toy.engine import load_toy_models
 
-        models = load_toy_models(target, judge=judge_model == "toy-judge")
+        models = load_toy_models(target, judge=judge_model == "toy-judge", precision=dtype or "auto")
     else:
-        models = load_models(clip_model=clip_model, decoder=decoder, device=target, offline=offline)
+        models = load_models(clip_model=clip_model, decoder=decoder, device=target, offline=offline,
+                             precision=dtype or "auto")
     if judge_model not in ("none", "toy-judge"):
         from .models import load_clip
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from .errors import ClipdrawError
-
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 
 def resolve_device(choice: str = "auto") -> torch.device:
@@ -24,6 +24,18 @@ def resolve_device(choice: str = "auto") -> torch.device:
             raise ClipdrawError(f"--device {choice}: only {torch.cuda.device_count()} CUDA device(s) present")
         return device
     raise ClipdrawError(f"unknown device {choice!r}: expected one of auto, cpu, cuda")
+
+
+PRECISIONS = ("auto", "float32", "float16", "bfloat16")
+
+
+def resolve_precision(choice: Optional[str] = "auto") -> Optional[torch.dtype]:
+    """'auto' -> None (half precision on CUDA, float32 elsewhere: the device decides); a dtype's
+    name -> that dtype on any device, so a CPU can run, slowly, what a GPU runs."""
+    choice = (choice or "auto").strip().lower()
+    if choice not in PRECISIONS:
+        raise ClipdrawError(f"unknown precision {choice!r}: expected one of {', '.join(PRECISIONS)}")
+    return None if choice == "auto" else getattr(torch, choice)
 
 
 # glibc's mallopt parameters (malloc.h).

@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from . import weights
-from .device import resolve_device
+from .device import resolve_device, resolve_precision
 from .low_memory import (ReluMasks, add_relu_conv_input_grad, conv_input_grad, decode_keeping_masks,
                          nearest_upsample_input_grad, relu_conv_bands, relu_conv_in_place)
 
@@ -28,11 +28,15 @@ class HeldConv2d(nn.Module):
 
     dall_e's own layer keeps float32 parameters and, on CUDA with ``use_float16``, casts them
     to half on every call: the whole decoder's 44M weights re-cast per pass. This one casts
-    when it moves (``.to``/``.cuda``/``.cpu``): float16 on CUDA where dall_e computes in half,
-    float32 everywhere else. Same weights, same arithmetic as dall_e; state-dict keys stay
-    dall_e's (``w``, ``b``). Weights are channels-last, the layout the decoder runs in
-    (``DVAEDecoder.forward``).
+    when it moves (``.to``/``.cuda``/``.cpu``) or its ``precision`` is set: the layers dall_e
+    computes in half (``half_on_cuda``) take ``precision`` when it is given, else float16 on
+    CUDA and float32 elsewhere; the others stay float32. The choice rests on the dtype, not the
+    device, so a CPU can run (and test) the half-precision path. Same weights, same arithmetic as
+    dall_e; state-dict keys stay dall_e's (``w``, ``b``). Weights are channels-last, the layout
+    the decoder runs in (``DVAEDecoder.forward``).
     """
+
+    precision: Optional[torch.dtype] = None   # None: float16 on CUDA, float32 elsewhere
 
     def __init__(self, conv: nn.Module):
         super().__init__()
@@ -44,9 +48,17 @@ class HeldConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x.to(self.w.dtype), self.w, self.b, padding=self.padding)
 
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        if not self.half_on_cuda:
+            return torch.float32
+        if self.precision is not None:
+            return self.precision
+        return torch.float16 if self.w.is_cuda else torch.float32
+
     def _apply(self, fn, recurse: bool = True):
         super()._apply(fn, recurse)
-        dtype = torch.float16 if self.half_on_cuda and self.w.is_cuda else torch.float32
+        dtype = self.compute_dtype
         if self.w.dtype != dtype:
             self.w, self.b = self.w.to(dtype), self.b.to(dtype)
         return self
@@ -339,6 +351,22 @@ class DVAEDecoder(nn.Module):
         self.fuses_softmax = (self.keeps_masks and isinstance(self.stages[0], InputConv)
                               and self.stages[0].conv.w.shape[-1] == 1)
 
+    def set_precision(self, precision: Optional[torch.dtype]) -> "DVAEDecoder":
+        """Compute in ``precision`` (float32, float16 or bfloat16) on any device; None: float16 on
+        CUDA, float32 elsewhere. dall_e's input convolution stays float32 whatever is chosen.
+        Set it before moving to the device: weights cast down and back up are rounded."""
+        for conv in self.modules():
+            if isinstance(conv, HeldConv2d):
+                conv.precision = precision
+                conv._apply(lambda t: t)
+        return self
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype most of the decoder computes in."""
+        return max((m.compute_dtype for m in self.modules() if isinstance(m, HeldConv2d)),
+                   key=lambda dtype: dtype != torch.float32)
+
     def forward(self, tokens: torch.Tensor, low_memory: bool = False) -> torch.Tensor:
         """``low_memory``: keep a bit per ReLU value for backward, not the activations, and run
         backward by hand (``clipdraw.low_memory``). Recomputing stages instead, as an earlier
@@ -440,23 +468,30 @@ class Models:
     device: torch.device
     info: dict = field(default_factory=dict)  # names, paths and hashes, for run.json
     judge: Optional[ClipModel] = None         # a CLIP that never guides: it ranks the saved frames
+    precision: Optional[torch.dtype] = None   # of the decoder and CLIP's autocast; None: half on CUDA only
 
 
 def load_models(clip_model: str = weights.DEFAULT_CLIP, decoder: str = weights.DEFAULT_DECODER,
-                device: Union[str, torch.device] = "auto", offline: bool = False) -> Models:
-    """Resolve (download if needed), verify and load CLIP and the dVAE decoder onto ``device``."""
+                device: Union[str, torch.device] = "auto", offline: bool = False,
+                precision: Union[str, torch.dtype, None] = "auto") -> Models:
+    """Resolve (download if needed), verify and load CLIP and the dVAE decoder onto ``device``.
+
+    ``precision``: 'auto' (float16 on CUDA, float32 elsewhere), 'float32', 'float16' or
+    'bfloat16': the dVAE decoder's weights and CLIP's autocast during generation."""
     target = device if isinstance(device, torch.device) else resolve_device(device)
+    dtype = precision if isinstance(precision, torch.dtype) or precision is None else resolve_precision(precision)
     decoder_source, clip_source = weights.locate(decoder, "dvae"), weights.locate(clip_model, "clip")
     decoder_path, decoder_name = weights.materialize(decoder_source, offline=offline)
     clip_path, clip_name = weights.materialize(clip_source, offline=offline)
-    dvae = DVAEDecoder(weights.load_dvae_module(decoder_path, "decoder")).to(target)
+    dvae = DVAEDecoder(weights.load_dvae_module(decoder_path, "decoder")).set_precision(dtype).to(target)
     clip = ClipModel(weights.load_clip_module(clip_path)).to(target)
     info = {
         "clip": {"name": clip_name, "path": str(clip_path), "input_resolution": clip.input_resolution},
         "decoder": {"name": decoder_name, "path": str(decoder_path), "vocab_size": dvae.vocab_size,
-                    "upsample_factor": dvae.upsample_factor},
+                    "upsample_factor": dvae.upsample_factor,
+                    "dtype": str(dvae.compute_dtype).removeprefix("torch.")},
     }
-    return Models(clip=clip, decoder=dvae, device=target, info=info)
+    return Models(clip=clip, decoder=dvae, device=target, info=info, precision=dtype)
 
 
 def load_clip(clip_model: str = weights.DEFAULT_CLIP, device: Union[str, torch.device] = "auto",

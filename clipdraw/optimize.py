@@ -153,10 +153,14 @@ def prompt_loss(image_embeds: torch.Tensor, text_embeds: torch.Tensor, weights: 
     return (per_prompt * weights).sum(-1), similarity
 
 
-def clip_autocast_dtype(device: torch.device) -> Optional[torch.dtype]:
-    """float16 on CUDA, where CLIP was trained in half precision and tensor cores run it
-    several times faster; None (no autocast) elsewhere: the CPU computes CLIP in float32."""
-    return torch.float16 if device.type == "cuda" else None
+def clip_autocast_dtype(device: torch.device, precision: Optional[torch.dtype] = None) -> Optional[torch.dtype]:
+    """The dtype CLIP runs in under autocast, None for none (float32). ``precision`` None: float16
+    on CUDA, where CLIP was trained in half precision and tensor cores run it several times
+    faster, float32 elsewhere; a dtype given is used on any device (CPU autocast runs both
+    float16 and bfloat16)."""
+    if precision is None:
+        return torch.float16 if device.type == "cuda" else None
+    return None if precision == torch.float32 else precision
 
 
 COMPILE_BACKEND = "inductor"   # the tests swap in "aot_eager": the same tracing without a C++ build
@@ -212,7 +216,7 @@ class Optimization:
         self.cutouts = Cutouts(clip.input_resolution, config.cutn, config.cut_min_scale, config.augmentations,
                                config.cut_pow, config.overview).to(device)
         self.judge_text = models.judge.encode_text([p.text for p in prompts]) if models.judge is not None else None
-        dtype = clip_autocast_dtype(device)
+        dtype = clip_autocast_dtype(device, models.precision)
         self.clip_precision: Callable[[], ContextManager] = (
             (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext)
         self.decode: Callable[..., torch.Tensor] = decoder

@@ -58,6 +58,8 @@ CHEAP_BAD_INPUTS = [
     (["a cat", "--model", "toy", "--judge-model", "none", "--patience", "3"], "needs --judge-model"),
     (["a cat", "--judge-model", "toy-judge"], "add --model toy"),
     (["a cat", "--cut-pow", "0"], "cut-pow must be positive"),
+    (["a cat", "--engine", "transformer", "--model", "toy", "--dtype", "float16"], "not for --engine transformer"),
+    (["a cat", "--engine", "dallemini", "--dtype", "auto"], "takes --dtype float32"),
 ]
 
 
@@ -129,6 +131,7 @@ def test_a_run_writes_frames_gif_and_run_json(tmp_path, tiny_files):
     assert record["seconds_per_iteration"] > 0 and record["iterations_done"] == 7
     assert record["versions"]["torch"] == metadata.version("torch") and record["versions"]["DALL-E"] == "0.1"
     assert record["models"]["decoder"]["vocab_size"] == 512 and record["models"]["clip"]["input_resolution"] == 32
+    assert record["models"]["decoder"]["dtype"] == "float32"   # auto on a CPU
     assert record["prompts"] == [{"text": "A red apple!", "weight": 1.0}, {"text": "blurry", "weight": -0.5}]
     text = png_text(run_dir / "final.png")
     assert text["prompt"] == "A red apple!|blurry:-0.5" and text["seed"] == "5" and text["iteration"] == "7"
@@ -142,6 +145,14 @@ def test_a_run_writes_frames_gif_and_run_json(tmp_path, tiny_files):
     assert not (second / "progress.gif").exists()
     first_pixels = np.asarray(Image.open(run_dir / "final.png"))
     assert np.array_equal(first_pixels, np.asarray(Image.open(second / "final.png")))   # bit-identical on CPU
+
+
+def test_dtype_runs_the_decoder_in_half_precision_on_a_cpu(tmp_path, tiny_files):
+    out = tmp_path / "out"
+    result = run_cli("a cat", *tiny_args(tiny_files, out, "--iters", 2, "--seed", 1, "--dtype", "bfloat16"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    record = json.loads((out / "a-cat-1" / "run.json").read_text())
+    assert record["models"]["decoder"]["dtype"] == "bfloat16" and record["iterations_done"] == 2
 
 
 def test_a_batch_writes_one_run_folder_per_seed(tmp_path, tiny_files):

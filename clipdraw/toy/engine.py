@@ -13,7 +13,7 @@ from typing import Callable, Optional, Union
 import torch
 from tqdm.auto import tqdm
 
-from ..device import resolve_device
+from ..device import resolve_device, resolve_precision
 from ..errors import ClipdrawError
 from ..models import ClipModel, DVAEDecoder, Models
 from ..optimize import Frame, GenerationResult, to_pil
@@ -22,21 +22,24 @@ from .models import load_toy_clip, load_toy_dvae, load_toy_gpt, weights_dir
 
 
 def load_toy_models(device: Union[str, torch.device] = "cpu", root: Optional[Path] = None,
-                    judge: bool = True) -> Models:
+                    judge: bool = True, precision: Union[str, torch.dtype, None] = "auto") -> Models:
     """The shipped toy CLIP and dVAE decoder, ready for ``clipdraw.generate``; with ``judge``,
-    also the toy judge CLIP (another seed, never a guide) that picks the result among the frames."""
+    also the toy judge CLIP (another seed, never a guide) that picks the result among the frames.
+    ``precision`` as in ``clipdraw.load_models``."""
     root = root or weights_dir()
     target = device if isinstance(device, torch.device) else resolve_device(device)
+    dtype = precision if isinstance(precision, torch.dtype) or precision is None else resolve_precision(precision)
     _, decoder = load_toy_dvae(root)
-    dvae = DVAEDecoder(decoder).to(target)
+    dvae = DVAEDecoder(decoder).set_precision(dtype).to(target)
     clip = ClipModel(load_toy_clip(root)).to(target)
     info = {"clip": {"name": "toy", "path": str(root / "clip.safetensors"), "input_resolution": clip.input_resolution},
             "decoder": {"name": "toy", "path": str(root / "dvae.safetensors"), "vocab_size": dvae.vocab_size,
-                        "upsample_factor": dvae.upsample_factor}}
+                        "upsample_factor": dvae.upsample_factor,
+                    "dtype": str(dvae.compute_dtype).removeprefix("torch.")}}
     judge_model = ClipModel(load_toy_clip(root, "judge")).to(target) if judge else None
     if judge:
         info["judge"] = {"name": "toy-judge", "path": str(root / "judge.safetensors")}
-    return Models(clip=clip, decoder=dvae, device=target, info=info, judge=judge_model)
+    return Models(clip=clip, decoder=dvae, device=target, info=info, judge=judge_model, precision=dtype)
 
 
 @dataclass
