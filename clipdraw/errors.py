@@ -6,11 +6,15 @@ to one line and an exit code: a failed write (disk full, permission, read-only, 
 large) and running out of memory are exit 1 with the path or what to lower; anything else is
 exit 1 as an unexpected error. ``CLIPDRAW_DEBUG=1`` makes the CLI show the traceback instead.
 
+``note`` (a remark) and ``fail`` (the last line, then the exit) write what a command says on
+stderr, so every such line reads ``clipdraw: ...`` and a failure is always one line.
+
 Nothing here imports torch: the CLI's cheap checks run before torch is loaded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gc
 import os
@@ -18,7 +22,7 @@ import sys
 import traceback
 from pathlib import Path
 from types import TracebackType
-from typing import Optional, Tuple
+from typing import NoReturn, Optional, Tuple
 
 EXIT_FAILURE = 1       # the command was fine, the run failed (disk, memory, a bug)
 EXIT_USAGE = 2         # bad input: fix the command or the files it names
@@ -148,3 +152,36 @@ def release(error: BaseException) -> None:
         gc.collect()
     finally:
         sys.unraisablehook = hook
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def note(message: str) -> None:
+    """``clipdraw: message`` on stderr: a remark that does not stop the command."""
+    print(f"clipdraw: {message}", file=sys.stderr, flush=True)
+
+
+def fail(message: str, code: int = EXIT_USAGE, error: Optional[BaseException] = None) -> NoReturn:
+    """End the process with ``clipdraw: error: message`` on stderr and ``code``. With the
+    ``error`` that caused it, what its traceback holds is freed first (``release``), and a
+    closed stdout (EPIPE) is pointed at /dev/null so the exit's flush cannot fail again."""
+    print(f"clipdraw: error: {message}", file=sys.stderr, flush=True)
+    if error is not None:
+        release(error)
+    if isinstance(error, OSError) and error.errno == errno.EPIPE:   # stdout's reader is gone: nothing to flush
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(code)
+
+
+def fail_with(error: BaseException, memory_hint: str = MEMORY_HINT) -> NoReturn:
+    """``fail`` with the line and exit code ``describe_failure`` gives ``error``."""
+    message, code = describe_failure(error, memory_hint)
+    fail(message, code, error)
+
+
+def exit_interrupted(message: str = "interrupted") -> NoReturn:
+    """Ctrl-C: say what was kept (``message``) and exit 130, as a shell expects."""
+    note(message)
+    sys.exit(EXIT_INTERRUPTED)

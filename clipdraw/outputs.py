@@ -23,8 +23,8 @@ from PIL import Image, PngImagePlugin
 
 from . import __version__
 from .errors import ClipdrawError
+from .io import atomic_path, atomic_write_bytes
 from .optimize import Frame, GenerationResult
-from .weights import atomic_write_bytes
 
 PACKAGES = ("torch", "torchvision", "clip-anytorch", "DALL-E", "kornia", "numpy", "pillow", "imageio", "min-dalle")
 
@@ -216,15 +216,9 @@ def write_animation(path: Path, frames: Iterable[Union[np.ndarray, str, os.PathL
 
     ``frames`` (arrays, or image files read one at a time) are streamed: one frame in memory
     at a time, however many there are."""
-    tmp = path.with_name(f".{path.stem}.part{path.suffix}")
-    try:
-        with _animation_writer(tmp, fps) as writer:
-            for frame in frames:
-                writer.append_data(frame_pixels(frame))
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+    with atomic_path(path, keep_suffix=True) as tmp, _animation_writer(tmp, fps) as writer:
+        for frame in frames:
+            writer.append_data(frame_pixels(frame))
 
 
 def mp4_available() -> bool:

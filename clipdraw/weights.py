@@ -17,20 +17,20 @@ import os
 import pickle
 import re
 import sys
-import tempfile
 import types
 import urllib.error
 import urllib.request
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Tuple, Union
+from typing import BinaryIO, Optional, Tuple, Union
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .errors import ClipdrawError
+from .errors import ClipdrawError, note
+from .io import atomic_path, atomic_write_bytes
 
 DVAE_URLS = {
     "openai": "https://cdn.openai.com/dall-e/decoder.pkl",
@@ -118,42 +118,6 @@ def _hash_record(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def default_file_mode() -> int:
-    """The mode open() would give a new file (0o666 less the umask); mkstemp's 0o600 would hide
-    images, reports and weights from the user's other accounts and tools."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def temp_file_beside(path: Path) -> Tuple[int, str]:
-    """(fd, name) of a new temporary file in ``path``'s folder, with a normal file's mode."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    with contextlib.suppress(OSError):
-        os.fchmod(fd, default_file_mode())
-    return fd, tmp
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary name beside ``path`` and rename, so no reader sees half a file.
-
-    A failed write (disk full, file too large, read-only...) leaves nothing behind and raises
-    its OSError naming ``path`` (a failed ``write`` names no file of its own)."""
-    tmp = None
-    try:
-        fd, tmp = temp_file_beside(path)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException as e:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        if isinstance(e, OSError):
-            e.filename, e.filename2 = str(path), None
-        raise
-
-
 # --------------------------------------------------------------------------- download
 
 
@@ -169,38 +133,12 @@ def download(url: str, dest: Path, sha256: Optional[str] = None, desc: Optional[
     when the transfer is complete (Content-Length honoured) and the hash matches ``sha256``.
     On any failure, Ctrl-C included, nothing is left behind.
     """
+    opened = False
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = temp_file_beside(dest)
-        out = os.fdopen(fd, "wb")
-    except OSError as e:
-        raise DownloadError(f"cannot write to {dest.parent}: {e.strerror or e}") from None
-    try:
-        request = urllib.request.Request(url, headers={"User-Agent": "clipdraw"})
-        digest, received = hashlib.sha256(), 0
-        with out, urllib.request.urlopen(request, timeout=timeout) as response:
-            status = getattr(response, "status", None)
-            if status is not None and status != 200:
-                raise DownloadError(f"HTTP {status}")
-            length = response.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc or dest.name,
-                      file=sys.stderr, leave=False, dynamic_ncols=True) as bar:
-                while True:
-                    block = response.read(CHUNK)
-                    if not block:
-                        break
-                    out.write(block)
-                    digest.update(block)
-                    received += len(block)
-                    bar.update(len(block))
-        if total is not None and received != total:
-            raise DownloadError(f"transfer interrupted after {received} of {total} bytes")
-        actual = digest.hexdigest()
-        if sha256 and actual != sha256.lower():
-            raise DownloadError(f"checksum mismatch: expected SHA-256 {sha256}, got {actual}")
-        os.replace(tmp, dest)
-        return actual
+        with atomic_path(dest) as tmp, open(tmp, "wb") as out:
+            opened = True
+            return _receive(url, out, sha256, desc or dest.name, timeout)
     except urllib.error.HTTPError as e:
         raise DownloadError(f"HTTP {e.code} {e.reason}") from None
     except urllib.error.URLError as e:
@@ -208,12 +146,37 @@ def download(url: str, dest: Path, sha256: Optional[str] = None, desc: Optional[
     except ValueError as e:   # malformed URL, e.g. a mirror set without http://
         raise DownloadError(f"bad URL: {e}") from None
     except (http.client.HTTPException, OSError) as e:
+        if not opened:
+            raise DownloadError(f"cannot write to {dest.parent}: {e.strerror or e}") from None
         raise DownloadError(f"transfer failed: {type(e).__name__}: {e}") from None
-    finally:
-        with contextlib.suppress(OSError):
-            out.close()   # already closed by the with, unless what failed came before it (a URL with no scheme)
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+
+
+def _receive(url: str, out: BinaryIO, sha256: Optional[str], desc: str, timeout: float) -> str:
+    """Stream ``url`` into ``out``; the SHA-256 of what came, once it is all there and as expected."""
+    request = urllib.request.Request(url, headers={"User-Agent": "clipdraw"})
+    digest, received = hashlib.sha256(), 0
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        status = getattr(response, "status", None)
+        if status is not None and status != 200:
+            raise DownloadError(f"HTTP {status}")
+        length = response.headers.get("Content-Length")
+        total = int(length) if length and length.isdigit() else None
+        with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
+                  file=sys.stderr, leave=False, dynamic_ncols=True) as bar:
+            while True:
+                block = response.read(CHUNK)
+                if not block:
+                    break
+                out.write(block)
+                digest.update(block)
+                received += len(block)
+                bar.update(len(block))
+    if total is not None and received != total:
+        raise DownloadError(f"transfer interrupted after {received} of {total} bytes")
+    actual = digest.hexdigest()
+    if sha256 and actual != sha256.lower():
+        raise DownloadError(f"checksum mismatch: expected SHA-256 {sha256}, got {actual}")
+    return actual
 
 
 def fetch(weight: WeightFile, offline: bool = False, root: Optional[Path] = None) -> Path:
@@ -231,7 +194,7 @@ def fetch(weight: WeightFile, offline: bool = False, root: Optional[Path] = None
             return dest
         if offline:
             raise ClipdrawError(f"cached {weight.label} at {dest} is damaged ({problem}); {place_hint}")
-        print(f"clipdraw: cached {weight.label} is damaged ({problem}); downloading again", file=sys.stderr)
+        note(f"cached {weight.label} is damaged ({problem}); downloading again")
     elif offline:
         raise ClipdrawError(f"--offline: {weight.label} is not in the cache; {place_hint}")
     try:

@@ -97,7 +97,7 @@ def test_bad_caption_files_fail_in_one_line(tmp_path, content, pattern):
 
 def test_missing_inputs_and_empty_selections(coco, tmp_path):
     path, images_dir = coco
-    with pytest.raises(ClipdrawError, match="cannot read captions file"):
+    with pytest.raises(ClipdrawError, match="captions file .* does not exist"):
         read_coco_captions(tmp_path / "nope.json", images_dir)
     with pytest.raises(ClipdrawError, match="images folder .* does not exist"):
         read_coco_captions(path, tmp_path / "no-such-folder")

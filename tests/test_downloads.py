@@ -342,13 +342,12 @@ def test_download_url_without_scheme_closes_its_file(tmp_path, monkeypatch):
     import clipdraw.weights as weights
 
     opened = []
-    real_fdopen = weights.os.fdopen
 
-    def recording_fdopen(*args, **kwargs):
-        opened.append(real_fdopen(*args, **kwargs))
+    def recording_open(*args, **kwargs):
+        opened.append(open(*args, **kwargs))
         return opened[-1]
 
-    monkeypatch.setattr(weights.os, "fdopen", recording_fdopen)
+    monkeypatch.setattr(weights, "open", recording_open, raising=False)   # found before the builtin
     with pytest.raises(DownloadError, match="bad URL"):
         download("example.com/w.bin", tmp_path / "w.bin", timeout=5)
     assert len(opened) == 1 and opened[0].closed

@@ -136,18 +136,18 @@ def test_a_gif_past_the_file_size_limit_names_the_gif(tmp_path):
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EACCES])
 def test_disk_full_read_only_or_denied_mid_run_is_one_line_and_exit_1(tmp_path, tiny_files, capsys, monkeypatch,
                                                                      code):
-    import clipdraw.weights
+    import clipdraw.io
 
-    real = clipdraw.weights.temp_file_beside
+    real = clipdraw.io.temp_file_beside
     written = []
 
-    def fails_from_the_second_frame(path):
+    def fails_from_the_second_frame(path, *args):
         written.append(path.name)
         if len(written) >= 2:   # as a full disk or a folder turned read-only would fail creating the file
             raise OSError(code, os.strerror(code), str(path.parent / f".{path.name}.x.part"))
-        return real(path)
+        return real(path, *args)
 
-    monkeypatch.setattr(clipdraw.weights, "temp_file_beside", fails_from_the_second_frame)
+    monkeypatch.setattr(clipdraw.io, "temp_file_beside", fails_from_the_second_frame)
     out = tmp_path / "out"
     assert run_main("a cat", *tiny_args(tiny_files, out, "--iters", 4, "--save-every", 1)) == EXIT_FAILURE
     line = error_line(capsys.readouterr().err)

@@ -67,7 +67,7 @@ def test_written_files_get_a_normal_files_mode(tmp_path):
     """Temporary files are owner-only; what is renamed into place must follow the umask like open()."""
     import os
 
-    from clipdraw.weights import atomic_write_bytes
+    from clipdraw.io import atomic_write_bytes
 
     old = os.umask(0o022)
     try:

@@ -18,16 +18,11 @@ from typing import List, Optional, Sequence
 import click
 
 from ..config import TOY_DEFAULTS   # no torch there
-from ..errors import ClipdrawError
+from ..errors import ClipdrawError, exit_interrupted, note
 
 DEFAULT_EVAL_MODEL = "ViT-L/14"   # as judge.DEFAULT_EVAL_MODEL, without importing torch
 TOY_EVAL_MODEL = "toy-judge"      # as judge.TOY_EVAL_MODEL: the toy judge CLIP, which never guided
 REAL_ITERS = {"probe": 2000, "compare": 1000}   # the real world's --iters per experiment
-EXIT_INTERRUPTED = 130
-
-
-def _note(message: str) -> None:
-    click.echo(f"clipdraw: {message}", err=True)
 
 
 def _eval_model(eval_model: Optional[str], model: str) -> str:
@@ -95,7 +90,8 @@ def score(images: Sequence[Path], texts: Sequence[str], eval_model: str, as_json
     if as_json and as_csv:
         raise ClipdrawError("--json and --csv exclude each other")
     from ..device import resolve_device  # noqa: PLC0415
-    from .judge import Judge, check_eval_model, load_image  # noqa: PLC0415
+    from ..io import load_image  # noqa: PLC0415
+    from .judge import Judge, check_eval_model  # noqa: PLC0415
     from .scores import pair_table  # noqa: PLC0415
 
     pictures = [load_image(path) for path in images]   # an unreadable image stops here, before loading CLIP
@@ -115,8 +111,8 @@ def score(images: Sequence[Path], texts: Sequence[str], eval_model: str, as_json
                 extra={"judge": judge.info, "notes": notes})
     if not (as_json or as_csv):
         click.echo(f"judged by {judge.name} (logit scale {judge.logit_scale:.2f})")
-        for note in notes:
-            click.echo(f"note: {note}")
+        for remark in notes:
+            click.echo(f"note: {remark}")
 
 
 # --------------------------------------------------------------------------- color
@@ -135,7 +131,7 @@ def color(images: Sequence[Path], reference: Optional[Path], k: int, as_json: bo
     if as_json and as_csv:
         raise ClipdrawError("--json and --csv exclude each other")
     from .color import describe  # noqa: PLC0415
-    from .judge import load_image  # noqa: PLC0415
+    from ..io import load_image  # noqa: PLC0415
 
     pictures = [load_image(path) for path in images]
     gold = load_image(reference) if reference is not None else None
@@ -214,8 +210,7 @@ def _finish(paths: dict, interrupted: bool) -> None:
         for key in sorted(k for k in paths if k != "html"):
             click.echo(f"  {key}: {paths[key]}")
     if interrupted:
-        _note("interrupted: the finished runs are kept and reported; run the same command again to go on")
-        sys.exit(EXIT_INTERRUPTED)
+        exit_interrupted("interrupted: the finished runs are kept and reported; run the same command again to go on")
 
 
 # --------------------------------------------------------------------------- probe
@@ -250,7 +245,7 @@ def probe(entity_list: Path, templates: Sequence[str], seeds: int, engine: str, 
     settings = _settings("probe", iters, save_every, cutn, size, lr, model, clip_model, decoder, transformer_dir, mega)
     out = out or default_out("probe", entity_list)
     paths, interrupted = run_probe(entity_list, templates, seeds, engine, settings, out, _eval_model(eval_model, model),
-                                   device=device, offline=offline, faces=faces, progress=not quiet, log=_note)
+                                   device=device, offline=offline, faces=faces, progress=not quiet, log=note)
     _finish(paths, interrupted)
 
 
@@ -299,9 +294,9 @@ def compare(prompt_file: Optional[Path], coco: Optional[Path], flickr: Optional[
     elif images_dir is None:
         raise ClipdrawError(f"{'--coco' if coco else '--flickr'} needs --images DIR, the folder of its images")
     elif coco is not None:
-        items = read_coco(coco, images_dir, limit, note=_note)
+        items = read_coco(coco, images_dir, limit, note=note)
     else:
-        items = read_flickr(flickr, images_dir, None if split == "all" else split, limit, note=_note)
+        items = read_flickr(flickr, images_dir, None if split == "all" else split, limit, note=note)
     names = [n.strip() for n in (engines or ("optimize,transformer" if model == "toy" else "optimize,dallemini"))
              .split(",") if n.strip()]
     settings = _settings("compare", iters, save_every, cutn, size, lr, model, clip_model, decoder, transformer_dir,
@@ -309,7 +304,7 @@ def compare(prompt_file: Optional[Path], coco: Optional[Path], flickr: Optional[
     out = out or default_out("compare", sources[0])
     paths, interrupted = run_compare(items, str(sources[0]), list(dict.fromkeys(names)), per_prompt, settings, out,
                                      _eval_model(eval_model, model), device=device, offline=offline,
-                                     progress=not quiet, log=_note)
+                                     progress=not quiet, log=note)
     _finish(paths, interrupted)
 
 

@@ -29,9 +29,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import ClipdrawError
+from ..io import load_image
 from .color import describe
 from .datasets import Item
-from .judge import Judge, ToyVerdicts, load_image, success_rate
+from .judge import Judge, ToyVerdicts, success_rate
 from .report import Report, write_csv
 from .runs import RunSpec, write_json
 from .scores import clip_score, image_probabilities, r_precision, rank_of, text_probabilities

@@ -8,25 +8,22 @@ Wrong files are refused in one line that says what was expected; a missing image
 refused before anything runs; single missing image files are skipped with a count, so a
 partial download still runs.
 
-Formats:
-
-- prompt file: one prompt per line, lines starting with ``#`` are comments; a line ``[name]`` starts a group
-  (the prefix study's "bare", "a picture of", ... are groups), summarised apart in reports;
-- COCO captions (captions_val2017.json): ``{"images": [{"id", "file_name"}, ...],
-  "annotations": [{"image_id", "caption"}, ...]}``;
-- Karpathy's Flickr30k (dataset_flickr30k.json): ``{"images": [{"filename", "split",
-  "sentences": [{"raw"}, ...]}, ...]}``.
+A prompt file holds one prompt per line, lines starting with ``#`` are comments; a line
+``[name]`` starts a group (the prefix study's "bare", "a picture of", ... are groups),
+summarised apart in reports. The COCO and Flickr30k files are parsed and checked by
+``clipdraw.captions``, which the toy world's COCO training shares.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
+from ..captions import images_folder, read_coco_file, read_flickr_file
 from ..errors import ClipdrawError
+from ..io import read_text
 from ..outputs import safe_name, slugify, unique_names
 
 GROUP_LINE = re.compile(r"^\[(.+)\]$")
@@ -44,27 +41,6 @@ class Item:
     references: List[str] = field(default_factory=list)   # every caption of the gold image
 
 
-def _read_text(path: Path, what: str) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ClipdrawError(f"{what} {path} does not exist") from None
-    except IsADirectoryError:
-        raise ClipdrawError(f"{what} {path} is a folder, not a file") from None
-    except OSError as e:
-        raise ClipdrawError(f"cannot read {what} {path}: {e.strerror or e}") from None
-    except UnicodeDecodeError:
-        raise ClipdrawError(f"{what} {path} is not UTF-8 text") from None
-
-
-def _read_json(path: Path, what: str):
-    text = _read_text(path, what)
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ClipdrawError(f"{what} {path} is not valid JSON (line {e.lineno}: {e.msg})") from None
-
-
 def _unique_ids(items: List[Item]) -> List[Item]:
     """Make ids unique by suffixing -2, -3, ... (the same prompt twice is two items)."""
     for item, name in zip(items, unique_names(item.id for item in items)):
@@ -72,16 +48,11 @@ def _unique_ids(items: List[Item]) -> List[Item]:
     return items
 
 
-def _is_id(value: object) -> bool:
-    """A dataset id is a number or a string (the folder name is made safe by ``safe_name``)."""
-    return isinstance(value, (int, str)) and not isinstance(value, bool)
-
-
 def read_lines(path: PathLike, what: str = "list") -> List[Tuple[str, str]]:
     """(group, line) for each non-empty, non-comment line; ``[name]`` lines set the group."""
     path = Path(path).expanduser()
     group, lines = "", []
-    for raw in _read_text(path, what).splitlines():
+    for raw in read_text(path, what).splitlines():
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -100,13 +71,6 @@ def read_prompt_file(path: PathLike, limit: Optional[int] = None) -> List[Item]:
         raise ClipdrawError(f"prompt file {path} holds no prompt (one per line; lines starting with # are comments)")
     items = [Item(id=slugify(prompt, 50), prompt=prompt, group=group) for group, prompt in lines]
     return _unique_ids(items)[:limit]
-
-
-def _check_images_dir(images_dir: PathLike) -> Path:
-    folder = Path(images_dir).expanduser()
-    if not folder.is_dir():
-        raise ClipdrawError(f"images folder {folder} does not exist or is not a folder")
-    return folder
 
 
 def _keep_present(items: List[Item], images_dir: Path, source: Path, limit: Optional[int],
@@ -133,34 +97,18 @@ def read_coco(captions: PathLike, images_dir: PathLike, limit: Optional[int] = N
     """One item per COCO image (in the file's order of images that have captions): its first
     caption as the prompt, all its captions as references, the image as gold."""
     path = Path(captions).expanduser()
-    document = _read_json(path, "COCO captions file")
-    folder = _check_images_dir(images_dir)
-
-    def wrong(what: str) -> ClipdrawError:
-        return ClipdrawError(f"{path} is not a COCO captions file: {what}")
-
-    if not isinstance(document, dict):
-        raise wrong(f"expected an object with 'images' and 'annotations', got a {type(document).__name__}")
-    for key in ("images", "annotations"):
-        if not isinstance(document.get(key), list):
-            raise wrong(f"'{key}' is missing or not a list")
-    files: Dict[object, str] = {}
-    for n, image in enumerate(document["images"]):
-        if not isinstance(image, dict) or not _is_id(image.get("id")) or not isinstance(image.get("file_name"), str):
-            raise wrong(f"images[{n}] lacks 'id' or a string 'file_name'")
-        files[image["id"]] = image["file_name"]
+    coco = read_coco_file(path)
+    folder = images_folder(images_dir)
     captions_of: Dict[object, List[str]] = {}
-    for n, note_ in enumerate(document["annotations"]):
-        if not isinstance(note_, dict) or not _is_id(note_.get("image_id")) or not isinstance(note_.get("caption"), str):
-            raise wrong(f"annotations[{n}] lacks 'image_id' or a string 'caption'")
-        caption = " ".join(note_["caption"].split())
-        if caption and note_["image_id"] in files:
-            captions_of.setdefault(note_["image_id"], []).append(caption)
+    for image_id, caption in coco.captions:
+        if image_id in coco.files:
+            captions_of.setdefault(image_id, []).append(caption)
     if not captions_of:
         raise ClipdrawError(f"no caption in {path} belongs to an image it lists")
     # the id names run folders: safe_name keeps "coco-139" and turns "coco-x/../victim" into one plain name
-    items = [Item(id=safe_name(f"coco-{image_id}"), prompt=texts[0], gold=folder / files[image_id], references=texts)
-             for image_id, texts in ((i, captions_of[i]) for i in files if i in captions_of)]
+    items = [Item(id=safe_name(f"coco-{image_id}"), prompt=texts[0], gold=folder / coco.files[image_id],
+                  references=texts)
+             for image_id, texts in ((i, captions_of[i]) for i in coco.files if i in captions_of)]
     return _keep_present(_unique_ids(items), folder, path, limit, note)
 
 
@@ -169,31 +117,12 @@ def read_flickr(dataset: PathLike, images_dir: PathLike, split: Optional[str] = 
     """One item per Flickr30k image of ``split`` (None: all) from Karpathy's
     dataset_flickr30k.json: its first sentence as the prompt, all five as references."""
     path = Path(dataset).expanduser()
-    document = _read_json(path, "Flickr30k file")
-    folder = _check_images_dir(images_dir)
-
-    def wrong(what: str) -> ClipdrawError:
-        return ClipdrawError(f"{path} is not Karpathy's Flickr30k file (dataset_flickr30k.json): {what}")
-
-    if not isinstance(document, dict) or not isinstance(document.get("images"), list):
-        raise wrong("expected an object with an 'images' list")
-    items, splits = [], set()
-    for n, image in enumerate(document["images"]):
-        if not isinstance(image, dict) or not isinstance(image.get("filename"), str) \
-                or not isinstance(image.get("sentences"), list):
-            raise wrong(f"images[{n}] lacks a string 'filename' or a 'sentences' list")
-        splits.add(image.get("split"))
-        if split is not None and image.get("split") != split:
-            continue
-        texts = []
-        for m, sentence in enumerate(image["sentences"]):
-            if not isinstance(sentence, dict) or not isinstance(sentence.get("raw"), str):
-                raise wrong(f"images[{n}].sentences[{m}] lacks a string 'raw'")
-            if sentence["raw"].strip():
-                texts.append(" ".join(sentence["raw"].split()))
-        if texts:
-            items.append(Item(id=safe_name(f"flickr-{Path(image['filename']).stem}"), prompt=texts[0],
-                              gold=folder / image["filename"], references=texts))
+    images, splits = read_flickr_file(path, split)
+    folder = images_folder(images_dir)
+    # as for COCO, safe_name makes the file's stem one plain folder name whatever it holds
+    items = [Item(id=safe_name(f"flickr-{Path(image.filename).stem}"), prompt=image.captions[0],
+                  gold=folder / image.filename, references=image.captions)
+             for image in images if image.captions]
     if not items:
         known = ", ".join(sorted(str(s) for s in splits if s is not None)) or "none"
         raise ClipdrawError(f"no captioned image in {path} for split {split!r} (splits present: {known})")

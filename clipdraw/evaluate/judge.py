@@ -19,10 +19,11 @@ from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from .. import weights
 from ..errors import ClipdrawError
+from ..io import center_square
 from ..models import ClipModel
 
 DEFAULT_EVAL_MODEL = "ViT-L/14"
@@ -33,29 +34,9 @@ TOY_DESCRIPTIONS = {"toy": "the toy world's guiding CLIP",
 BATCH = 32
 
 
-def load_image(path: Union[str, Path]) -> Image.Image:
-    """An RGB image from disk, or one line saying why not."""
-    path = Path(path)
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.convert("RGB")
-    except FileNotFoundError:
-        raise ClipdrawError(f"image {path} does not exist") from None
-    except IsADirectoryError:
-        raise ClipdrawError(f"image {path} is a folder, not an image") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise ClipdrawError(f"cannot read image {path}: {e}") from None
-
-
 def clip_input(image: Image.Image, resolution: int) -> torch.Tensor:
     """CLIP's own preprocessing: shorter side to ``resolution`` (bicubic), centre crop; [0, 1]."""
-    width, height = image.size
-    scale = resolution / min(width, height)
-    resized = image.convert("RGB").resize((max(resolution, round(width * scale)), max(resolution, round(height * scale))),
-                                          Image.BICUBIC)
-    left, top = (resized.width - resolution) // 2, (resized.height - resolution) // 2
-    crop = resized.crop((left, top, left + resolution, top + resolution))
+    crop = center_square(image.convert("RGB"), resolution, Image.BICUBIC)
     return torch.from_numpy(np.asarray(crop, dtype=np.float32) / 255.0).permute(2, 0, 1)
 
 

@@ -31,10 +31,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import ClipdrawError
+from ..io import load_image
 from ..outputs import slugify, unique_names
 from .datasets import read_lines
 from .faces import FaceCounter, first_iteration
-from .judge import Judge, ToyVerdicts, load_image, success_rate
+from .judge import Judge, ToyVerdicts, success_rate
 from .report import Report, write_csv
 from .runs import RunSpec
 from .scores import cosine_matrix, text_probabilities

@@ -17,7 +17,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from PIL import Image
 
-from ..weights import atomic_write_bytes
+from ..io import atomic_write_text
 
 THUMBNAIL = 160
 MIN_THUMBNAIL = 128   # toy images (64 px) are enlarged, pixel for pixel, to stay readable
@@ -141,7 +141,7 @@ class Report:
                 f"<body><h1>{html.escape(self.title)}</h1>\n" + "\n".join(self.parts) + "\n</body></html>\n")
 
     def write(self, path: Path) -> Path:
-        atomic_write_bytes(path, self.html().encode("utf-8"))
+        atomic_write_text(path, self.html())
         return path
 
 
@@ -158,5 +158,5 @@ def write_csv(path: Path, rows: Sequence[Dict[str, object]], columns: Optional[S
     writer.writeheader()
     for row in rows:
         writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()})
-    atomic_write_bytes(path, buffer.getvalue().encode("utf-8"))
+    atomic_write_text(path, buffer.getvalue())
     return path

@@ -24,8 +24,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 from tqdm.auto import tqdm
 
 from ..errors import ClipdrawError
+from ..io import atomic_write_json
 from ..outputs import RunWriter, check_output_root
-from ..weights import atomic_write_bytes
 from .engines import EngineLoader
 
 
@@ -78,7 +78,7 @@ def _discard(run_dir: Path) -> None:
 
 
 def write_json(path: Path, data) -> None:
-    atomic_write_bytes(path, json.dumps(data, indent=2, default=str, allow_nan=True).encode())
+    atomic_write_json(path, data, indent=2, default=str, allow_nan=True)
 
 
 def open_experiment(out: Path, kind: str, settings: dict) -> None:

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -21,8 +19,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..captions import images_folder, read_coco_file
 from ..errors import ClipdrawError
-from ..weights import temp_file_beside
+from ..errors import note as note_on_stderr   # 'note' is read_coco_captions' parameter
+from ..io import atomic_path, atomic_write_json, center_square, load_image
 from .models import GPT_CONFIG, WordTokenizer, save_weights
 from .train import TrainConfig, fit_transformer, map_pixels
 
@@ -47,10 +47,6 @@ def keyword_pattern(keywords: Iterable[str]) -> Optional["re.Pattern[str]"]:
     return re.compile(r"\b(?:" + "|".join(re.escape(w) for w in words) + r")\b", re.IGNORECASE)
 
 
-def _format_error(path: Path, what: str) -> ClipdrawError:
-    return ClipdrawError(f"{path} is not a COCO captions file: {what}")
-
-
 def read_coco_captions(path: Union[str, Path], images_dir: Union[str, Path],
                        keywords: Optional[Sequence[str]] = None,
                        note: Optional[Callable[[str], None]] = None) -> List[Pair]:
@@ -60,42 +56,18 @@ def read_coco_captions(path: Union[str, Path], images_dir: Union[str, Path],
     whose image is not listed or not on disk are skipped with a count (to ``note``, else stderr),
     so a partial download still trains; an error comes only when nothing is left.
     """
-    path, images_dir = Path(path).expanduser(), Path(images_dir).expanduser()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ClipdrawError(f"cannot read captions file {path}: {e.strerror or e}") from None
-    except UnicodeDecodeError:
-        raise ClipdrawError(f"captions file {path} is not UTF-8 text") from None
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ClipdrawError(f"captions file {path} is not valid JSON (line {e.lineno}: {e.msg})") from None
-    if not isinstance(document, dict):
-        raise _format_error(path, f"expected an object with 'images' and 'annotations', got {type(document).__name__}")
-    for key in ("images", "annotations"):
-        if not isinstance(document.get(key), list):
-            raise _format_error(path, f"'{key}' is missing or not a list")
-    if not images_dir.is_dir():
-        raise ClipdrawError(f"images folder {images_dir} does not exist or is not a folder")
-
-    files: Dict[object, str] = {}
-    for n, image in enumerate(document["images"]):
-        if not isinstance(image, dict) or "id" not in image or not isinstance(image.get("file_name"), str):
-            raise _format_error(path, f"images[{n}] lacks 'id' or 'file_name'")
-        files[image["id"]] = image["file_name"]
+    path = Path(path).expanduser()
+    coco = read_coco_file(path)
+    images_dir = images_folder(images_dir)
     pattern = keyword_pattern(keywords or ())
     pairs: List[Pair] = []
     matched, unlisted, missing = 0, 0, 0
     exists: Dict[str, bool] = {}
-    for n, entry in enumerate(document["annotations"]):
-        if not isinstance(entry, dict) or "image_id" not in entry or not isinstance(entry.get("caption"), str):
-            raise _format_error(path, f"annotations[{n}] lacks 'image_id' or a string 'caption'")
-        caption = " ".join(entry["caption"].split())
-        if not caption or (pattern is not None and not pattern.search(caption)):
+    for image_id, caption in coco.captions:
+        if pattern is not None and not pattern.search(caption):
             continue
         matched += 1
-        name = files.get(entry["image_id"])
+        name = coco.files.get(image_id)
         if name is None:
             unlisted += 1
             continue
@@ -115,33 +87,20 @@ def read_coco_captions(path: Union[str, Path], images_dir: Union[str, Path],
     if missing or unlisted:
         message = (f"skipped {missing + unlisted} of {matched} captions: {missing} with the image file "
                    f"missing from {images_dir}, {unlisted} for images not listed in {path.name}")
-        if note is not None:
-            note(message)
-        else:
-            print(f"clipdraw: {message}", file=sys.stderr)
+        (note or note_on_stderr)(message)
     return pairs
 
 
 # --------------------------------------------------------------------------- image tokens
 
 
-def load_image(path: Path, size: int) -> torch.Tensor:
+def load_pixels(path: Path, size: int) -> torch.Tensor:
     """RGB, shorter side resized to ``size``, centre crop: (3, size, size) floats in [0, 1]."""
     import numpy as np  # noqa: PLC0415
-    from PIL import Image, UnidentifiedImageError  # noqa: PLC0415
+    from PIL import Image  # noqa: PLC0415
 
-    try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            scale = size / min(image.size)
-            width, height = max(size, round(image.width * scale)), max(size, round(image.height * scale))
-            image = image.resize((width, height), Image.Resampling.LANCZOS)
-            left, top = (width - size) // 2, (height - size) // 2
-            image = image.crop((left, top, left + size, top + size))
-            array = np.asarray(image, dtype=np.float32) / 255.0
-    except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise ClipdrawError(f"cannot read image {path}: {e}") from None
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+    image = center_square(load_image(path), size, Image.Resampling.LANCZOS)
+    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
 
 
 def _state_digest(module: nn.Module) -> str:
@@ -162,19 +121,12 @@ def cache_key(images: Sequence[Path], size: int, encoder_key: str) -> str:
     return digest.hexdigest()
 
 
-def _save_atomic(path: Path, codes: torch.Tensor, metadata: dict) -> None:
+def _save_codes(path: Path, codes: torch.Tensor, metadata: dict) -> None:
     from safetensors.torch import save_file  # noqa: PLC0415
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = temp_file_beside(path)
-    os.close(fd)
-    try:
-        save_file({"codes": codes.contiguous()}, tmp, metadata={"clipdraw": json.dumps(metadata)})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        save_file({"codes": codes.contiguous()}, str(tmp), metadata={"clipdraw": json.dumps(metadata)})
 
 
 def _load_cached(path: Path, rows: int) -> Optional[torch.Tensor]:
@@ -218,13 +170,13 @@ def tokenize_images(pairs: Sequence[Pair], encoder: nn.Module, size: int = 256, 
     codes = []
     with torch.no_grad():
         for start in tqdm(range(0, len(images), batch), desc="tokenise images", unit="batch", disable=not progress):
-            pixels = torch.stack([load_image(p, size) for p in images[start:start + batch]])
+            pixels = torch.stack([load_pixels(p, size) for p in images[start:start + batch]])
             logits = encoder(map_pixels(pixels).to(device))
             codes.append(logits.argmax(1).flatten(1).cpu())
     codes = torch.cat(codes)
     if cache_file is not None:
         small = torch.int16 if int(codes.max()) < 2**15 else torch.int32
-        _save_atomic(cache_file, codes.to(small), {"size": size, "images": len(images), "format": CACHE_FORMAT})
+        _save_codes(cache_file, codes.to(small), {"size": size, "images": len(images), "format": CACHE_FORMAT})
     return codes[index]
 
 
@@ -261,7 +213,7 @@ def train_coco(captions_json: Union[str, Path], images_dir: Union[str, Path], ke
     path, description = materialize(source, offline=offline)
     encoder = load_dvae_module(path, "encoder")
     for message in notes:
-        print(f"clipdraw: {message}", file=sys.stderr)
+        note_on_stderr(message)
     image_vocab = int(encoder.vocab_size)
     say(f"{len(pairs)} captions of {len({p for p, _ in pairs})} images; encoder {description} on {target}")
     codes = tokenize_images(pairs, encoder, size, cache_dir or user_cache_dir() / "coco-tokens", target, batch,
@@ -293,5 +245,5 @@ def train_coco(captions_json: Union[str, Path], images_dir: Union[str, Path], ke
     summary = {"seconds": seconds, "log": log, "config": asdict(config),
                **{k: meta[k] for k in ("source", "encoder", "size", "keywords", "captions", "images",
                                        "image_vocab", "image_tokens")}}
-    (out / "train_log.json").write_text(json.dumps(summary, indent=1))
+    atomic_write_json(out / "train_log.json", summary, indent=1)
     return summary

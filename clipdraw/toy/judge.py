@@ -36,7 +36,6 @@ NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, 
                 "nine": 9}
 _WORD_FOR_NUMBER = {v: k for k, v in NUMBER_WORDS.items()}
 _SINGULAR = {plural: shape for shape, plural in PLURALS.items()}
-_OPPOSITE = {"above": "below", "below": "above", "left of": "right of", "right of": "left of"}
 
 
 @dataclass(frozen=True)

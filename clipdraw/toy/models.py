@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ClipdrawError
-from ..weights import default_file_mode
+from ..io import atomic_path
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"   # shipped; $CLIPDRAW_TOY_WEIGHTS points elsewhere
 
@@ -135,10 +135,8 @@ def save_weights(path: Path, state: Dict[str, torch.Tensor], metadata: dict) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: (v.detach().half() if v.is_floating_point() else v.detach()).contiguous().cpu()
                for k, v in state.items()}
-    tmp = path.with_name(f".{path.name}.part")
-    save_file(tensors, str(tmp), metadata={"clipdraw": json.dumps(metadata)})
-    tmp.chmod(default_file_mode())   # safetensors creates it owner-only
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"clipdraw": json.dumps(metadata)})
 
 
 def load_weights(name: str, root: Optional[Path] = None) -> Tuple[Dict[str, torch.Tensor], dict]:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..config import TOY_STAGES
+from ..io import atomic_write_json
 from ..models import CLIP_MEAN, CLIP_STD, LOGIT_LAPLACE_EPS
 from ..optimize import gumbel_noise
 from . import data
@@ -430,6 +431,4 @@ def _merge_log(path: Path, summary: dict) -> None:
     merged = {"seconds": {**{k: v for k, v in old.get("seconds", {}).items() if k not in trained}, **summary["seconds"]},
               "log": [e for e in old.get("log", []) if e.get("stage") not in trained] + summary["log"],
               "config": summary["config"]}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(merged, indent=1))
-    tmp.replace(path)
+    atomic_write_json(path, merged, indent=1)
