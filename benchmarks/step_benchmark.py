@@ -293,7 +293,8 @@ def _clipdraw_config(args, iters: int):
 
 
 def _clipdraw_models(args, device):
-    from clipdraw.models import ClipModel, DVAEDecoder, Models
+    from clipdraw.dvae import DVAEDecoder
+    from clipdraw.models import ClipModel, Models
     decoder, model = build_raw_models(args, device)
     return Models(clip=ClipModel(model).to(device), decoder=DVAEDecoder(decoder).to(device), device=device)
 

@@ -17,14 +17,14 @@ from typing import Callable, ContextManager, List, Optional, Sequence, Tuple, Un
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
 from .augment import Cutouts
 from .config import GenerationConfig
 from .errors import ClipdrawError
-from .models import Models, softmax_over_vocabulary
+from .dvae import relaxed_tokens
+from .models import Models
 from .prompts import Prompt, parse_prompts
 
 @dataclass
@@ -124,15 +124,16 @@ def tempered_scores(logits: torch.Tensor, config: GenerationConfig, step: int, g
     return logits + noise, tau
 
 
+def decoder_relaxation(config: GenerationConfig) -> str:
+    """What the decoder does with ``tempered_scores``: gumbel is a softmax of noisy scores."""
+    return "straight-through" if config.relaxation == "straight-through" else "softmax"
+
+
 def relax(logits: torch.Tensor, config: GenerationConfig, step: int, generators: Generators,
           noisy: bool = True) -> torch.Tensor:
-    """Logits (B, vocab, g, g) -> token probabilities, normalised over the vocabulary axis (dim 1)."""
-    scores, tau = tempered_scores(logits, config, step, generators, noisy)
-    soft = softmax_over_vocabulary(scores / tau)
-    if config.relaxation != "straight-through":
-        return soft
-    hard = F.one_hot(soft.argmax(dim=1), soft.shape[1]).permute(0, 3, 1, 2).to(soft.dtype)
-    return hard + soft - soft.detach()   # one-hot forward, soft gradient
+    """Logits (B, vocab, g, g) -> token probabilities, normalised over the vocabulary axis (dim 1):
+    what ``DVAEDecoder.decode`` makes of ``tempered_scores`` before decoding them."""
+    return relaxed_tokens(*tempered_scores(logits, config, step, generators, noisy), decoder_relaxation(config))
 
 
 def prompt_loss(image_embeds: torch.Tensor, text_embeds: torch.Tensor, weights: torch.Tensor,
@@ -182,7 +183,11 @@ class Optimization:
 
     ``init_logits`` (vocab, g, g), or (batch, vocab, g, g), replaces the random start: for
     example a scene's dVAE tokens one-hot and scaled, to see whether CLIP keeps a correct image
-    or pulls it elsewhere."""
+    or pulls it elsewhere.
+
+    ``config.compile`` compiles what can be compiled: CLIP's image encoder always, the decoder
+    unless ``config.low_memory``, whose hand-written backward torch.compile cannot trace
+    (``DVAEDecoder.decode``)."""
 
     def __init__(self, models: Models, prompts: List[Prompt], config: GenerationConfig,
                  init_logits: Optional[torch.Tensor] = None):
@@ -219,23 +224,20 @@ class Optimization:
         dtype = clip_autocast_dtype(device, models.precision)
         self.clip_precision: Callable[[], ContextManager] = (
             (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext)
-        self.decode: Callable[..., torch.Tensor] = decoder
+        self.relaxation = decoder_relaxation(config)
+        self.compiler = COMPILE_BACKEND if config.compile else None
         self.encode: Callable[..., torch.Tensor] = clip.encode_image
         if config.compile:
-            self.decode = torch.compile(decoder, backend=COMPILE_BACKEND)
             self.encode = torch.compile(clip.encode_image, backend=COMPILE_BACKEND)
 
     def step(self, step: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """One iteration (1-based); returns (loss, similarity), one per image, as device tensors:
         nothing here waits for the device."""
-        if self.config.low_memory and self.config.relaxation != "straight-through":
-            # latents -> token scores -> images, the token probabilities never made whole (and the
-            # scores, with gumbel a tensor of their own, left to the decoder's backward to free)
-            image = self.models.decoder.decode_softmax(
-                *tempered_scores(self.logits, self.config, step - 1, self.generators), low_memory=True)
-        else:
-            tokens = relax(self.logits, self.config, step - 1, self.generators)  # latents -> tokens
-            image = self.decode(tokens, low_memory=self.config.low_memory)       # tokens -> images
+        # latents -> token scores -> images (the scores, with gumbel a tensor of their own, held
+        # by no name here: with --low-memory the decoder's backward frees them)
+        image = self.models.decoder.decode(*tempered_scores(self.logits, self.config, step - 1, self.generators),
+                                           relaxation=self.relaxation, low_memory=self.config.low_memory,
+                                           compiler=self.compiler)
         with self.clip_precision():
             embeds = self.encode(self.cutouts(image), low_memory=self.config.low_memory)  # views -> CLIP
         views = embeds.view(self.config.batch, self.config.cutn, -1)             # image i: rows i*cutn...
@@ -257,7 +259,9 @@ class Optimization:
         """Each image after ``step`` updates, without sampling noise (at the temperature of the
         last step taken), with the guide's similarity of the whole of it, and the judge's."""
         latents = self.ema_logits if self.ema_logits is not None else self.logits
-        images = self.models.decoder(relax(latents, self.config, max(step - 1, 0), self.generators, noisy=False))
+        images = self.models.decoder.decode(
+            *tempered_scores(latents, self.config, max(step - 1, 0), self.generators, noisy=False),
+            relaxation=self.relaxation)
         similarities = self._similarity(self.models.clip, self.text_embeds, images)
         judged = (self._similarity(self.models.judge, self.judge_text, images) if self.judge_text is not None
                   else [None] * len(similarities))

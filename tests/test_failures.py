@@ -390,7 +390,7 @@ def test_the_shipped_transformer_still_loads():
 
 def test_the_decoder_refuses_wrong_input_in_one_clipdraw_line():
     from clipdraw.errors import InputError, describe_failure
-    from clipdraw.models import DVAEDecoder
+    from clipdraw.dvae import DVAEDecoder
 
     decoder = DVAEDecoder(tiny_models.make_tiny_decoder())
     for wrong in (torch.zeros(1, 100, 2, 2), torch.zeros(1, 512, 2, 2, dtype=torch.float64), torch.zeros(512, 2, 2)):

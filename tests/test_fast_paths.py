@@ -25,9 +25,9 @@ import torch
 from clipdraw import GenerationConfig, generate
 import torch.nn.functional as F
 
-from clipdraw import low_memory
-from clipdraw.low_memory import ReluMasks, pack_bits, unpack_bits
-from clipdraw.models import ClipModel, DVAEDecoder, HeldConv2d, ResidualBlock, UpsampledBlock, run_stages
+from clipdraw.dvae import DVAEDecoder, HeldConv2d, ResidualBlock, UpsampledBlock, low_memory, run_stages
+from clipdraw.dvae.low_memory import ReluMasks, pack_bits, unpack_bits
+from clipdraw.models import ClipModel
 from clipdraw.optimize import Optimization, clip_autocast_dtype, generate_batch
 from clipdraw.prompts import parse_prompts
 
@@ -143,7 +143,7 @@ def test_low_memory_decoder_agrees_with_the_plain_path_by_bands(monkeypatch, ban
     results = []
     for low, through_scores in ((False, False), (True, False), (True, True)):
         logits = torch.randn(2, decoder.vocab_size, 6, 6, generator=torch.Generator().manual_seed(1), requires_grad=True)
-        image = (decoder.decode_softmax(logits, 0.7, low_memory=low) if through_scores
+        image = (decoder.decode(logits, 0.7, low_memory=low) if through_scores
                  else decoder(torch.softmax(logits / 0.7, dim=1), low_memory=low))
         assert (low_memory_node(image) is not None) == low
         (image * torch.linspace(-1, 1, image.numel()).view_as(image)).sum().backward()
@@ -260,15 +260,7 @@ def test_interrupting_a_batch_keeps_every_image(tiny_models_cpu):
     assert [[f.iteration for f in r.frames] for r in results] == [[2, 4], [2, 4]]
 
 
-def _dynamo_works() -> bool:
-    try:
-        import torch._dynamo  # noqa: F401
-        return torch._dynamo.is_dynamo_supported()
-    except Exception:
-        return False
-
-
-@pytest.mark.skipif(not _dynamo_works(), reason="torch.compile is not supported here")
+@pytest.mark.skipif(not tiny_models.dynamo_works(), reason="torch.compile is not supported here")
 def test_compiled_step_agrees_with_plain(tiny_models_cpu, monkeypatch):
     """Dynamo traces the real models; "aot_eager" skips inductor's C++ build (a minute on 2 cores)."""
     import clipdraw.optimize

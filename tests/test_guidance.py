@@ -160,15 +160,15 @@ def test_a_frame_is_decoded_at_the_temperature_of_the_last_step_taken(tiny_model
     import clipdraw.optimize as optimize
 
     calls = []
-    real_relax = optimize.relax
+    real_scores = optimize.tempered_scores
 
-    def recording_relax(logits, config, step, generators, noisy=True):
+    def recording_scores(logits, config, step, generators, noisy=True):
         calls.append((step, noisy))
-        return real_relax(logits, config, step, generators, noisy)
+        return real_scores(logits, config, step, generators, noisy)
 
     config = GenerationConfig(iters=3, seed=0, save_every=1, relaxation="gumbel", tau=2.0, tau_end=0.5, **FAST)
     with monkeypatch.context() as patch:
-        patch.setattr(optimize, "relax", recording_relax)
+        patch.setattr(optimize, "tempered_scores", recording_scores)
         result = generate(tiny_models_cpu, "a lamp", config, progress=False)
     assert [f.iteration for f in result.frames] == [1, 2, 3]
     snapshots = [i for i, (_, noisy) in enumerate(calls) if not noisy]

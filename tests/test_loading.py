@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from clipdraw import ClipdrawError
-from clipdraw.models import ClipModel, DVAEDecoder, load_models
+from clipdraw.dvae import DVAEDecoder
+from clipdraw.models import ClipModel, load_models
 from clipdraw.weights import load_clip_module, load_dvae_module, resolve
 
 import tiny_models

@@ -15,10 +15,11 @@ import copy
 import pytest
 import torch
 
-from clipdraw import GenerationConfig, low_memory
+from clipdraw import GenerationConfig
 from clipdraw.device import resolve_precision
 from clipdraw.errors import ClipdrawError
-from clipdraw.models import DVAEDecoder, HeldConv2d, load_models
+from clipdraw.dvae import DVAEDecoder, HeldConv2d, low_memory
+from clipdraw.models import load_models
 from clipdraw.optimize import Optimization, clip_autocast_dtype
 from clipdraw.prompts import parse_prompts
 
@@ -36,7 +37,7 @@ def held_dtypes(decoder: DVAEDecoder):
 
 def decode_with_grad(decoder: DVAEDecoder, low: bool, seed: int = 3):
     logits = torch.randn(2, decoder.vocab_size, 4, 4, generator=torch.Generator().manual_seed(seed), requires_grad=True)
-    image = decoder.decode_softmax(logits, 0.8, low_memory=low)
+    image = decoder.decode(logits, 0.8, low_memory=low)
     (image * torch.linspace(-1, 1, image.numel()).view_as(image)).sum().backward()
     return image.detach(), logits.grad
 

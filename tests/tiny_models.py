@@ -156,3 +156,12 @@ class CheapVQGanDecoder(torch.nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.interpolate(torch.sigmoid(self.mix(z) * 4), scale_factor=16, mode="nearest")
+
+
+def dynamo_works() -> bool:
+    """Whether torch.compile can trace these models here (the compile tests skip otherwise)."""
+    try:
+        import torch._dynamo
+        return torch._dynamo.is_dynamo_supported()
+    except Exception:
+        return False

@@ -22,7 +22,8 @@ from tqdm.auto import tqdm
 
 from ..config import TOY_STAGES
 from ..io import atomic_write_json
-from ..models import CLIP_MEAN, CLIP_STD, LOGIT_LAPLACE_EPS
+from ..dvae import LOGIT_LAPLACE_EPS, decoder_output_to_pixels, softmax_over_vocabulary, straight_through
+from ..models import CLIP_MEAN, CLIP_STD
 from ..optimize import gumbel_noise
 from . import data
 from .models import (GPT, GPT_CONFIG, WEIGHTS_DIR, WordTokenizer, build_clip, build_dvae, clip_state_for_saving,
@@ -96,15 +97,15 @@ def train_dvae(config: TrainConfig, log: list, progress: bool = True):
         x = map_pixels(data.image_batch(_batch(i, config.dvae_batch, config.seed)))
         logits = encoder(x)
         tau = 1.0 * (1 / 16) ** min(i / (0.66 * config.dvae_steps), 1.0)
-        soft = F.softmax((logits + config.dvae_noise * gumbel_noise(logits, generator)) / tau, dim=1)
+        noisy = logits + config.dvae_noise * gumbel_noise(logits, generator)
+        soft = softmax_over_vocabulary(noisy, tau, vocabulary_last=False)
         if i >= config.dvae_hard_from * config.dvae_steps:
-            hard = F.one_hot(soft.argmax(1), vocab).permute(0, 3, 1, 2).float()
-            soft = hard + soft - soft.detach()
+            soft = straight_through(soft)
         pixels = torch.sigmoid(decoder(soft)[:, :3])
         reconstruction = F.mse_loss(pixels, x)
         # Codebook usage: keep the batch's average code distribution spread (else a tiny dVAE
         # collapses onto a couple of codes and the decoder learns the mean image).
-        usage = F.softmax(logits, dim=1).mean(dim=(0, 2, 3))
+        usage = softmax_over_vocabulary(logits, vocabulary_last=False).mean(dim=(0, 2, 3))
         spread = math.log(vocab) + (usage * usage.clamp_min(1e-10).log()).sum()   # log V - entropy
         loss = reconstruction + config.dvae_usage * spread
         optimizer.zero_grad(set_to_none=True)
@@ -158,8 +159,6 @@ def redraw(images: torch.Tensor, encoder, decoder, corrupt: Optional[Tuple[float
     """Images through the dVAE and back (hard tokens): what the optimizer's images look like.
     ``corrupt`` (low, high): replace that share of each image's tokens (drawn uniformly in the
     range) with random ones."""
-    from ..models import decoder_output_to_pixels  # noqa: PLC0415
-
     with torch.no_grad():
         tokens = encoder(map_pixels(images)).argmax(1)
         if corrupt is not None:
@@ -267,7 +266,8 @@ def optimizer_rejects(model, decoder, config: TrainConfig, seed: int, round_inde
     saved frames that the analytic judge rejects for their caption: the images this guide
     wrongly likes, to be shown to it as wrong answers in the next round."""
     from ..config import toy_config  # noqa: PLC0415
-    from ..models import ClipModel, DVAEDecoder, Models  # noqa: PLC0415
+    from ..dvae import DVAEDecoder  # noqa: PLC0415
+    from ..models import ClipModel, Models  # noqa: PLC0415
     from ..optimize import generate  # noqa: PLC0415
     from .judge import satisfies  # noqa: PLC0415
 

@@ -6,7 +6,7 @@ only where the ReLU let values through; autograd keeps the ReLU's whole float ou
 (32 times the bytes), and its residual sums hold two full-size gradients at once. At 512 px the
 last group's tensors are 268 MB each, so these choices, not the arithmetic, set the peak.
 
-Each decoder stage (``clipdraw.models.Stage``) offers ``forward_keeping_masks(handed, masks)``
+Each decoder stage (``clipdraw.dvae.stages.Stage``) offers ``forward_keeping_masks(handed, masks)``
 and ``input_grad(handed, masks)``; ``decode_keeping_masks`` chains them under one autograd
 Function. The helpers below work a band of rows at a time where a full-size temporary would
 otherwise be made: a ReLU of a tensor still needed, a convolution's output added into another,
@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .relaxation import softmax_backward, softmax_over_vocabulary
 
 BAND_BYTES = 32 * 2**20   # the size of a band's temporaries: small against the 268 MB they replace
 
@@ -131,7 +133,7 @@ def add_relu_conv_input_grad(conv: nn.Module, grad: torch.Tensor, blocked: torch
                              into: torch.Tensor) -> torch.Tensor:
     """``into += relu'(x) * conv_input_grad(conv, grad)`` for a 1x1 ``conv``, a band of rows at a
     time: the full-size product is never made (``blocked``: where relu's input was <= 0)."""
-    if conv.w.shape[-1] != 1:
+    if not conv.pointwise:
         return into.add_(conv_input_grad(conv, grad).masked_fill_(blocked, 0))
     step = _band_rows(into)
     for start in range(0, into.shape[2], step):
@@ -145,11 +147,6 @@ def nearest_upsample_input_grad(grad: torch.Tensor, factor: int) -> torch.Tensor
     return F.avg_pool2d(grad, factor, divisor_override=1) if factor > 1 else grad
 
 
-def _band_probabilities(scores: torch.Tensor, rows: slice, tau: float) -> torch.Tensor:
-    """``softmax(scores / tau)`` over the vocabulary for a band of rows, vocabulary last (N, h, W, V)."""
-    return F.softmax((scores[:, :, rows] / tau).permute(0, 2, 3, 1), dim=-1)
-
-
 def softmax_conv_bands(conv: nn.Module, scores: torch.Tensor, tau: float) -> torch.Tensor:
     """``conv(softmax(scores / tau))``, the softmax over the vocabulary (dim 1), for a frozen 1x1
     ``conv``, a band of rows at a time: the token probabilities, as large as the scores (134 MB
@@ -160,20 +157,21 @@ def softmax_conv_bands(conv: nn.Module, scores: torch.Tensor, tau: float) -> tor
     step = _band_rows(scores)
     for start in range(0, height, step):
         rows = slice(start, start + step)
-        out[:, :, rows] = conv(_band_probabilities(scores, rows, tau).permute(0, 3, 1, 2))
+        out[:, :, rows] = conv(softmax_over_vocabulary(scores[:, :, rows], tau))
     return out
 
 
 def softmax_conv_input_grad(conv: nn.Module, grad: torch.Tensor, scores: torch.Tensor, tau: float) -> torch.Tensor:
     """The gradient of ``scores`` in ``softmax_conv_bands``, band by band, the probabilities
-    recomputed; autograd's own softmax backward, so the same arithmetic as the plain path."""
+    recomputed; autograd's own softmax backward (``softmax_backward``), so the same arithmetic as
+    the plain path."""
     result = torch.empty_like(scores, memory_format=torch.channels_last)
     step = _band_rows(scores)
     for start in range(0, scores.shape[2], step):
         rows = slice(start, start + step)
-        probs = _band_probabilities(scores, rows, tau)
+        probs = softmax_over_vocabulary(scores[:, :, rows], tau).permute(0, 2, 3, 1)   # vocabulary last
         grad_probs = conv_input_grad(conv, grad[:, :, rows]).to(probs.dtype).permute(0, 2, 3, 1)
-        band = torch.ops.aten._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
+        band = softmax_backward(grad_probs, probs, -1)
         result[:, :, rows] = band.permute(0, 3, 1, 2) / tau
     return result
 
@@ -185,8 +183,8 @@ class _DecodeKeepingMasks(torch.autograd.Function):
         ctx.tau = tau
         if tau is not None:   # tokens are scores: their softmax and the first 1x1 convolution by bands
             ctx.save_for_backward(tokens)
-            ctx.first_conv = stages[0].conv
-            x, stages = softmax_conv_bands(stages[0].conv, tokens, tau), stages[1:]
+            ctx.first = stages[0]
+            x, stages = ctx.first.forward_from_scores(tokens, tau), stages[1:]
         else:
             x = tokens
         for stage in stages:
@@ -209,7 +207,7 @@ class _DecodeKeepingMasks(torch.autograd.Function):
         ctx.masks = None
         if ctx.tau is not None:
             scores, = ctx.saved_tensors
-            grad = softmax_conv_input_grad(ctx.first_conv, grad, scores, ctx.tau)
+            grad = ctx.first.scores_grad(grad, scores, ctx.tau)
         return grad, None, None
 
 
@@ -217,7 +215,7 @@ def decode_keeping_masks(stages: Sequence[nn.Module], tokens: torch.Tensor, tau:
     """Run ``stages`` on ``tokens`` keeping only their ReLU masks; backward by their ``input_grad``.
 
     With ``tau``, ``tokens`` are scores whose softmax over dim 1 is the decoder's input, and the
-    first stage must be a 1x1 convolution (``softmax_conv_bands``). Stages may write into their
+    first stage must take them (``InputConv.takes_scores``). Stages may write into their
     input (a residual sum): ``tokens`` itself is never written."""
     first_writes = tau is None and getattr(stages[0], "writes_input", True)
     return _DecodeKeepingMasks.apply(tokens.clone() if first_writes else tokens, tau, stages)
