@@ -133,7 +133,7 @@ def download(url: str, dest: Path, sha256: Optional[str] = None, desc: Optional[
     when the transfer is complete (Content-Length honoured) and the hash matches ``sha256``.
     On any failure, Ctrl-C included, nothing is left behind.
     """
-    opened = False
+    opened, made = False, not dest.parent.exists()
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(dest) as tmp, open(tmp, "wb") as out:
@@ -149,6 +149,10 @@ def download(url: str, dest: Path, sha256: Optional[str] = None, desc: Optional[
         if not opened:
             raise DownloadError(f"cannot write to {dest.parent}: {e.strerror or e}") from None
         raise DownloadError(f"transfer failed: {type(e).__name__}: {e}") from None
+    finally:
+        if made and not dest.exists():   # failed: no empty cache folder either
+            with contextlib.suppress(OSError):
+                dest.parent.rmdir()
 
 
 def _receive(url: str, out: BinaryIO, sha256: Optional[str], desc: str, timeout: float) -> str:

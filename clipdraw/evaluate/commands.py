@@ -17,7 +17,7 @@ from typing import List, Optional, Sequence
 
 import click
 
-from ..config import TOY_DEFAULTS   # no torch there
+from ..config import DEFAULT_CLIP, ENGINE_NAMES, TOY_DEFAULTS, engine_options   # no torch there
 from ..errors import ClipdrawError, exit_interrupted, note
 
 DEFAULT_EVAL_MODEL = "ViT-L/14"   # as judge.DEFAULT_EVAL_MODEL, without importing torch
@@ -164,7 +164,7 @@ def generation_options(function):
         click.option("--model", type=click.Choice(["openai", "toy"]), default="openai", show_default=True,
                      help="toy: the shipped toy world, offline, with its own optimizer defaults, judged by the "
                           "toy judge CLIP unless --eval-model, and by the analytic judge."),
-        click.option("--clip-model", default="ViT-B/32", show_default=True, help="The guiding CLIP (optimize)."),
+        click.option("--clip-model", default=DEFAULT_CLIP, show_default=True, help="The guiding CLIP (optimize)."),
         click.option("--decoder", default="openai", show_default=True, help="dVAE decoder name or path."),
         click.option("--transformer", "transformer_dir", type=click.Path(path_type=Path), default=None,
                      help="Engine transformer: folder with transformer.safetensors."),
@@ -181,6 +181,21 @@ def generation_options(function):
     for option in reversed(options):
         function = option(function)
     return function
+
+
+def refuse_unused_options(engines: Sequence[str]) -> None:
+    """One line naming the first option given that none of ``engines`` uses, and who takes it:
+    the rule ``clipdraw generate`` follows (``clipdraw.config.engine_options``)."""
+    from click.core import ParameterSource  # noqa: PLC0415
+
+    ctx = click.get_current_context()
+    for param in ctx.command.params if engines else ():
+        name = "transformer" if param.name == "transformer_dir" else param.name
+        takers = [e for e in ENGINE_NAMES if name in engine_options(e)]
+        given = ctx.get_parameter_source(param.name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+        if takers and given and not set(takers) & set(engines):
+            raise ClipdrawError(f"{param.opts[0]} is not used by engine {', '.join(engines)}: it is for engine "
+                                f"{' or '.join(takers)}")
 
 
 def _settings(kind: str, iters: Optional[int], save_every: Optional[int], cutn: Optional[int], size: Optional[int],
@@ -205,12 +220,14 @@ def default_out(kind: str, source: Path) -> Path:
 
 
 def _finish(paths: dict, interrupted: bool) -> None:
+    """The report's files on stdout; after Ctrl-C, the one line that says so (exit 130)."""
     if paths:
         click.echo(f"report: {paths['html']}")
         for key in sorted(k for k in paths if k != "html"):
             click.echo(f"  {key}: {paths[key]}")
     if interrupted:
-        exit_interrupted("interrupted: the finished runs are kept and reported; run the same command again to go on")
+        kept = "the finished runs are kept and reported" if paths else "no report: nothing was finished"
+        exit_interrupted(f"interrupted: {kept}; run the same command again to go on")
 
 
 # --------------------------------------------------------------------------- probe
@@ -224,10 +241,12 @@ def _finish(paths: dict, interrupted: bool) -> None:
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True, help="Runs per prompt (seeds 0..N-1).")
 @click.option("--engine", type=click.Choice(["optimize", "transformer", "dallemini"]), default="optimize",
               show_default=True)
-@click.option("--faces/--no-faces", default=True, show_default=True,
-              help="Count faces per frame with OpenCV's Haar cascade (needs clipdraw[eval]).")
+@click.option("--faces/--no-faces", default=None,
+              help="Count faces per frame with OpenCV's Haar cascade (needs clipdraw[eval])  [default: when "
+                   "ENTITY_LIST declares '# kind: people', as experiments/probes/people.txt does].")
 @generation_options
-def probe(entity_list: Path, templates: Sequence[str], seeds: int, engine: str, faces: bool, iters: Optional[int],
+def probe(entity_list: Path, templates: Sequence[str], seeds: int, engine: str, faces: Optional[bool],
+          iters: Optional[int],
           save_every: Optional[int], cutn: Optional[int], size: Optional[int], lr: Optional[float], model: str,
           clip_model: str, decoder: str,
           transformer_dir: Optional[Path], mega: bool, eval_model: Optional[str], out: Optional[Path], device: str,
@@ -238,10 +257,11 @@ def probe(entity_list: Path, templates: Sequence[str], seeds: int, engine: str, 
     judging CLIP scores every frame and identifies it among the list's entities; OpenCV counts
     faces. With --model toy, the analytic judge gives its verdict on every frame too, and a frame
     counts as identified only when it accepts it. Writes probe.html, CSVs and probe.json into
-    --out; running again resumes.
+    --out; running again resumes. Faces are counted for lists that declare '# kind: people'.
     """
     from .probe import run_probe  # noqa: PLC0415
 
+    refuse_unused_options([engine])
     settings = _settings("probe", iters, save_every, cutn, size, lr, model, clip_model, decoder, transformer_dir, mega)
     out = out or default_out("probe", entity_list)
     paths, interrupted = run_probe(entity_list, templates, seeds, engine, settings, out, _eval_model(eval_model, model),
@@ -265,9 +285,12 @@ def probe(entity_list: Path, templates: Sequence[str], seeds: int, engine: str, 
               help="Images per prompt and engine (seeds 0..K-1).")
 @click.option("--engines", default=None,
               help="Comma-separated engines  [default: optimize,dallemini; --model toy: optimize,transformer].")
+@click.option("--keep-frames", is_flag=True,
+              help="Each run folder also keeps its frames and progress.gif (by default final.png and run.json).")
 @generation_options
 def compare(prompt_file: Optional[Path], coco: Optional[Path], flickr: Optional[Path], images_dir: Optional[Path],
-            split: str, limit: Optional[int], per_prompt: int, engines: Optional[str], iters: Optional[int],
+            split: str, limit: Optional[int], per_prompt: int, engines: Optional[str], keep_frames: bool,
+            iters: Optional[int],
             save_every: Optional[int], cutn: Optional[int], size: Optional[int], lr: Optional[float], model: str,
             clip_model: str, decoder: str,
             transformer_dir: Optional[Path], mega: bool, eval_model: Optional[str], out: Optional[Path], device: str,
@@ -299,12 +322,13 @@ def compare(prompt_file: Optional[Path], coco: Optional[Path], flickr: Optional[
         items = read_flickr(flickr, images_dir, None if split == "all" else split, limit, note=note)
     names = [n.strip() for n in (engines or ("optimize,transformer" if model == "toy" else "optimize,dallemini"))
              .split(",") if n.strip()]
+    refuse_unused_options(list(dict.fromkeys(names)))
     settings = _settings("compare", iters, save_every, cutn, size, lr, model, clip_model, decoder, transformer_dir,
                          mega)
     out = out or default_out("compare", sources[0])
     paths, interrupted = run_compare(items, str(sources[0]), list(dict.fromkeys(names)), per_prompt, settings, out,
                                      _eval_model(eval_model, model), device=device, offline=offline,
-                                     progress=not quiet, log=note)
+                                     progress=not quiet, log=note, keep_frames=keep_frames)
     _finish(paths, interrupted)
 
 

@@ -159,6 +159,7 @@ IMAGE_COLUMNS = ["engine", "item", "group", "prompt", "seed", "verdict", "sees",
                  "emd_to_gold", "seconds_per_image", "judge_is_guide", "file"]
 TOY_IMAGE_COLUMNS = ("verdict", "sees")            # the analytic judge's, in toy-world runs only
 TOY_SUMMARY_COLUMNS = ("judge_success", "judged")
+GOLD_SUMMARY_COLUMNS = ("beats_gold", "emd_to_gold")   # the page shows them when the set has gold images
 
 
 def write_outputs(out: Path, header: dict, rows: List[dict], items: Sequence[Item], notes: List[str]) -> Dict[str, Path]:
@@ -181,8 +182,7 @@ def write_outputs(out: Path, header: dict, rows: List[dict], items: Sequence[Ite
 def _html_report(header: dict, rows: List[dict], summary: List[dict], group_summary: List[dict],
                  items: Sequence[Item], notes: List[str]) -> Report:
     report = Report(f"Paradigm comparison: {header['source']}")
-    report.table([{"setting": k, "value": str(v)} for k, v in header.items() if k != "settings"]
-                 + [{"setting": k, "value": str(v)} for k, v in header.get("settings", {}).items()])
+    report.settings_table(header)
     for note in notes:
         report.paragraph(note, note=True)
     report.paragraph(f"Judging CLIP: {header.get('judging CLIP', header['judge']['name'])}.")
@@ -194,15 +194,19 @@ def _html_report(header: dict, rows: List[dict], summary: List[dict], group_summ
                          "accepts, among the judged ones (prompts it can parse); verdict and sees, per image, are "
                          "in the image table and under each image below.")
     report.heading("Summary per engine")
+    gold = any(r["engine"] == "gold" for r in rows)
     report.paragraph("cosine_x100: judging CLIP's similarity with the prompt; r_precision: share of images whose "
                      "prompt scores best among the pool of other prompts; image_rank and p_image: among every "
-                     "image drawn for the prompt (and the gold one), by CLIP's probability; beats_gold: share "
-                     "scoring above the dataset's own image; emd_to_gold: colour histogram distance in levels.")
-    summary_columns = [c for c in SUMMARY_COLUMNS if c != "group" and (toy or c not in TOY_SUMMARY_COLUMNS)]
-    report.table(summary, summary_columns)
+                     "image drawn for the prompt" + (" (and the gold one), by CLIP's probability; beats_gold: share "
+                                                     "scoring above the dataset's own image; emd_to_gold: colour "
+                                                     "histogram distance in levels." if gold else
+                                                     ", by CLIP's probability."))
+    summary_columns = [c for c in SUMMARY_COLUMNS if (toy or c not in TOY_SUMMARY_COLUMNS)
+                       and (gold or c not in GOLD_SUMMARY_COLUMNS)]
+    report.table(summary, [c for c in summary_columns if c != "group"])
     if group_summary:
         report.heading("Per engine and group")
-        report.table(group_summary, [c for c in SUMMARY_COLUMNS if toy or c not in TOY_SUMMARY_COLUMNS])
+        report.table(group_summary, summary_columns)
     plt = report.pyplot()
     engines = list(dict.fromkeys(r["engine"] for r in rows))
     if plt is not None and rows:
@@ -225,7 +229,7 @@ def _html_report(header: dict, rows: List[dict], summary: List[dict], group_summ
                 axis.bar(np.arange(len(groups)) + k * width, values, width, label=engine)
             axis.set_xticks(np.arange(len(groups)) + 0.4 - width / 2, groups, rotation=20)
             axis.set(title="mean similarity x100 per group", ylabel="cosine x100")
-            axis.legend(fontsize=8)
+            axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))   # beside the bars, not on them
             report.figure(fig)
         if any(r["gold_cosine_x100"] is not None for r in rows):
             fig, axis = plt.subplots(figsize=(5, 4.5))
@@ -260,8 +264,10 @@ def _html_report(header: dict, rows: List[dict], summary: List[dict], group_summ
 
 def run_compare(items: List[Item], source: str, engines: Sequence[str], per_prompt: int, settings, out: Path,
                 eval_model: str, device: str = "auto", offline: bool = False, progress: bool = True,
-                log=print) -> Tuple[Dict[str, Path], bool]:
-    """The whole comparison: generate what is missing, judge every image, write the report."""
+                log=print, keep_frames: bool = False) -> Tuple[Dict[str, Path], bool]:
+    """The whole comparison: generate what is missing, judge every image, write the report.
+    ``keep_frames``: each run folder keeps its frames and progress.gif, as ``clipdraw generate``
+    writes them (runs finished before without them are not redone)."""
     from ..device import resolve_device  # noqa: PLC0415
     from .engines import EngineLoader  # noqa: PLC0415
     from .judge import check_eval_model  # noqa: PLC0415
@@ -275,8 +281,9 @@ def run_compare(items: List[Item], source: str, engines: Sequence[str], per_prom
     check_eval_model(eval_model, offline)
     open_experiment(out, "compare", settings.record())
     specs = plan(items, engines, per_prompt)
-    loader = EngineLoader(settings, device=device, offline=offline, keep_frames=False)
-    records, interrupted = execute(specs, out, loader, keep_frames=False, progress=progress, log=log)
+    loader = EngineLoader(settings, device=device, offline=offline, keep_frames=keep_frames)
+    records, interrupted = execute(specs, out, loader, keep_frames=keep_frames, progress=progress, log=log,
+                                   gif=keep_frames)
     del loader
     if not records and not any(item.gold for item in items):
         return {}, interrupted
@@ -290,8 +297,10 @@ def run_compare(items: List[Item], source: str, engines: Sequence[str], per_prom
         notes.append(f"Only {len(records)} of {len(specs)} generations are finished; run the same command again "
                      "to go on.")
     header = {"source": source, "prompts": len(items), "engines": list(engines), "per_prompt": per_prompt,
-              "guiding CLIP (optimize)": settings.guide_name, "judging CLIP": judge.description, "judge": judge.info,
+              "frames kept": keep_frames,
+              **({"guiding CLIP (optimize)": settings.guide_name} if "optimize" in engines else {}),
+              "judging CLIP": judge.description, "judge": judge.info,
               **({"analytic judge": "clipdraw.toy.judge (verdict per image, judge_success per engine)"}
                  if settings.model == "toy" else {}),
-              "settings": settings.record()}
+              "settings": settings.used(engines)}
     return write_outputs(out, header, rows, items, notes), interrupted

@@ -8,10 +8,11 @@ iterations. Then, frame by frame, the judging CLIP gives
   the same template ("a photo of Albert Einstein", "a photo of Steve Jobs", ...); the frame
   is identified when its own entity comes first;
 
-and OpenCV's face cascade counts faces, to find the iteration where a face appears and where
-a second one creeps in. The summary per entity x template: identified or not (share of seeds,
-on the result, final.png), first iteration identified, iteration of the second face, final
-similarity.
+and, in lists of people (``# kind: people``, or ``--faces``), OpenCV's face cascade counts
+faces, to find the iteration where a face appears and where a second one creeps in; without
+counts, the reports have no face columns. The summary per entity x template: identified or
+not (share of seeds, on the result, final.png), first iteration identified, iteration of the
+second face, final similarity.
 
 In toy-world runs the analytic judge (``clipdraw.toy.judge``) also reads every frame: its
 ``verdict`` on the run's prompt, or, where it cannot parse the prompt ("a photo of red
@@ -24,6 +25,7 @@ judge can read neither, identification stays the CLIP's.
 
 from __future__ import annotations
 
+import re
 import statistics
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -31,16 +33,17 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import ClipdrawError
-from ..io import load_image
+from ..io import load_image, read_text
 from ..outputs import slugify, unique_names
 from .datasets import read_lines
 from .faces import FaceCounter, first_iteration
 from .judge import Judge, ToyVerdicts, success_rate
-from .report import Report, write_csv
+from .report import PROBABILITY_LIMITS, Report, write_csv
 from .runs import RunSpec
 from .scores import cosine_matrix, text_probabilities
 
 DEFAULT_TEMPLATES = ("a photo of {}", "a photo of the face of {}", "{}")
+KIND_LINE = re.compile(r"#\s*kind\s*:\s*([\w-]+)", re.IGNORECASE)   # a list's declaration: "# kind: people"
 STRIP_FRAMES = 8   # frames shown per run in the report
 
 
@@ -192,10 +195,16 @@ RUN_COLUMNS = ["entity", "template", "prompt", "seed", "engine", "iterations", "
 FRAME_COLUMNS = ["entity", "template", "seed", "iteration", "guide_similarity", "judge_similarity_x100", "p_entity",
                  "top_entity", "verdict", "sees", "identified", "clip_identified", "faces", "file"]
 TOY_COLUMNS = ("judge_success", "judged", "verdict_caption", "verdict", "sees")   # toy-world runs only
+FACE_COLUMNS = ("first_face", "second_face", "max_faces", "second_face_runs", "faces")   # when faces are counted
 
 
-def _columns(columns: Sequence[str], toy: bool) -> List[str]:
-    return [c for c in columns if toy or c not in TOY_COLUMNS]
+def _columns(columns: Sequence[str], toy: bool, faces: bool) -> List[str]:
+    return [c for c in columns if (toy or c not in TOY_COLUMNS) and (faces or c not in FACE_COLUMNS)]
+
+
+def _kinds(run_rows: List[dict]) -> Tuple[bool, bool]:
+    """Whether the rows carry the analytic judge's verdicts (toy world), and face counts."""
+    return any("verdict" in r for r in run_rows), any(r.get("max_faces") is not None for r in run_rows)
 
 
 def write_outputs(out: Path, header: Dict[str, object], summary: List[dict], run_rows: List[dict],
@@ -203,10 +212,10 @@ def write_outputs(out: Path, header: Dict[str, object], summary: List[dict], run
     """probe.html, probe_summary.csv, probe_runs.csv, probe_frames.csv and probe.json."""
     from .runs import write_json  # noqa: PLC0415
 
-    toy = any("verdict" in r for r in run_rows)
-    paths = {"summary_csv": write_csv(out / "probe_summary.csv", summary, _columns(SUMMARY_COLUMNS, toy)),
-             "runs_csv": write_csv(out / "probe_runs.csv", run_rows, _columns(RUN_COLUMNS, toy)),
-             "frames_csv": write_csv(out / "probe_frames.csv", frame_rows, _columns(FRAME_COLUMNS, toy))}
+    toy, faces = _kinds(run_rows)
+    paths = {"summary_csv": write_csv(out / "probe_summary.csv", summary, _columns(SUMMARY_COLUMNS, toy, faces)),
+             "runs_csv": write_csv(out / "probe_runs.csv", run_rows, _columns(RUN_COLUMNS, toy, faces)),
+             "frames_csv": write_csv(out / "probe_frames.csv", frame_rows, _columns(FRAME_COLUMNS, toy, faces))}
     write_json(out / "probe.json", {**header, "notes": notes, "summary": summary, "runs": run_rows,
                                     "frames": frame_rows})
     paths["json"] = out / "probe.json"
@@ -217,18 +226,17 @@ def write_outputs(out: Path, header: Dict[str, object], summary: List[dict], run
 def _html_report(header: Dict[str, object], summary: List[dict], run_rows: List[dict], frame_rows: List[dict],
                  notes: List[str]) -> Report:
     report = Report(f"Named-entity probe: {header['entities_file']}")
-    report.table([{"setting": k, "value": str(v)} for k, v in header.items() if k != "settings"]
-                 + [{"setting": k, "value": str(v)} for k, v in header.get("settings", {}).items()])
+    report.settings_table(header)
     for note in notes:
         report.paragraph(note, note=True)
-    toy = any("verdict" in r for r in run_rows)
+    toy, counted = _kinds(run_rows)
     report.paragraph(f"Judging CLIP: {header.get('judging CLIP', header['judge']['name'])}.")
     report.heading("Summary per entity and template")
     report.paragraph("identified: share of seeds whose result (final.png: the last frame, or the frame the "
                      "generator's judge CLIP picked) the judging CLIP attributes to the entity among the list (same "
                      "template); ever_identified: share identified at some frame; first_identified: median first "
-                     "such iteration; second_face: median iteration where the face detector first counts two faces, "
-                     "over the second_face_runs runs where it happens.")
+                     "such iteration" + ("; second_face: median iteration where the face detector first counts two "
+                                         "faces, over the second_face_runs runs where it happens." if counted else "."))
     if toy:
         report.paragraph("Toy world: the analytic judge (clipdraw.toy.judge, no learned model) reads the shapes off "
                          "every frame and accepts it when it shows exactly verdict_caption (the prompt, or the entity "
@@ -236,25 +244,12 @@ def _html_report(header: Dict[str, object], summary: List[dict], run_rows: List[
                          "when the judging CLIP picks its entity AND the analytic judge accepts it; clip_identified "
                          "is the CLIP's pick alone; judge_success: share of seeds whose result the analytic judge "
                          "accepts, among the judged ones. Where it can parse neither, identified is the CLIP's pick.")
-    report.table(summary, _columns(SUMMARY_COLUMNS, toy))
+    report.table(summary, _columns(SUMMARY_COLUMNS, toy, counted))
     plt = report.pyplot()
     if plt is not None:
         report.heading("Curves")
         for entity in dict.fromkeys(r["entity"] for r in run_rows):
-            fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.2))
-            for run in (r for r in run_rows if r["entity"] == entity):
-                frames = [f for f in frame_rows if f["entity"] == entity and f["template"] == run["template"]
-                          and f["seed"] == run["seed"]]
-                label = f"{run['template'].replace('{}', '…')} s{run['seed']}"
-                x = [f["iteration"] for f in frames]
-                line, = left.plot(x, [f["judge_similarity_x100"] for f in frames], label=label)
-                right.plot(x, [f["p_entity"] for f in frames], color=line.get_color())
-                if run["second_face"] is not None:
-                    left.axvline(run["second_face"], color=line.get_color(), linestyle=":")
-            left.set(title=f"{entity}: judging CLIP similarity x100", xlabel="iteration")
-            right.set(title=f"{entity}: P(entity) among the list", xlabel="iteration", ylim=(0, 1))
-            left.legend(fontsize=7)
-            report.figure(fig)
+            report.figure(curves_figure(plt, entity, run_rows, frame_rows))
     report.heading("Frames")
     for run in run_rows:
         frames = [f for f in frame_rows if f["entity"] == run["entity"] and f["template"] == run["template"]
@@ -263,7 +258,7 @@ def _html_report(header: Dict[str, object], summary: List[dict], run_rows: List[
         entries = []
         for f in (frames[i] for i in picks):
             faces = "" if f["faces"] is None else f" · {f['faces']} face{'s' if f['faces'] != 1 else ''}"
-            mark = "✓" if f["identified"] else f"→ {f['top_entity']}"
+            mark = "CLIP ✓" if f["clip_identified"] else f"→ {f['top_entity']}"   # the judge's say apart
             if f.get("verdict"):
                 mark += " · judge " + ("✓" if f["verdict"] == ToyVerdicts.ACCEPTED else f"✗ sees {f['sees']}")
             entries.append((load_image(f["file"]), f"it {f['iteration']}{faces} · P {f['p_entity']:.2f} {mark}"))
@@ -275,10 +270,50 @@ def _html_report(header: Dict[str, object], summary: List[dict], run_rows: List[
     return report
 
 
+def curves_figure(plt, entity: str, run_rows: List[dict], frame_rows: List[dict]):
+    """One entity's curves over the iterations, a line per template and seed: the judging CLIP's
+    similarity (a dotted line where a second face appears) and P(entity). Points are marked, so
+    a run of one frame shows; P(entity)'s axis reaches past 0 and 1, so a line there shows."""
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415  (matplotlib is there: plt is)
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.2))
+    for run in (r for r in run_rows if r["entity"] == entity):
+        frames = [f for f in frame_rows if f["entity"] == entity and f["template"] == run["template"]
+                  and f["seed"] == run["seed"]]
+        label = f"{run['template']} · seed {run['seed']}"
+        x = [f["iteration"] for f in frames]
+        line, = left.plot(x, [f["judge_similarity_x100"] for f in frames], marker=".", label=label)
+        right.plot(x, [f["p_entity"] for f in frames], marker=".", color=line.get_color())
+        if run.get("second_face") is not None:
+            left.axvline(run["second_face"], color=line.get_color(), linestyle=":")
+    left.set(title=f"{entity}: judging CLIP similarity x100", xlabel="iteration")
+    right.set(title=f"{entity}: P(entity) among the list", xlabel="iteration", ylim=PROBABILITY_LIMITS)
+    for axis in (left, right):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))   # iterations are whole
+    left.legend(fontsize=7)
+    return fig
+
+
+def faces_by_default(entities_file: Path) -> bool:
+    """Whether a probe of this list counts faces unless told: when the list declares its kind
+    as people (a line ``# kind: people``); brands, shapes and undeclared lists are not counted."""
+    return list_kind(entities_file) == "people"
+
+
+def list_kind(path: Path) -> Optional[str]:
+    """The kind a list declares in a comment line ``# kind: NAME`` (people, brands, shapes ...), lowercased."""
+    for raw in read_text(Path(path).expanduser(), "entity list").splitlines():
+        match = KIND_LINE.match(raw.strip())
+        if match:
+            return match.group(1).lower()
+    return None
+
+
 def run_probe(entities_file: Path, template_values: Sequence[str], seeds: int, engine: str, settings,
-              out: Path, eval_model: str, device: str = "auto", offline: bool = False, faces: bool = True,
+              out: Path, eval_model: str, device: str = "auto", offline: bool = False, faces: Optional[bool] = None,
               progress: bool = True, log=print) -> Tuple[Dict[str, Path], bool]:
     """The whole probe: check inputs, generate what is missing, judge, write the report.
+    ``faces``: count faces per frame; None: when the list declares people (``faces_by_default``).
 
     Returns the written files and whether Ctrl-C cut the generations short (the report then
     covers the finished runs)."""
@@ -293,6 +328,8 @@ def run_probe(entities_file: Path, template_values: Sequence[str], seeds: int, e
     templates = read_templates(template_values)
     settings.check([engine], offline)
     check_eval_model(eval_model, offline)
+    if faces is None:
+        faces = faces_by_default(entities_file)
     counter = FaceCounter() if faces else None
     open_experiment(out, "probe", {**settings.record(), "engine": engine})
     specs = plan(entities, templates, seeds, engine)
@@ -318,11 +355,11 @@ def run_probe(entities_file: Path, template_values: Sequence[str], seeds: int, e
     if len(records) < len(specs):
         notes.append(f"Only {len(records)} of {len(specs)} runs are finished; run the same command again to go on.")
     header = {"entities_file": str(entities_file), "entities": len(entities), "templates": templates,
-              "seeds": seeds, "engine": engine,
+              "seeds": seeds, "engine": engine, "faces": "counted (OpenCV's Haar cascade)" if faces else "not counted",
               "guiding CLIP": settings.guide_name if engine == "optimize" else "none (not CLIP-guided)",
               "judging CLIP": judge.description, "judge": judge.info,
               **({"analytic judge": "clipdraw.toy.judge: identified requires its acceptance"}
                  if verdicts is not None else {}),
-              "settings": settings.record()}
+              "settings": settings.used([engine])}
     return write_outputs(out, header, summarize(run_rows, entities, templates), run_rows, frame_rows, notes), \
         interrupted

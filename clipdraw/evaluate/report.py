@@ -21,16 +21,19 @@ from ..io import atomic_write_text
 
 THUMBNAIL = 160
 MIN_THUMBNAIL = 128   # toy images (64 px) are enlarged, pixel for pixel, to stay readable
+PROBABILITY_LIMITS = (-0.05, 1.05)   # a probability axis with room: a line at 0 or 1 is not hidden by the frame
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1400px; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: right; }
 th { background: #f0f0f0; } td.text, th.text { text-align: left; }
-figure { display: inline-block; margin: 0.3em; text-align: center; vertical-align: top; }
+figure { display: inline-block; margin: 0.3em; text-align: center; vertical-align: top; white-space: normal;
+         width: min-content; }
 figcaption { font-size: 0.75em; max-width: 170px; overflow-wrap: anywhere; }
 .note { background: #fff4d6; border-left: 4px solid #e0a800; padding: 0.5em 1em; }
 .scroll { overflow-x: auto; }
 .row { margin-bottom: 1em; border-bottom: 1px solid #eee; }
+.strip { white-space: nowrap; overflow-x: auto; }
 .swatch { display: inline-block; width: 1em; height: 1em; border: 1px solid #888; vertical-align: middle; }
 """
 
@@ -94,7 +97,7 @@ class Report:
             return
         columns = list(columns or rows[0].keys())
         swatches = set(swatches)
-        head = "".join(f'<th class="{"text" if _is_text(rows, c) else ""}">{html.escape(c)}</th>' for c in columns)
+        head = "".join(f'<th class="{"text" if _is_text(rows, c) else ""}">{_breakable(c)}</th>' for c in columns)
         body = []
         for row in rows:
             cells = []
@@ -111,12 +114,22 @@ class Report:
         self.parts.append(f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
                           f"<tbody>{''.join(body)}</tbody></table></div>")
 
+    def settings_table(self, header: Dict[str, object]) -> None:
+        """An experiment's header, then its ``settings`` (``EngineSettings.used``), one row each; an
+        engine's own settings are named after it ("optimize: iters"). Records (the judge's) are
+        for the JSON file: the header says the same in words."""
+        rows = [(k, v) for k, v in header.items() if k != "settings" and not isinstance(v, dict)]
+        for key, value in dict(header.get("settings") or {}).items():
+            rows.extend(((f"{key}: {k}", v) for k, v in value.items()) if isinstance(value, dict) else [(key, value)])
+        self.table([{"setting": k, "value": _setting_text(v)} for k, v in rows])
+
     def images(self, entries: Sequence[Tuple[Image.Image, str]], label: Optional[str] = None) -> None:
-        """A row of thumbnails, each with a caption."""
+        """A row of thumbnails, each with a caption: one strip that scrolls sideways rather than
+        wrapping (a frame alone on the next line reads as another run)."""
         figures = "".join(f'<figure><img src="{image_data_uri(image)}" alt="{html.escape(caption)}">'
                           f"<figcaption>{html.escape(caption)}</figcaption></figure>" for image, caption in entries)
         title = f"<div><b>{html.escape(label)}</b></div>" if label else ""
-        self.parts.append(f'<div class="row">{title}{figures}</div>')
+        self.parts.append(f'<div class="row">{title}<div class="strip">{figures}</div></div>')
 
     def figure(self, fig) -> None:
         """A matplotlib figure, embedded as PNG, then closed."""
@@ -143,6 +156,18 @@ class Report:
     def write(self, path: Path) -> Path:
         atomic_write_text(path, self.html())
         return path
+
+
+def _breakable(name: str) -> str:
+    """A column name that may wrap after its underscores, so that a wide table fits the page."""
+    return html.escape(name).replace("_", "_<wbr>")
+
+
+def _setting_text(value) -> str:
+    """A setting as the table shows it: a list as its items, between bars (templates hold commas)."""
+    if isinstance(value, (list, tuple)):
+        return " | ".join(str(v) for v in value) or "none"
+    return "none" if value is None else format_value(value)
 
 
 def _is_text(rows: Sequence[Dict[str, object]], column: str) -> bool:

@@ -1,5 +1,6 @@
-"""Resumable batches of generations: each run is an ordinary clipdraw run folder under
-``<out>/runs/``, and it counts as finished once its run.json is on disk (written last, by an
+"""Resumable batches of generations: each run is a clipdraw run folder under ``<out>/runs/``
+(final.png and run.json; its frames and progress.gif too where the experiment keeps them:
+``execute``), and it counts as finished once its run.json is on disk (written last, by an
 atomic rename, and not marked interrupted).
 
 So re-running an experiment skips what is finished; Ctrl-C, a crash, a full disk or a lack of
@@ -17,15 +18,15 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePath
 from typing import Callable, Dict, List, Optional, Tuple
 
-from tqdm.auto import tqdm
 
 from ..errors import ClipdrawError
 from ..io import atomic_write_json
 from ..outputs import RunWriter, check_output_root
+from ..progress import progress_bar
 from .engines import EngineLoader
 
 
@@ -69,10 +70,15 @@ def remove_run_folder(run_dir: Path) -> None:
         shutil.rmtree(run_dir)
 
 
-def _discard(run_dir: Path) -> None:
-    """``remove_run_folder`` after a failure: best effort, the first error is the one to report."""
+def _discard(run_dir: Path, out: Path) -> None:
+    """``remove_run_folder`` after a failure, then the folders above it that this left empty, up to
+    ``out`` (``runs/``, ``runs/<engine>/`` ...): best effort, the first error is the one to report."""
     try:
         remove_run_folder(run_dir)
+        for parent in run_dir.parents:
+            if parent == out or out not in parent.parents:
+                break
+            parent.rmdir()   # OSError when not empty: the rest is someone's
     except OSError:
         pass
 
@@ -147,11 +153,14 @@ def _is_whole_image(run_dir: Path, name: str) -> bool:
 
 
 def execute(specs: List[RunSpec], out: Path, loader: EngineLoader, keep_frames: bool, progress: bool = True,
-            log: Callable[[str], None] = print) -> Tuple[Dict[str, dict], bool]:
+            log: Callable[[str], None] = print, gif: bool = False) -> Tuple[Dict[str, dict], bool]:
     """Run every unfinished spec; return {key: run.json record} of the finished ones and
     whether the batch was interrupted (Ctrl-C). Finished runs are never redone.
 
-    Every run folder is checked by ``run_folder`` before anything is read, created or deleted."""
+    ``keep_frames`` writes each frame beside final.png and ``gif`` their progress.gif, as
+    ``clipdraw generate`` does. An interruption is only returned, not reported: the command says
+    it once, after the report. Every run folder is checked by ``run_folder`` before anything is
+    read, created or deleted; one that does not finish is removed with the folders it emptied."""
     folders = {spec.key: run_folder(out, spec.key) for spec in specs}
     records: Dict[str, dict] = {}
     pending = []
@@ -163,16 +172,16 @@ def execute(specs: List[RunSpec], out: Path, loader: EngineLoader, keep_frames: 
             pending.append(spec)
     if records:
         log(f"{len(records)} of {len(specs)} run(s) already finished in {out}: skipped")
-    bar = tqdm(pending, desc="runs", unit="run", disable=not progress or not pending, dynamic_ncols=True)
+    bar = progress_bar(pending, desc="runs", unit="run", disable=not progress or not pending, dynamic_ncols=True)
     for spec in bar:
         run_dir = folders[spec.key]
         bar.set_postfix_str(f"{spec.engine}: {spec.prompt[:40]} (seed {spec.seed})")
         try:
+            engine = loader.get(spec.engine)   # before the folder exists: a failed load leaves none
             remove_run_folder(run_dir)   # left over by an interrupted run: redo it
             run_dir.mkdir(parents=True)
-            engine = loader.get(spec.engine)
-            writer = RunWriter(run_dir, spec.prompt, engine.settings(spec.seed), engine.info, gif=False,
-                               engine=spec.engine)
+            writer = RunWriter(run_dir, spec.prompt, asdict(engine.settings_at(spec.seed)), engine.describe(),
+                               gif=gif and keep_frames, engine=spec.engine)
             label = f"{spec.engine}: {spec.prompt[:40]} (seed {spec.seed})"
 
             def on_frame(frame, writer=writer, label=label):   # one bar for the batch, not one per run
@@ -180,17 +189,16 @@ def execute(specs: List[RunSpec], out: Path, loader: EngineLoader, keep_frames: 
                     writer.add_frame(frame)
                 bar.set_postfix_str(f"{label} it {frame.iteration}, similarity {frame.similarity:.3f}")
 
-            result = engine.run(spec.prompt, spec.seed, on_frame, progress=False)
+            result = engine.generate(spec.prompt, spec.seed, on_frame, progress=False)
             if result.interrupted:
                 raise KeyboardInterrupt
             writer.finish(result, extra={"experiment": spec.meta})
         except KeyboardInterrupt:
             bar.close()
-            _discard(run_dir)
-            log(f"interrupted: {len(records)} of {len(specs)} run(s) finished and kept; run again to go on")
+            _discard(run_dir, out)
             return records, True
         except BaseException:
-            _discard(run_dir)
+            _discard(run_dir, out)
             raise
         records[spec.key] = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
     return records, False
