@@ -89,7 +89,7 @@ def _worker_init() -> None:
     global _MODELS, _ENCODER
     import torch  # noqa: PLC0415
 
-    from clipdraw.toy.engine import load_toy_models  # noqa: PLC0415
+    from clipdraw.toy.world import load_toy_models  # noqa: PLC0415
 
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)   # tiny models' denormal activations are slow on CPU
@@ -104,9 +104,10 @@ def run_task(task: Tuple[str, str, int, str, dict]) -> dict:
     import torch  # noqa: PLC0415
 
     from clipdraw.config import toy_config  # noqa: PLC0415
-    from clipdraw.optimize import generate, to_pil  # noqa: PLC0415
+    from clipdraw.optimize import generate  # noqa: PLC0415
+    from clipdraw.results import to_pil  # noqa: PLC0415
     from clipdraw.toy import data  # noqa: PLC0415
-    from clipdraw.toy.engine import SamplingConfig, TransformerEngine  # noqa: PLC0415
+    from clipdraw.engines.transformer import TransformerEngine  # noqa: PLC0415
     from clipdraw.toy.judge import satisfies  # noqa: PLC0415
 
     method, group, index, caption, overrides = task
@@ -125,7 +126,7 @@ def run_task(task: Tuple[str, str, int, str, dict]) -> dict:
         out["chosen_iteration"] = result.chosen_frame.iteration
     elif method == "transformer":
         engine = TransformerEngine(models)
-        out["ok"] = bool(satisfies(caption, engine.generate(caption, SamplingConfig(seed=index), progress=False).image))
+        out["ok"] = bool(satisfies(caption, engine.generate(caption, index, progress=False).image))
     elif method == "random tokens":
         tokens = torch.randint(models.decoder.vocab_size, (1, 8, 8), generator=torch.Generator().manual_seed(index))
         with torch.no_grad():

@@ -8,6 +8,13 @@ decoded image maximizes CLIP's similarity with a prompt. Typical notebook use::
     models = load_models()                       # CLIP ViT-B/32 + OpenAI dVAE decoder
     result = generate(models, "a photo of albert einstein", GenerationConfig(iters=4000))
     result.image.save("einstein.png")
+
+Every generator, the optimizer, the transformer and dalle-mini, behind one interface::
+
+    from clipdraw import ModelSource, load_engine
+
+    engine = load_engine("transformer", ModelSource(model="toy"))
+    result = engine.generate("a red circle", seed=0)
 """
 
 __version__ = "0.1.0"
@@ -17,8 +24,10 @@ from .errors import ClipdrawError
 # Loaded on first use, so that ``import clipdraw`` (and the CLI's --help) stays instant.
 _LAZY = {
     "Models": "models", "load_models": "models",
-    "GenerationConfig": "optimize", "GenerationResult": "optimize", "generate": "optimize",
-    "generate_batch": "optimize",
+    "GenerationConfig": "config", "SamplingConfig": "config", "DalleMiniConfig": "config",
+    "GenerationResult": "optimize", "generate": "optimize", "generate_batch": "optimize",
+    "Frame": "results", "Result": "results",
+    "Engine": "engines", "ModelSource": "engines", "load_engine": "engines",
 }
 
 
@@ -29,12 +38,4 @@ def __getattr__(name):
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'clipdraw' has no attribute {name!r}")
 
-__all__ = [
-    "ClipdrawError",
-    "GenerationConfig",
-    "GenerationResult",
-    "Models",
-    "generate",
-    "generate_batch",
-    "load_models",
-]
+__all__ = ["ClipdrawError", *_LAZY]

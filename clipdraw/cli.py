@@ -9,19 +9,16 @@ from __future__ import annotations
 import contextlib
 import random
 import sys
-from dataclasses import asdict, fields, replace
+from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 from typing import List, Optional
 
 import click
+from click.core import ParameterSource
 
-from .config import (DEFAULT_AUGMENTATIONS, LOSSES, LR_SCHEDULES, RELAXATIONS, TOY_DEFAULTS, TOY_STAGES,
-                     GenerationConfig, toy_config)
-from .errors import ClipdrawError
-
-EXIT_USAGE = 2
-DEFAULTS = {f.name: f.default for f in fields(GenerationConfig)}   # one source for API and CLI defaults
-EXIT_INTERRUPTED = 130
+from .config import (DALLEMINI_DTYPES, DEFAULT_CLIP, DEFAULT_DECODER, ENGINE_NAMES, ENGINE_SETTINGS, LOSSES,
+                     LR_SCHEDULES, RELAXATIONS, TOY_DEFAULTS, engine_options, engine_settings)
+from .errors import EXIT_USAGE, ClipdrawError, exit_interrupted, note
 
 
 class DefaultCommandGroup(click.Group):
@@ -62,280 +59,228 @@ def cli() -> None:
     """
 
 
-def _register_evaluation() -> None:
-    """score, color, probe and compare (clipdraw/evaluate/commands.py)."""
+def _register_commands() -> None:
+    """score, color, probe and compare (clipdraw/evaluate/commands.py); toy (clipdraw/toy/commands.py)."""
     from .evaluate.commands import register
+    from .toy.commands import toy
 
     register(cli)
+    cli.add_command(toy)
 
 
-_register_evaluation()
+_register_commands()
 
 
-@cli.command()
+
+# --------------------------------------------------------------------------- generate
+
+COMMON_OPTIONS = ("seed", "out", "model", "engine", "device", "offline", "gif", "mp4", "quiet")
+SOURCE_FIELDS = ("clip_model", "decoder", "judge_model", "dtype", "transformer")   # engines.ModelSource's
+
+
+def _default_text(name: str) -> str:
+    """The defaults of option ``name`` as the settings dataclasses give them, per engine and world
+    where they differ: '[default: 32; toy: 16]', '[default: transformer 32; dallemini 256]'."""
+    values = []
+    for engine in ENGINE_NAMES:
+        found = [f for f in fields(ENGINE_SETTINGS[engine]) if f.name == name and name in engine_options(engine)]
+        if not found or found[0].default is None or found[0].default is MISSING:
+            continue
+        values.append((engine, found[0].default))
+        if engine == "optimize" and TOY_DEFAULTS.get(name, found[0].default) != found[0].default:
+            values.append(("toy", TOY_DEFAULTS[name]))
+    shown = [(who, ",".join(v) if isinstance(v, tuple) else v) for who, v in values]
+    if not shown:
+        return ""
+    if len({v for _, v in shown}) == 1:
+        return f"  [default: {shown[0][1]}]"
+    if all(who in ("optimize", "toy") for who, _ in shown):
+        return f"  [default: {shown[0][1]}; toy: {shown[1][1]}]"
+    return f"  [default: {'; '.join(f'{who} {v}' for who, v in shown)}]"
+
+
+def engine_option(*flags: str, help: str, **kwargs):
+    """An option of some engines: no click default (the engine's settings hold it, shown in the
+    help), so that an option given explicitly can be told from one left out."""
+    name = kwargs.pop("name", None) or flags[0].lstrip("-").split("/")[0].replace("-", "_")
+    return click.option(*flags, name, default=None, help=help + _default_text(name), **kwargs)
+
+
+class EngineCommand(click.Command):
+    """``generate``'s help lists the options by engine, from ``clipdraw.config.engine_options``."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        records = {p.name: p.get_help_record(ctx) for p in self.get_params(ctx)}
+        sections = [("Options for every engine", [n for n in records if n not in ALL_ENGINE_OPTIONS])]
+        sections += [(f"--engine {engine}", [n for n in records if n in engine_options(engine)]) for engine in ENGINE_NAMES]
+        for title, names in sections:
+            with formatter.section(title):
+                formatter.write_dl([records[n] for n in names if records[n]])
+
+
+def refuse_other_engines_options(ctx: click.Context, engine: str, names) -> None:
+    """One line naming the first option given that ``engine`` does not use, and who takes it."""
+    own = set(engine_options(engine)) | set(COMMON_OPTIONS)
+    for name in names:
+        if name not in own and ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP):
+            flag = next(p.opts[0] for p in ctx.command.params if p.name == name)
+            takers = [e for e in ENGINE_NAMES if name in engine_options(e)]
+            raise ClipdrawError(f"{flag} is not used by --engine {engine}: it is for --engine {' or '.join(takers)}")
+
+
+ALL_ENGINE_OPTIONS = {name for engine in ENGINE_NAMES for name in engine_options(engine)}
+
+
+@cli.command(cls=EngineCommand)
 @click.argument("prompt")
-@click.option("--iters", type=click.IntRange(min=1), default=None,
-              help=f"Optimization steps  [default: {DEFAULTS['iters']}; toy: {TOY_DEFAULTS['iters']}].")
+@click.option("--engine", type=click.Choice(ENGINE_NAMES), default="optimize", show_default=True,
+              help="optimize: CLIP-guided dVAE latents; transformer: the toy autoregressive model (--model toy); "
+                   "dallemini: dalle-mini/mega via min-dalle.")
+@click.option("--model", type=click.Choice(["openai", "toy"]), default="openai", show_default=True,
+              help="openai: real CLIP + dVAE (downloaded); toy: the small trained world shipped with clipdraw.")
 @click.option("--seed", type=int, default=None, help="Random seed (default: a random one, recorded in run.json).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("outputs"), show_default=True,
               help="Folder that receives one sub-folder per run.")
-@click.option("--save-every", type=click.IntRange(min=1), default=None,
-              help=f"Save a frame every K iterations  [default: {DEFAULTS['save_every']}; toy: "
-                   f"{TOY_DEFAULTS['save_every']}].")
-@click.option("--cutn", type=click.IntRange(min=1), default=None,
-              help=f"Cutouts per step  [default: {DEFAULTS['cutn']}; toy: {TOY_DEFAULTS['cutn']}].")
-@click.option("--cut-min-scale", type=float, default=None,
-              help=f"Smallest cutout side, as a share of the image  [default: {DEFAULTS['cut_min_scale']}; "
-                   f"toy: {TOY_DEFAULTS['cut_min_scale']}].")
-@click.option("--cut-pow", type=float, default=None,
-              help=f"Cutout sizes: < 1 favours large cutouts, > 1 small ones  [default: {DEFAULTS['cut_pow']}].")
-@click.option("--overview", type=click.IntRange(min=0), default=None,
-              help=f"How many of the cutouts show the whole image  [default: {DEFAULTS['overview']}; "
-                   f"toy: {TOY_DEFAULTS['overview']}].")
-@click.option("--tv-weight", type=click.FloatRange(min=0), default=None,
-              help=f"Total-variation penalty: flatter regions, cleaner edges  [default: {DEFAULTS['tv_weight']}; "
-                   f"toy: {TOY_DEFAULTS['tv_weight']}].")
-@click.option("--ema", type=click.FloatRange(min=0, max=1, max_open=True), default=None,
-              help=f"Frames show an exponential average of the latents, with this decay per step; 0: off  "
-                   f"[default: {DEFAULTS['ema']}; toy: {TOY_DEFAULTS['ema']}].")
-@click.option("--judge-model", default=None,
-              help="A CLIP that never guides: it scores every saved frame, and final.png is the frame it ranks "
-                   "best. Name (ViT-B/16, RN50), path, toy-judge, or none  [default: none; toy: toy-judge].")
-@click.option("--patience", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Stop when the judge's best frame is K saved frames old; 0: run every iteration.")
-@click.option("--lr", type=float, default=DEFAULTS["lr"], show_default=True, help="Adam learning rate.")
-@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=DEFAULTS["lr_schedule"], show_default=True)
-@click.option("--size", type=click.IntRange(min=1), default=None,
-              help=f"Image side in pixels, a multiple of 8  [default: {DEFAULTS['size']}; toy: 64].")
-@click.option("--relaxation", type=click.Choice(RELAXATIONS), default=None,
-              help=f"How latent logits become token probabilities  [default: {DEFAULTS['relaxation']}; "
-                   f"toy: {TOY_DEFAULTS['relaxation']}].")
-@click.option("--tau", type=float, default=DEFAULTS["tau"], show_default=True, help="Temperature (gumbel: start of the schedule).")
-@click.option("--tau-end", type=float, default=DEFAULTS["tau_end"], show_default=True, help="Gumbel temperature at the last step.")
-@click.option("--loss", type=click.Choice(LOSSES), default=DEFAULTS["loss"], show_default=True)
-@click.option("--augs", default=",".join(DEFAULT_AUGMENTATIONS), show_default=True,
-              help="Augmentations of the cutouts: some of affine,perspective,jitter,noise,flip, or none.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option("--clip-model", default="ViT-B/32", show_default=True, help="CLIP model name or checkpoint path.")
-@click.option("--decoder", default="openai", show_default=True, help="dVAE decoder name or decoder.pkl path.")
-@click.option("--model", type=click.Choice(["openai", "toy"]), default="openai", show_default=True,
-              help="openai: real CLIP + dVAE (downloaded); toy: the small trained world shipped with clipdraw.")
-@click.option("--engine", type=click.Choice(["optimize", "transformer", "dallemini"]), default="optimize",
-              show_default=True, help="optimize: CLIP-guided dVAE latents; transformer: the toy autoregressive "
-                                      "model (--model toy); dallemini: dalle-mini/mega via min-dalle.")
-@click.option("--transformer", "transformer_dir", type=click.Path(path_type=Path), default=None,
-              help="--engine transformer: folder with transformer.safetensors (default: the toy one; one from "
-                   "'clipdraw toy train --coco' draws with the openai dVAE).")
-@click.option("--temperature", type=float, default=1.0, show_default=True, help="Transformer sampling temperature.")
-@click.option("--top-k", type=click.IntRange(min=0), default=None,
-              help="Transformer engines: sample among the k likeliest tokens, 0: all  [default: 32; dallemini: 256].")
-@click.option("--mega/--mini", default=False, show_default=True, help="dallemini: dalle-mega instead of dalle-mini.")
-@click.option("--grid", type=click.IntRange(min=1), default=1, show_default=True,
-              help="dallemini: draw N x N images at once; final.png is their grid.")
-@click.option("--supercondition", type=float, default=16.0, show_default=True,
-              help="dallemini: weight of the prompt over no prompt (classifier-free guidance).")
-@click.option("--dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16"]), default=None,
-              help="Precision. optimize: the dVAE decoder and CLIP's autocast (auto: float16 on CUDA, float32 "
-                   "on CPU); dallemini: the transformer (float16/bfloat16 need CUDA)  [default: auto; dallemini: "
-                   "float32].")
-@click.option("--rerank", default=None, metavar="N:K",
-              help="dallemini: draw N candidates (N a multiple of grid*grid), keep the K that CLIP "
-                   "(--clip-model) ranks best.")
+@click.option("--offline", is_flag=True, help="Never touch the network; use cached or given files only.")
 @click.option("--gif/--no-gif", default=True, show_default=True,
               help="Write progress.gif of the frames (dallemini: --no-gif also skips decoding the partial images).")
 @click.option("--mp4", is_flag=True, help="Also write progress.mp4 (needs: pip install clipdraw[mp4]).")
-@click.option("--offline", is_flag=True, help="Never touch the network; use cached or given files only.")
-@click.option("--batch", type=click.IntRange(min=1), default=DEFAULTS["batch"], show_default=True,
-              help="Optimize N images at once, seeds SEED..SEED+N-1, each written to its own run folder.")
-@click.option("--compile", "compile_step", is_flag=True,
-              help="torch.compile the decoder and CLIP's image encoder: slow to start, faster steps.")
-@click.option("--low-memory", is_flag=True,
-              help="Keep one bit per decoder ReLU value instead of its activations (backward by hand, "
-                   "by bands of rows) and recompute CLIP's: less memory for large --size.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def generate(prompt: str, iters: Optional[int], seed: Optional[int], out: Path, save_every: Optional[int],
-             cutn: Optional[int], cut_min_scale: Optional[float], cut_pow: Optional[float], overview: Optional[int],
-             tv_weight: Optional[float], ema: Optional[float], judge_model: Optional[str], patience: int, lr: float,
-             lr_schedule: str, size: Optional[int], relaxation: Optional[str], tau: float, tau_end: float, loss: str, augs: str,
-             device: str, clip_model: str, decoder: str, model: str, engine: str, transformer_dir: Optional[Path],
-             temperature: float,
-             top_k: Optional[int], mega: bool, grid: int, supercondition: float, dtype: str, rerank: Optional[str],
-             gif: bool, mp4: bool, offline: bool, batch: int, compile_step: bool, low_memory: bool,
-             quiet: bool) -> None:
-    """Draw PROMPT by optimizing dVAE latents under CLIP guidance.
+@engine_option("--iters", type=click.IntRange(min=1), help="Optimization steps.")
+@engine_option("--size", type=click.IntRange(min=1), help="Image side in pixels, a multiple of 8.")
+@engine_option("--cutn", type=click.IntRange(min=1), help="Cutouts scored by CLIP per step.")
+@engine_option("--cut-min-scale", type=float, help="Smallest cutout side, as a share of the image.")
+@engine_option("--cut-pow", type=float, help="Cutout sizes: < 1 favours large cutouts, > 1 small ones.")
+@engine_option("--overview", type=click.IntRange(min=0), help="How many of the cutouts show the whole image.")
+@engine_option("--augs", name="augmentations",
+               help="Augmentations of the cutouts: some of affine,perspective,jitter,noise,flip, or none.")
+@engine_option("--lr", type=float, help="Adam learning rate.")
+@engine_option("--lr-schedule", type=click.Choice(LR_SCHEDULES), help="Learning rate over the run.")
+@engine_option("--relaxation", type=click.Choice(RELAXATIONS), help="How latent logits become token probabilities.")
+@engine_option("--tau", type=float, help="Softmax temperature (gumbel: start of the schedule).")
+@engine_option("--tau-end", type=float, help="Gumbel temperature at the last step.")
+@engine_option("--loss", type=click.Choice(LOSSES), help="cosine, or spherical (great-circle distance squared).")
+@engine_option("--tv-weight", type=click.FloatRange(min=0), help="Total-variation penalty: flatter regions, cleaner edges.")
+@engine_option("--ema", type=click.FloatRange(min=0, max=1, max_open=True),
+               help="Frames show an exponential average of the latents, with this decay per step; 0: off.")
+@engine_option("--judge-model", help="A CLIP that never guides: it scores every saved frame, and final.png is the "
+                                     "frame it ranks best. Name (ViT-B/16, RN50), path, toy-judge, or none  "
+                                     "[default: none; toy: toy-judge].")
+@engine_option("--patience", type=click.IntRange(min=0),
+               help="Stop when the judge's best frame is K saved frames old; 0: run every iteration.")
+@engine_option("--save-every", type=click.IntRange(min=1),
+               help="A frame every K iterations (transformer: K tokens; default one row of the token grid).")
+@engine_option("--batch", type=click.IntRange(min=1),
+               help="Optimize N images at once, seeds SEED..SEED+N-1, each written to its own run folder.")
+@engine_option("--compile", is_flag=True, help="torch.compile the decoder and CLIP's image encoder (with --low-memory: "
+                                               "CLIP's alone): slow to start, faster steps.")
+@engine_option("--low-memory", is_flag=True,
+               help="Keep one bit per decoder ReLU value instead of its activations (backward by hand, by bands of "
+                    "rows) and recompute CLIP's: less memory for large --size.")
+@engine_option("--clip-model", help=f"CLIP model name or checkpoint path (dallemini: for scoring and --rerank)  "
+                                    f"[default: {DEFAULT_CLIP}].")
+@engine_option("--decoder", help=f"dVAE decoder name or decoder.pkl path  [default: {DEFAULT_DECODER}].")
+@engine_option("--dtype", type=click.Choice(["auto", *DALLEMINI_DTYPES]),
+               help="Precision. optimize: the dVAE decoder and CLIP's autocast (auto: float16 on CUDA, float32 on a "
+                    "CPU); dallemini: the transformer (float16/bfloat16 need CUDA)  [default: optimize auto; "
+                    "dallemini float32].")
+@engine_option("--transformer", type=click.Path(path_type=Path),
+               help="Folder with transformer.safetensors (default: the toy one; one from 'clipdraw toy train --coco' "
+                    "draws with the openai dVAE).")
+@engine_option("--temperature", type=float, help="Sampling temperature.")
+@engine_option("--top-k", type=click.IntRange(min=0), help="Sample among the k likeliest tokens, 0: all.")
+@engine_option("--mega/--mini", help="dalle-mega instead of dalle-mini.")
+@engine_option("--grid", type=click.IntRange(min=1), help="Draw N x N images at once; final.png is their grid.")
+@engine_option("--supercondition", type=float, help="Weight of the prompt over no prompt (classifier-free guidance).")
+@engine_option("--rerank", metavar="N:K",
+               help="Draw N candidates (N a multiple of grid*grid), keep the K that CLIP (--clip-model) ranks best.")
+@click.pass_context
+def generate(ctx: click.Context, prompt: str, engine: str, model: str, seed: Optional[int], out: Path, device: str,
+             offline: bool, gif: bool, mp4: bool, quiet: bool, **options) -> None:
+    """Draw PROMPT: by default by optimizing dVAE latents under CLIP guidance.
 
     PROMPT may combine weighted texts: "a tree|a house:0.5|blurry:-1".
     """
     from .prompts import parse_prompts
 
-    # Cheap checks first, before torch is even imported: nothing is loaded or written for a bad command.
+    # Cheap checks first, before torch is imported: nothing is loaded or written for a bad command.
     parse_prompts(prompt)
-    if seed is None:
-        seed = random.randrange(2**31)
-    if engine != "optimize" and (batch > 1 or compile_step or low_memory):
-        raise ClipdrawError(f"--batch, --compile and --low-memory are for --engine optimize, not {engine}")
-    judge_model = judge_model or ("toy-judge" if model == "toy" and engine == "optimize" else "none")
-    if dtype is not None and engine == "transformer":
-        raise ClipdrawError("--dtype sets the optimizer's or dalle-mini's precision: not for --engine transformer")
-    if dtype == "auto" and engine == "dallemini":
-        raise ClipdrawError("--engine dallemini takes --dtype float32, float16 or bfloat16")
-    if patience and engine != "optimize":
-        raise ClipdrawError(f"--patience stops the optimizer early: not for --engine {engine}")
-    if judge_model != "none" and engine != "optimize":
-        raise ClipdrawError(f"--judge-model ranks the optimizer's frames: not for --engine {engine}")
-    if judge_model == "toy-judge" and model != "toy":
-        raise ClipdrawError("--judge-model toy-judge judges the toy world: add --model toy, or name a real CLIP")
-    if patience and judge_model == "none":
-        raise ClipdrawError("--patience stops when the judge's score stops rising: it needs --judge-model")
-    if engine == "transformer" and model != "toy" and transformer_dir is None:
-        raise ClipdrawError("--engine transformer needs --model toy, or --transformer DIR from "
-                            "'clipdraw toy train --coco' to draw with the openai dVAE")
-    if transformer_dir is not None and not (transformer_dir / "transformer.safetensors").is_file():
-        raise ClipdrawError(f"no transformer.safetensors in {transformer_dir}")
+    refuse_other_engines_options(ctx, engine, options)
+    given = {name: value for name, value in options.items()
+             if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)}
+    own_fields = {f.name for f in fields(ENGINE_SETTINGS[engine])}
+    settings_given = {k: v for k, v in given.items() if k in own_fields}
     if engine == "dallemini":
-        if model == "toy":
-            raise ClipdrawError("--engine dallemini runs min-dalle's own models: leave out --model toy")
-        from .dallemini import DalleMiniConfig
+        settings_given["progressive"] = gif
+    seed = random.randrange(2**31) if seed is None else seed
+    settings = engine_settings(engine, model, seed=seed, **settings_given)
 
-        config = DalleMiniConfig(seed=seed, mega=mega, grid=grid, top_k=256 if top_k is None else top_k,
-                                 temperature=temperature, supercondition=supercondition, dtype=dtype or "float32", rerank=rerank,
-                                 progressive=gif)
-        _generate_dallemini(prompt, config, out, device, clip_model, mp4, offline, quiet)
-        return
-    if engine == "transformer":
-        from .toy.engine import SamplingConfig
+    from .engines import ModelSource, engine_class
+    from .outputs import check_output_root, mp4_available
 
-        config = SamplingConfig(seed=seed, temperature=temperature, top_k=32 if top_k is None else top_k)
-    else:
-        given = dict(iters=iters, size=size, cutn=cutn, cut_min_scale=cut_min_scale, cut_pow=cut_pow,
-                     overview=overview, tv_weight=tv_weight, ema=ema, relaxation=relaxation, save_every=save_every)
-        config = (toy_config if model == "toy" else GenerationConfig)(
-            seed=seed, lr=lr, lr_schedule=lr_schedule, tau=tau, tau_end=tau_end, loss=loss, augmentations=augs,
-            batch=batch, compile=compile_step, low_memory=low_memory, patience=patience,
-            **{k: v for k, v in given.items() if v is not None})
-
-    from .device import keep_freed_memory, resolve_device
-    from .models import load_models
-    from .optimize import generate as run_generation
-    from .outputs import RunWriter, check_output_root, make_run_dir, mp4_available
-
-    target = resolve_device(device)
+    source = ModelSource(model=model, device=device, offline=offline,
+                         **{k: str(v) if isinstance(v, Path) else v for k, v in given.items()
+                            if k in SOURCE_FIELDS and k not in own_fields})
+    runner_class = engine_class(engine)
+    runner_class.check_prompt(prompt)
+    runner_class.check(settings, source)
     check_output_root(out)
-    if target.type == "cpu" and not low_memory:
-        keep_freed_memory()   # steps re-use their freed tensors instead of faulting in fresh pages
     if mp4 and not mp4_available():
         raise ClipdrawError("--mp4 needs imageio-ffmpeg: pip install 'clipdraw[mp4]' (or pip install imageio-ffmpeg)")
+    if source.target().type == "cpu" and engine == "optimize" and not settings.low_memory:
+        from .device import keep_freed_memory
 
-    if model == "toy":
-        from .toy.engine import load_toy_models
-
-        models = load_toy_models(target, judge=judge_model == "toy-judge", precision=dtype or "auto")
-    else:
-        models = load_models(clip_model=clip_model, decoder=decoder, device=target, offline=offline,
-                             precision=dtype or "auto")
-    if judge_model not in ("none", "toy-judge"):
-        from .models import load_clip
-
-        models.judge, models.info["judge"] = load_clip(judge_model, device=target, offline=offline)
-    sampler = None
-    if engine == "transformer":   # loaded before the run folder exists: a mismatched pair writes nothing
-        from .toy.engine import TransformerEngine
-
-        sampler = TransformerEngine(models, transformer_dir)
-    if engine == "optimize" and config.batch > 1:
-        _generate_batch(models, prompt, config, out, gif, mp4, quiet)
+        keep_freed_memory()   # steps re-use their freed tensors instead of faulting in fresh pages
+    runner = runner_class.load(settings, source)   # before the run folder exists: a failed load writes nothing
+    if engine == "optimize" and settings.batch > 1:
+        _generate_batch(runner, prompt, out, gif, mp4, quiet)
         return
-    run_dir = make_run_dir(out, prompt, seed)
-    writer = RunWriter(run_dir, prompt, asdict(config), {"models": models.info, "device": str(models.device)},
-                       gif=gif, mp4=mp4, engine=engine)
-    click.echo(f"clipdraw: {prompt!r} seed {seed} on {models.device} -> {run_dir}", err=True)
-    with writer.on_failure():
-        if engine == "transformer":
-            result = sampler.generate(prompt, config, on_frame=writer.add_frame, progress=not quiet)
-        else:
-            result = run_generation(models, prompt, config, on_frame=writer.add_frame, progress=not quiet)
-        writer.finish(result)
-    click.echo(f"{run_dir / 'final.png'}  ({_describe_result(result)})")
-    if result.interrupted:
-        click.echo(f"clipdraw: interrupted at iteration {result.iterations_done}; kept {len(writer.frame_files)} "
-                   f"frame(s) in {run_dir}", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+    _generate_one(runner, prompt, seed, out, gif and getattr(settings, "progressive", True), mp4, quiet)
 
 
-def _describe_result(result) -> str:
-    """Which frame final.png is and the numbers that go with it, each named for what it measures."""
-    chosen = result.chosen_frame
-    unit = "token" if result.config.__class__.__name__ == "SamplingConfig" else "it"
-    parts = [f"{unit} {chosen.iteration} of {result.iterations_done}"
-             + (", the judge's pick" if chosen.judge_score is not None else "")
-             + (", stopped early" if result.stopped_early else ""),
-             f"guide CLIP similarity of the whole image {chosen.similarity:.4f}"]
-    if chosen.judge_score is not None:
-        parts.append(f"judge {chosen.judge_score:.4f}")
-    parts.append(f"{result.seconds_per_iteration:.3f} s/{unit}")
-    return "; ".join(parts)
-
-
-def _generate_batch(models, prompt: str, config: GenerationConfig, out: Path, gif: bool, mp4: bool,
-                    quiet: bool) -> None:
-    """--batch N: N seeds optimized together, each written to its own run folder as a run of
-    that seed alone would be (its seed in run.json and the PNGs, plus its place in the batch)."""
-    from .optimize import generate_batch
+def _generate_one(runner, prompt: str, seed: int, out: Path, gif: bool, mp4: bool, quiet: bool) -> None:
     from .outputs import RunWriter, make_run_dir
 
-    info = {"models": models.info, "device": str(models.device)}
-    writers = []
-    for index in range(config.batch):
-        seed = config.seed + index
-        writers.append(RunWriter(make_run_dir(out, prompt, seed), prompt, asdict(replace(config, seed=seed)), info,
-                                 gif=gif, mp4=mp4))
-    click.echo(f"clipdraw: {prompt!r} seeds {config.seed}..{config.seed + config.batch - 1} on {models.device} "
-               f"-> {', '.join(str(w.run_dir) for w in writers)}", err=True)
+    described = runner.describe()
+    run_dir = make_run_dir(out, prompt, seed)
+    writer = RunWriter(run_dir, prompt, asdict(runner.settings_at(seed)), described, gif=gif, mp4=mp4,
+                       engine=runner.name)
+    note(f"{prompt!r} seed {seed}, {runner.name} on {described['device']} -> {run_dir}")
+    with writer.on_failure():
+        result = runner.generate(prompt, seed, on_frame=writer.add_frame, progress=not quiet)
+        writer.finish(result)
+    click.echo(f"{run_dir / 'final.png'}  ({runner.summary_line(result)})")
+    if result.interrupted:
+        exit_interrupted(f"interrupted at {'iteration' if runner.step_unit == 'it' else runner.step_unit} "
+                         f"{result.iterations_done}; kept "
+                         f"{len(writer.frame_files)} frame(s) in {run_dir}")
+
+
+def _generate_batch(runner, prompt: str, out: Path, gif: bool, mp4: bool, quiet: bool) -> None:
+    """--batch N: N seeds optimized together, each written to its own run folder as a run of
+    that seed alone would be (its seed in run.json and the PNGs, plus its place in the batch)."""
+    from .outputs import RunWriter, make_run_dir
+
+    settings, described = runner.settings, runner.describe()
+    seeds = range(settings.seed, settings.seed + settings.batch)
+    writers = [RunWriter(make_run_dir(out, prompt, seed), prompt, asdict(runner.settings_at(seed)), described,
+                         gif=gif, mp4=mp4) for seed in seeds]
+    note(f"{prompt!r} seeds {seeds[0]}..{seeds[-1]} on {described['device']} "
+         f"-> {', '.join(str(w.run_dir) for w in writers)}")
     with contextlib.ExitStack() as stack:
         for writer in writers:
             stack.enter_context(writer.on_failure())
-        results = generate_batch(models, prompt, config, on_frame=lambda index, frame: writers[index].add_frame(frame),
-                                 progress=not quiet)
+        results = runner.generate_batch(prompt, settings.seed, progress=not quiet,
+                                        on_frame=lambda index, frame: writers[index].add_frame(frame))
         for writer, result in zip(writers, results):
             writer.finish(result)
     for writer, result in zip(writers, results):
-        click.echo(f"{writer.run_dir / 'final.png'}  ({_describe_result(result)})")
-    click.echo(f"{results[0].seconds_per_iteration:.3f} s/it for {config.batch} images", err=True)
+        click.echo(f"{writer.run_dir / 'final.png'}  ({runner.summary_line(result)})")
+    note(f"{results[0].seconds_per_iteration:.3f} s/it for {settings.batch} images")
     if results[0].interrupted:
-        click.echo(f"clipdraw: interrupted at iteration {results[0].iterations_done}; kept the frames so far in "
-                   f"{len(writers)} run folders", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-
-
-def _generate_dallemini(prompt: str, config, out: Path, device: str, clip_model: str, mp4: bool, offline: bool,
-                        quiet: bool) -> None:
-    """The dallemini branch of ``generate``: checks, then min-dalle's files, then the run folder."""
-    from .dallemini import DalleMiniEngine, check_dtype, import_min_dalle, prompt_text
-    from .device import resolve_device
-    from .outputs import RunWriter, check_output_root, make_run_dir, mp4_available
-
-    prompt_text(prompt)
-    import_min_dalle()   # not installed: one line saying how to get it
-    target = resolve_device(device)
-    check_dtype(config.dtype, target)
-    check_output_root(out)
-    if mp4 and not mp4_available():
-        raise ClipdrawError("--mp4 needs imageio-ffmpeg: pip install 'clipdraw[mp4]' (or pip install imageio-ffmpeg)")
-    engine = DalleMiniEngine.load(config, device=target, clip_model=clip_model, offline=offline)
-    run_dir = make_run_dir(out, prompt, config.seed)
-    writer = RunWriter(run_dir, prompt, asdict(config), {"models": engine.info, "device": str(engine.device)},
-                       gif=config.progressive, mp4=mp4, engine="dallemini")
-    click.echo(f"clipdraw: {prompt!r} seed {config.seed}, dalle-{config.variant} on {engine.device} -> {run_dir}",
-               err=True)
-    with writer.on_failure():
-        result = engine.generate(prompt, config, on_frame=writer.add_frame, progress=not quiet)
-        writer.finish(result)
-    click.echo(f"{run_dir / 'final.png'}  ({len(result.images)} of {len(result.candidates)} image(s), "
-               f"CLIP similarity {result.final_similarity:.4f}, {result.seconds_per_image:.2f} s/image)")
-    if result.interrupted:
-        click.echo(f"clipdraw: interrupted after {result.iterations_done} tokens; kept {len(result.images)} "
-                   f"image(s) and {len(writer.frame_files)} frame(s) in {run_dir}", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        exit_interrupted(f"interrupted at iteration {results[0].iterations_done}; kept the frames so far in "
+                         f"{len(writers)} run folders")
 
 
 MEMORY_HINTS = {   # (command, engine) -> what to lower when it runs out of memory; errors.MEMORY_HINT otherwise
@@ -360,174 +305,22 @@ def _memory_hint(argv: Optional[List[str]]) -> str:
     return MEMORY_HINTS.get((command, engine if command == "generate" else None), MEMORY_HINT)
 
 
-def _fail(message: str, code: int, error: Optional[BaseException] = None) -> None:
-    """End the process with one line on stderr and ``code``."""
-    import contextlib
-    import errno
-    import os
-
-    from .errors import release
-
-    click.echo(f"clipdraw: error: {message}", err=True)
-    if error is not None:
-        release(error)
-    if isinstance(error, OSError) and error.errno == errno.EPIPE:   # stdout's reader is gone: nothing to flush
-        with contextlib.suppress(OSError, ValueError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    sys.exit(code)
-
-
 def main(argv: Optional[List[str]] = None) -> None:
     """Console entry point: run the CLI; every failure ends as one line on stderr and an exit
     code (``clipdraw.errors.describe_failure``): 2 for bad input, 1 for a failed write, lack
     of memory or an unexpected error, 130 for Ctrl-C. ``CLIPDRAW_DEBUG=1`` shows the traceback."""
-    from .errors import debug_requested, describe_failure
+    from .errors import debug_requested, fail, fail_with
 
     try:
         cli.main(args=argv, prog_name="clipdraw", standalone_mode=False)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except (KeyboardInterrupt, click.exceptions.Abort):
-        click.echo("clipdraw: interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        exit_interrupted()
     except click.ClickException as e:
-        _fail(e.format_message(), EXIT_USAGE)
+        fail(e.format_message(), EXIT_USAGE)
     except Exception as e:
         if debug_requested():
             raise
-        message, code = describe_failure(e, memory_hint=_memory_hint(argv))
-        _fail(message, code, e)
+        fail_with(e, memory_hint=_memory_hint(argv))
     sys.exit(0)
-
-
-@cli.group()
-def toy() -> None:
-    """The mini DALL-E world shipped with clipdraw: shapes data, tiny dVAE, CLIP and transformer."""
-
-
-@toy.command("judge")
-@click.argument("image", type=click.Path(path_type=Path))
-@click.argument("caption")
-def toy_judge(image: Path, caption: str) -> None:
-    """Say whether IMAGE shows CAPTION, by the toy world's analytic judge (no learned model).
-
-    Prints the verdict and what the judge sees; exits 0 when it accepts, 1 when it rejects.
-    """
-    from .toy.judge import check, describe_detections, detect, parse_caption
-
-    try:
-        spec = parse_caption(caption)
-    except ValueError:
-        raise ClipdrawError(f"the toy judge cannot read {caption!r}: it reads captions such as 'a red circle', "
-                            "'two blue squares' or 'a red circle above a green square'") from None
-    picture = _read_image(image)
-    detections = detect(picture)
-    seen = describe_detections(detections)
-    if check(spec, detections):
-        click.echo(f"accepted: {caption!r}; the judge sees {seen}")
-        return
-    click.echo(f"rejected: {caption!r}; the judge sees {seen}")
-    sys.exit(1)
-
-
-def _read_image(path: Path):
-    """An image file as an RGB array, or one line saying why it cannot be read."""
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as opened:
-            return np.asarray(opened.convert("RGB"))
-    except FileNotFoundError:
-        raise ClipdrawError(f"no such image: {path}") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise ClipdrawError(f"cannot read {path} as an image: {e}") from None
-
-
-@toy.command("train")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Folder for the weights (default: $CLIPDRAW_TOY_WEIGHTS, else the package's own; "
-                   "with --coco: ./coco-transformer).")
-@click.option("--stages", default=",".join(TOY_STAGES), show_default=True,
-              help="Which models to train (toy world only).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--scale", type=float, default=1.0, show_default=True,
-              help="Multiply every stage's step count (0.01 for a smoke run).")
-@click.option("--coco", type=click.Path(path_type=Path), default=None,
-              help="Train the transformer on a real image-caption set: a COCO captions JSON file.")
-@click.option("--images", type=click.Path(path_type=Path), default=None, help="With --coco: the folder of its images.")
-@click.option("--filter", "keywords", default=None,
-              help="With --coco: keep captions containing any of these comma-separated words (e.g. mountain,beach).")
-@click.option("--encoder", default=None,
-              help="With --coco: dVAE encoder name or encoder.pkl path  [default: openai-encoder].")
-@click.option("--size", type=click.IntRange(min=1), default=None,
-              help="With --coco: image side in pixels for the encoder, a multiple of 8  [default: 256].")
-@click.option("--device", default=None, help="With --coco: auto, cpu or cuda  [default: auto].")
-@click.option("--offline", is_flag=True, help="With --coco: never download the encoder; use a cached or given file.")
-@click.option("--quiet", "-q", is_flag=True)
-def toy_train(out: Optional[Path], stages: str, seed: int, scale: float, coco: Optional[Path],
-              images: Optional[Path], keywords: Optional[str], encoder: Optional[str], size: Optional[int],
-              device: Optional[str], offline: bool, quiet: bool) -> None:
-    """Train the toy world from scratch on the CPU (deterministic by seed), or with --coco the
-    mini transformer over the real dVAE's tokens of a COCO-format image-caption set."""
-    if not scale > 0:
-        raise ClipdrawError(f"--scale must be positive, got {scale}")
-    if coco is not None:
-        _train_coco(coco, images, keywords, encoder or "openai-encoder", size or 256, device or "auto", offline,
-                    out or Path("coco-transformer"), seed, scale, quiet)
-        return
-    given = [flag for flag, value in (("--images", images), ("--filter", keywords), ("--encoder", encoder),
-                                      ("--size", size), ("--device", device), ("--offline", offline or None))
-             if value is not None]
-    if given:
-        raise ClipdrawError(f"{given[0]} is for training on a caption set: it needs --coco")
-    names = tuple(s.strip() for s in stages.split(",") if s.strip())
-    unknown = [s for s in names if s not in TOY_STAGES]
-    if unknown or not names:
-        raise ClipdrawError(f"unknown stage {unknown[0] if unknown else stages!r}: expected {', '.join(TOY_STAGES)}")
-    from .outputs import check_output_root
-    from .toy.models import weights_dir
-    from .toy.train import SCALED_SETTINGS, TrainConfig, train_all
-
-    target = out or weights_dir()
-    check_output_root(target)
-    base = TrainConfig(seed=seed)
-    config = TrainConfig(seed=seed, **{k: max(1, round(getattr(base, k) * scale))
-                                       for k in SCALED_SETTINGS})
-    summary = train_all(config, out=target, stages=names, progress=not quiet)
-    for stage, seconds in summary["seconds"].items():
-        last = [entry for entry in summary["log"] if entry["stage"] == stage][-1]
-        values = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k not in ("stage", "step"))
-        click.echo(f"{stage}: {seconds:.0f} s; last logged: {values}")
-    click.echo(f"weights in {target}")
-
-
-def _train_coco(captions: Path, images: Optional[Path], keywords: Optional[str], encoder: str, size: int, device: str,
-                offline: bool, out: Path, seed: int, scale: float, quiet: bool) -> None:
-    """The --coco branch of ``toy train``: argument checks here, the work in clipdraw.toy.coco."""
-    if images is None:
-        raise ClipdrawError("--coco needs --images DIR, the folder holding the caption set's images")
-    words = None
-    if keywords is not None:
-        words = [w.strip() for w in keywords.split(",") if w.strip()]
-        if not words:
-            raise ClipdrawError(f"--filter {keywords!r} names no word: expected e.g. mountain,beach")
-    if size % 8:
-        raise ClipdrawError(f"--size must be a multiple of 8 (the encoder downsamples 8x), got {size}")
-    from .device import resolve_device
-    from .outputs import check_output_root
-    from .toy.coco import train_coco
-    from .toy.train import TrainConfig
-
-    target = resolve_device(device)
-    check_output_root(out)
-    base = TrainConfig(seed=seed)
-    config = TrainConfig(seed=seed, gpt_steps=max(1, round(base.gpt_steps * scale)))
-    summary = train_coco(captions, images, words, encoder, out=out, config=config, device=target,
-                         progress=not quiet, size=size, offline=offline,
-                         log_fn=None if quiet else (lambda message: click.echo(f"clipdraw: {message}", err=True)))
-    last = summary["log"][-1]
-    click.echo(f"transformer: {summary['captions']} captions, {summary['images']} images, "
-               f"{summary['image_tokens']} tokens each; {sum(summary['seconds'].values()):.0f} s; "
-               f"last logged loss {last['loss']:.4f}")
-    click.echo(f"weights in {out}")

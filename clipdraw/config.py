@@ -1,9 +1,17 @@
-"""Settings of one generation, kept free of torch so the command line can read defaults fast."""
+"""Every engine's settings, defaults and checks, written once and kept free of torch so that the
+command line reads them (its options, defaults and help) without loading anything.
+
+- ``GenerationConfig``: the optimizer (``clipdraw.engines.optimize``); the toy world's
+  defaults where they differ are ``TOY_DEFAULTS``;
+- ``SamplingConfig``: the transformer (``clipdraw.engines.transformer``);
+- ``DalleMiniConfig``: dalle-mini (``clipdraw.engines.dallemini``).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterable, Tuple, Union
+import math
+from dataclasses import dataclass, fields
+from typing import Iterable, List, Optional, Tuple, Union
 
 from .errors import ClipdrawError
 
@@ -12,6 +20,11 @@ DEFAULT_AUGMENTATIONS: Tuple[str, ...] = ("affine", "perspective", "jitter", "no
 RELAXATIONS = ("softmax", "gumbel", "straight-through")
 LOSSES = ("cosine", "spherical")
 LR_SCHEDULES = ("constant", "cosine")
+DEFAULT_CLIP = "ViT-B/32"    # the guiding CLIP, by name (clipdraw.weights resolves names and paths)
+DEFAULT_DECODER = "openai"   # OpenAI's dVAE decoder
+DALLEMINI_DTYPES = ("float32", "float16", "bfloat16")
+DALLEMINI_IMAGE_VOCAB = 2 ** 14   # VQGAN codebook; the decoder samples among its first 2**14 logits
+DALLEMINI_MAX_GRID = 8            # 64 images in one pass; memory grows with grid**2
 
 
 @dataclass
@@ -38,7 +51,7 @@ class GenerationConfig:
     init_std: float = 1.0           # std of the initial logits
     save_every: int = 50
     batch: int = 1                  # images optimized at once, seeds seed, seed+1, ...: one decoder pass for all
-    compile: bool = False           # torch.compile the decoder and CLIP's image encoder (slow start, faster steps)
+    compile: bool = False           # torch.compile the decoder and CLIP's image encoder (low_memory: CLIP's alone)
     low_memory: bool = False        # a bit per decoder ReLU value, not its activations; recompute CLIP's
 
     def __post_init__(self):
@@ -93,3 +106,110 @@ TOY_DEFAULTS = dict(size=64, iters=300, cutn=16, save_every=10, relaxation="stra
 def toy_config(**settings) -> GenerationConfig:
     """A GenerationConfig with the toy world's defaults, then ``settings``."""
     return GenerationConfig(**{**TOY_DEFAULTS, **settings})
+
+
+@dataclass
+class SamplingConfig:
+    """Settings of one autoregressive sample."""
+
+    seed: int = 0
+    temperature: float = 1.0
+    top_k: int = 32
+    save_every: Optional[int] = None   # image tokens between saved frames; None: one row of the token grid
+
+    def __post_init__(self):
+        if not self.temperature > 0:
+            raise ClipdrawError(f"temperature must be positive, got {self.temperature}")
+        if self.top_k < 0 or (self.save_every is not None and self.save_every <= 0):
+            raise ClipdrawError("top-k must be >= 0 and save-every positive")
+
+
+def parse_rerank(spec: Union[str, Tuple[int, int], List[int], None]) -> Optional[Tuple[int, int]]:
+    """``"16:4"`` -> (16, 4): draw 16 candidates, keep the 4 that CLIP ranks best."""
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        parts = spec.split(":")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            raise ClipdrawError(f"rerank {spec!r} is not n:k (e.g. 16:4: draw 16 candidates, keep the best 4)")
+        spec = (int(parts[0]), int(parts[1]))
+    n, k = spec
+    if not (isinstance(n, int) and isinstance(k, int) and 1 <= k <= n):
+        raise ClipdrawError(f"rerank n:k needs 1 <= k <= n, got {n}:{k}")
+    return (n, k)
+
+
+@dataclass
+class DalleMiniConfig:
+    """Settings of one dalle-mini run (recorded whole in run.json)."""
+
+    seed: int = 0
+    mega: bool = False                 # dalle-mega (2.6B parameters) instead of dalle-mini
+    grid: int = 1                      # images drawn at once: a grid x grid batch per pass
+    top_k: int = 256                   # sample among the k likeliest tokens (0: all)
+    temperature: float = 1.0
+    supercondition: float = 16.0       # classifier-free guidance: weight of the prompt over no prompt
+    dtype: str = "float32"             # of the BART encoder and decoder; float16/bfloat16 need CUDA
+    rerank: Optional[Tuple[int, int]] = None   # (n, k): n candidates, best k by CLIP; "n:k" accepted
+    progressive: bool = True           # decode every 32 tokens for frames (7 more VQGAN passes per pass)
+
+    def __post_init__(self):
+        self.rerank = parse_rerank(self.rerank)
+        if not isinstance(self.grid, int) or not 1 <= self.grid <= DALLEMINI_MAX_GRID:
+            raise ClipdrawError(f"grid must be a whole number from 1 to {DALLEMINI_MAX_GRID}, got {self.grid!r}")
+        if not isinstance(self.top_k, int) or not 0 <= self.top_k <= DALLEMINI_IMAGE_VOCAB:
+            raise ClipdrawError(f"top-k must be from 0 (all) to {DALLEMINI_IMAGE_VOCAB}, got {self.top_k!r}")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ClipdrawError(f"temperature must be positive, got {self.temperature}")
+        if not (math.isfinite(self.supercondition) and self.supercondition >= 0):
+            raise ClipdrawError(f"supercondition must be 0 or more, got {self.supercondition}")
+        if self.dtype not in DALLEMINI_DTYPES:
+            raise ClipdrawError(f"unknown dtype {self.dtype!r}: expected one of {', '.join(DALLEMINI_DTYPES)}")
+        per_pass = self.grid ** 2
+        if self.rerank and self.rerank[0] % per_pass:
+            raise ClipdrawError(f"rerank {self.rerank[0]}:{self.rerank[1]} with grid {self.grid}: n must be a "
+                                f"multiple of {per_pass} (each pass draws a {self.grid}x{self.grid} grid)")
+
+    @property
+    def variant(self) -> str:
+        return "mega" if self.mega else "mini"
+
+    @property
+    def candidates(self) -> int:
+        return self.rerank[0] if self.rerank else self.grid ** 2
+
+    @property
+    def keep(self) -> int:
+        return self.rerank[1] if self.rerank else self.grid ** 2
+
+    @property
+    def passes(self) -> int:
+        return self.candidates // self.grid ** 2
+
+
+# --------------------------------------------------------------------------- engines and their options
+
+ENGINE_SETTINGS = {"optimize": GenerationConfig, "transformer": SamplingConfig, "dallemini": DalleMiniConfig}
+ENGINE_NAMES: Tuple[str, ...] = tuple(ENGINE_SETTINGS)
+# Which models each engine loads, as ``clipdraw.engines.ModelSource`` fields the user may set.
+SOURCE_OPTIONS = {"optimize": ("clip_model", "decoder", "judge_model", "dtype"),
+                  "transformer": ("clip_model", "decoder", "transformer"),
+                  "dallemini": ("clip_model",)}
+NOT_OPTIONS = ("seed", "init_std", "progressive")   # everyone's; the API's alone; follows --gif
+
+
+def engine_options(name: str) -> Tuple[str, ...]:
+    """The options engine ``name`` takes besides everyone's: its settings' fields and the
+    models it loads, named as the fields they set (``--cut-min-scale`` sets ``cut_min_scale``)."""
+    own = tuple(f.name for f in fields(ENGINE_SETTINGS[name]) if f.name not in NOT_OPTIONS)
+    return tuple(dict.fromkeys(own + SOURCE_OPTIONS[name]))
+
+
+def engine_settings(name: str, model: str = "openai", **given):
+    """Engine ``name``'s settings in world ``model`` (openai or toy): its defaults, the toy
+    world's where it has its own, then ``given``; checked (one ClipdrawError line)."""
+    if name not in ENGINE_SETTINGS:
+        raise ClipdrawError(f"unknown engine {name!r}: expected one of {', '.join(ENGINE_NAMES)}")
+    if name == "optimize" and model == "toy":
+        return toy_config(**given)
+    return ENGINE_SETTINGS[name](**given)

@@ -1,11 +1,9 @@
-"""The second paradigm: dalle-mini's transformer, through min-dalle, behind the optimizer's interface.
+"""min-dalle, loaded safely: the models behind the dallemini engine (``clipdraw.engines.dallemini``).
 
 dalle-mini encodes the prompt with a BART encoder, then an autoregressive decoder samples
 256 VQGAN tokens (a 16x16 grid), and the VQGAN detokenizer turns them into a 256x256
 image. min-dalle (``pip install -e ".[dallemini]"``) is a PyTorch port of dalle-mini and
-dalle-mega; this module drives it so that a run gives the same ``GenerationResult`` (and
-run folder) as the optimizer: frames from min-dalle's progressive outputs (the image every
-32 tokens), each candidate scored by CLIP, the best k kept (``rerank=(n, k)``).
+dalle-mega; this module fetches its files and assembles it, and the engine draws with it.
 
 min-dalle has traps that this module keeps away from the rest of the process:
 
@@ -27,32 +25,22 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import math
-import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Dict, Iterator, Optional, Tuple, Union
 
 import torch
-from PIL import Image
-from tqdm.auto import tqdm
 
 from . import weights
 from .device import resolve_device
+from .config import DALLEMINI_IMAGE_VOCAB as IMAGE_VOCAB
 from .errors import ClipdrawError
-from .models import ClipModel
-from .optimize import Frame, GenerationResult, to_pil
-from .prompts import parse_prompts
 
 MIN_DALLE_URL = "https://huggingface.co/kuprel/min-dalle/resolve/main/"   # min_dalle.min_dalle.MIN_DALLE_REPO
 INSTALL_HINT = 'pip install -e ".[dallemini]" (or pip install min-dalle)'
-DTYPES = ("float32", "float16", "bfloat16")
 IMAGE_TOKENS = 256     # 16x16 VQGAN tokens per image
 FRAME_TOKENS = 32      # min-dalle yields a progressive image every 32 tokens
 TEXT_TOKENS = 64       # min-dalle pads or cuts the prompt to 64 BART tokens
-IMAGE_VOCAB = 2 ** 14  # VQGAN codebook; the decoder samples among its first 2**14 logits
-MAX_GRID = 8           # 64 images in one pass; memory grows with grid**2
 
 # min-dalle's two published architectures (head counts cannot be read from weight files).
 ARCHITECTURES = {
@@ -61,80 +49,6 @@ ARCHITECTURES = {
     "mega": dict(layer_count=24, attention_head_count=32, embed_count=2048, glu_embed_count=4096,
                  text_vocab_count=50272, image_vocab_count=16415),
 }
-
-
-# --------------------------------------------------------------------------- settings
-
-
-def parse_rerank(spec: Union[str, Tuple[int, int], List[int], None]) -> Optional[Tuple[int, int]]:
-    """``"16:4"`` -> (16, 4): draw 16 candidates, keep the 4 that CLIP ranks best."""
-    if spec is None:
-        return None
-    if isinstance(spec, str):
-        parts = spec.split(":")
-        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-            raise ClipdrawError(f"rerank {spec!r} is not n:k (e.g. 16:4: draw 16 candidates, keep the best 4)")
-        spec = (int(parts[0]), int(parts[1]))
-    n, k = spec
-    if not (isinstance(n, int) and isinstance(k, int) and 1 <= k <= n):
-        raise ClipdrawError(f"rerank n:k needs 1 <= k <= n, got {n}:{k}")
-    return (n, k)
-
-
-@dataclass
-class DalleMiniConfig:
-    """Settings of one dalle-mini run (recorded whole in run.json)."""
-
-    seed: int = 0
-    mega: bool = False                 # dalle-mega (2.6B parameters) instead of dalle-mini
-    grid: int = 1                      # images drawn at once: a grid x grid batch per pass
-    top_k: int = 256                   # sample among the k likeliest tokens (0: all)
-    temperature: float = 1.0
-    supercondition: float = 16.0       # classifier-free guidance: weight of the prompt over no prompt
-    dtype: str = "float32"             # of the BART encoder and decoder; float16/bfloat16 need CUDA
-    rerank: Optional[Tuple[int, int]] = None   # (n, k): n candidates, best k by CLIP; "n:k" accepted
-    progressive: bool = True           # decode every 32 tokens for frames (7 more VQGAN passes per pass)
-
-    def __post_init__(self):
-        self.rerank = parse_rerank(self.rerank)
-        if not isinstance(self.grid, int) or not 1 <= self.grid <= MAX_GRID:
-            raise ClipdrawError(f"grid must be a whole number from 1 to {MAX_GRID}, got {self.grid!r}")
-        if not isinstance(self.top_k, int) or not 0 <= self.top_k <= IMAGE_VOCAB:
-            raise ClipdrawError(f"top-k must be from 0 (all) to {IMAGE_VOCAB}, got {self.top_k!r}")
-        if not (math.isfinite(self.temperature) and self.temperature > 0):
-            raise ClipdrawError(f"temperature must be positive, got {self.temperature}")
-        if not (math.isfinite(self.supercondition) and self.supercondition >= 0):
-            raise ClipdrawError(f"supercondition must be 0 or more, got {self.supercondition}")
-        if self.dtype not in DTYPES:
-            raise ClipdrawError(f"unknown dtype {self.dtype!r}: expected one of {', '.join(DTYPES)}")
-        per_pass = self.grid ** 2
-        if self.rerank and self.rerank[0] % per_pass:
-            raise ClipdrawError(f"rerank {self.rerank[0]}:{self.rerank[1]} with grid {self.grid}: n must be a "
-                                f"multiple of {per_pass} (each pass draws a {self.grid}x{self.grid} grid)")
-
-    @property
-    def variant(self) -> str:
-        return "mega" if self.mega else "mini"
-
-    @property
-    def candidates(self) -> int:
-        return self.rerank[0] if self.rerank else self.grid ** 2
-
-    @property
-    def keep(self) -> int:
-        return self.rerank[1] if self.rerank else self.grid ** 2
-
-    @property
-    def passes(self) -> int:
-        return self.candidates // self.grid ** 2
-
-
-def prompt_text(prompt: str) -> str:
-    """The one text dalle-mini conditions on; weighted mixtures are the optimizer's."""
-    prompts = parse_prompts(prompt)
-    if len(prompts) != 1:
-        raise ClipdrawError("dalle-mini draws one text: weighted prompts (a|b:0.5) are for the optimizer")
-    return prompts[0].text
 
 
 def check_dtype(dtype: str, device: torch.device) -> None:
@@ -380,153 +294,3 @@ def random_min_dalle(mega: bool = False, dtype: str = "float32", device: Union[s
         detokenizer = md.models.VQGanDetokenizer()
     tokenizer = md.text_tokenizer.TextTokenizer(vocab, [])
     return assemble(tokenizer, encoder, decoder, detokenizer, mega=mega, dtype=dtype, device=target)
-
-
-# --------------------------------------------------------------------------- the engine
-
-
-@dataclass
-class DalleMiniResult(GenerationResult):
-    """A GenerationResult with the kept candidates: ``images`` best first, ``scores`` their CLIP similarity."""
-
-    images: List[Image.Image] = field(default_factory=list, repr=False)
-    scores: List[float] = field(default_factory=list)
-    candidates: List[dict] = field(default_factory=list)   # every drawn image: index, pass, similarity, rank
-
-    @property
-    def final_similarity(self) -> float:
-        """Mean CLIP similarity of the kept images, which final.png shows."""
-        if not self.scores:
-            return self.frames[-1].similarity if self.frames else float("nan")
-        return sum(self.scores) / len(self.scores)
-
-    @property
-    def seconds_per_image(self) -> float:
-        return self.seconds / max(len(self.candidates), 1)
-
-    def summary(self) -> dict:
-        return {**super().summary(), "seconds_per_image": round(self.seconds_per_image, 3),
-                "candidates": self.candidates, "kept": [c["index"] for c in
-                                                        sorted((c for c in self.candidates if c["rank"]),
-                                                               key=lambda c: c["rank"])]}
-
-
-def image_grid(images: List[Image.Image], columns: int) -> Image.Image:
-    """Images side by side, row by row; empty cells stay black."""
-    width, height = images[0].size
-    rows = math.ceil(len(images) / columns)
-    grid = Image.new("RGB", (columns * width, rows * height))
-    for i, image in enumerate(images):
-        grid.paste(image, ((i % columns) * width, (i // columns) * height))
-    return grid
-
-
-class DalleMiniEngine:
-    """Prompt -> BART encoder -> decoder samples VQGAN tokens -> detokenizer -> images, CLIP-ranked."""
-
-    name = "dallemini"
-
-    def __init__(self, model, clip: Optional[ClipModel] = None, mega: bool = False, dtype: str = "float32",
-                 info: Optional[dict] = None):
-        self.model, self.clip, self.mega, self.dtype = model, clip, mega, dtype
-        self.device = torch.device(model.device)
-        self.info = info or {}
-        if clip is not None:
-            clip.to(self.device)
-
-    @classmethod
-    def load(cls, config: Optional[DalleMiniConfig] = None, device: Union[str, torch.device] = "auto",
-             clip_model: Optional[str] = weights.DEFAULT_CLIP, offline: bool = False,
-             root: Optional[Path] = None) -> "DalleMiniEngine":
-        """Fetch (unless cached) and load the variant ``config`` asks for, and CLIP for ranking.
-
-        ``clip_model=None`` skips CLIP: no scores, and ``rerank`` is refused.
-        """
-        from .models import load_clip  # noqa: PLC0415
-
-        config = config or DalleMiniConfig()
-        target = device if isinstance(device, torch.device) else resolve_device(device)
-        check_dtype(config.dtype, target)
-        import_min_dalle()    # a missing package is reported before any download
-        paths = fetch_weights(config.mega, offline=offline, root=root)
-        clip, clip_info = load_clip(clip_model, target, offline=offline) if clip_model else (None, None)
-        model = load_min_dalle(paths, mega=config.mega, dtype=config.dtype, device=target)
-        info = {"dallemini": {"name": f"dalle-{config.variant}", "dtype": config.dtype,
-                              "folder": str(paths["encoder.pt"].parent),
-                              "files": {k: str(p) for k, p in paths.items()},
-                              "layers": model.layer_count, "embed": model.embed_count},
-                "clip": clip_info}
-        return cls(model, clip, mega=config.mega, dtype=config.dtype, info=info)
-
-    def _scores(self, pixels: torch.Tensor, text_embed: Optional[torch.Tensor]) -> List[float]:
-        if text_embed is None:
-            return [float("nan")] * pixels.shape[0]
-        return (self.clip.encode_image(pixels.to(self.device)) @ text_embed.T)[:, 0].tolist()
-
-    def generate(self, prompt: str, config: Optional[DalleMiniConfig] = None,
-                 on_frame: Optional[Callable[[Frame], None]] = None, progress: bool = True) -> DalleMiniResult:
-        """Draw ``config.candidates`` images in passes of grid x grid, keep the best ``config.keep``.
-
-        Frames are each pass's grid every 32 tokens (``iteration`` counts tokens over all
-        passes). Ctrl-C ends early: the candidates finished so far are ranked and kept.
-        """
-        config = config or DalleMiniConfig()
-        if (config.mega, config.dtype) != (self.mega, self.dtype):
-            raise ClipdrawError(f"this engine holds dalle-{'mega' if self.mega else 'mini'} in {self.dtype}; "
-                                f"the config asks for dalle-{config.variant} in {config.dtype}")
-        text = prompt_text(prompt)
-        if config.rerank and self.clip is None:
-            raise ClipdrawError("rerank needs CLIP: load the engine with a clip model")
-        text_embed = self.clip.encode_text([text]) if self.clip is not None else None
-        frames: List[Frame] = []
-        images: List[Image.Image] = []
-        candidates: List[dict] = []
-        tokens_done, interrupted = 0, False
-        start = time.perf_counter()
-        bar = tqdm(total=config.passes * IMAGE_TOKENS, desc=f"dalle-{config.variant}", unit="tok",
-                   disable=not progress, dynamic_ncols=True)
-        with inference_session(self.device, seed=config.seed):
-            try:
-                for pass_index in range(config.passes):
-                    stream = self.model.generate_images_stream(
-                        text=text, seed=-1, grid_size=config.grid, progressive_outputs=config.progressive,
-                        temperature=config.temperature, top_k=config.top_k,
-                        supercondition_factor=config.supercondition)   # seed -1: min-dalle must not reseed
-                    for step, batch in enumerate(stream, 1):
-                        in_pass = min(step * FRAME_TOKENS, IMAGE_TOKENS) if config.progressive else IMAGE_TOKENS
-                        pixels = batch.float().div(255).permute(0, 3, 1, 2)       # (grid**2, 3, 256, 256)
-                        scores = self._scores(pixels, text_embed)
-                        pictures = [to_pil(p) for p in pixels]
-                        frame = Frame(pass_index * IMAGE_TOKENS + in_pass, image_grid(pictures, config.grid),
-                                      sum(scores) / len(scores))
-                        frames.append(frame)
-                        if on_frame:
-                            on_frame(frame)
-                        bar.update(pass_index * IMAGE_TOKENS + in_pass - tokens_done)
-                        tokens_done = pass_index * IMAGE_TOKENS + in_pass
-                        if in_pass == IMAGE_TOKENS:
-                            for picture, score in zip(pictures, scores):
-                                candidates.append({"index": len(candidates), "pass": pass_index,
-                                                   "similarity": score, "rank": None})
-                                images.append(picture)
-            except KeyboardInterrupt:
-                interrupted = True
-            finally:
-                bar.close()
-        seconds = time.perf_counter() - start
-        if not frames:
-            raise ClipdrawError("interrupted before the first frame")
-        order = list(range(len(candidates)))
-        if config.rerank:
-            order.sort(key=lambda i: -candidates[i]["similarity"])   # stable: ties keep drawing order
-        kept = order[:config.keep]
-        for rank, i in enumerate(kept, 1):
-            candidates[i]["rank"] = rank
-        kept_images = [images[i] for i in kept]
-        columns = config.grid if not config.rerank else math.ceil(math.sqrt(len(kept) or 1))
-        return DalleMiniResult(
-            prompt=prompt, prompts=parse_prompts(prompt), config=config,
-            image=image_grid(kept_images, columns) if kept_images else frames[-1].image,
-            frames=frames, losses=[], similarities=[f.similarity for f in frames], iterations_done=tokens_done,
-            seconds=seconds, interrupted=interrupted, images=kept_images,
-            scores=[candidates[i]["similarity"] for i in kept], candidates=candidates)

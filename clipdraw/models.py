@@ -5,6 +5,7 @@ wrapper that reads its sizes from the loaded weights; and ``load_models``, which
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
@@ -95,11 +96,15 @@ def load_models(clip_model: str = weights.DEFAULT_CLIP, decoder: str = weights.D
     'bfloat16': the dVAE decoder's weights and CLIP's autocast during generation."""
     target = device if isinstance(device, torch.device) else resolve_device(device)
     dtype = precision if isinstance(precision, torch.dtype) or precision is None else resolve_precision(precision)
-    decoder_source, clip_source = weights.locate(decoder, "dvae"), weights.locate(clip_model, "clip")
-    decoder_path, decoder_name = weights.materialize(decoder_source, offline=offline)
-    clip_path, clip_name = weights.materialize(clip_source, offline=offline)
-    dvae = DVAEDecoder(weights.load_dvae_module(decoder_path, "decoder")).set_precision(dtype).to(target)
-    clip = ClipModel(weights.load_clip_module(clip_path)).to(target)
+    sources = {"decoder": weights.locate(decoder, "dvae"), "clip": weights.locate(clip_model, "clip")}
+    given = {key: source for key, source in sources.items() if isinstance(source, Path)}
+    modules = {key: _load_module(key, path) for key, path in given.items()}   # a bad file stops us before downloads
+    paths = {**given, **weights.fetch_all({k: s for k, s in sources.items() if k not in given}, offline=offline)}
+    modules.update({key: _load_module(key, path) for key, path in paths.items() if key not in modules})
+    names = {key: str(source) if key in given else source.name for key, source in sources.items()}
+    decoder_path, decoder_name, clip_path, clip_name = paths["decoder"], names["decoder"], paths["clip"], names["clip"]
+    dvae = DVAEDecoder(modules["decoder"]).set_precision(dtype).to(target)
+    clip = ClipModel(modules["clip"]).to(target)
     info = {
         "clip": {"name": clip_name, "path": str(clip_path), "input_resolution": clip.input_resolution},
         "decoder": {"name": decoder_name, "path": str(decoder_path), "vocab_size": dvae.vocab_size,
@@ -107,6 +112,11 @@ def load_models(clip_model: str = weights.DEFAULT_CLIP, decoder: str = weights.D
                     "dtype": str(dvae.compute_dtype).removeprefix("torch.")},
     }
     return Models(clip=clip, decoder=dvae, device=target, info=info, precision=dtype)
+
+
+def _load_module(kind: str, path: Path) -> nn.Module:
+    """The decoder or CLIP module in ``path``, verified as it is loaded."""
+    return weights.load_dvae_module(path, "decoder") if kind == "decoder" else weights.load_clip_module(path)
 
 
 def load_clip(clip_model: str = weights.DEFAULT_CLIP, device: Union[str, torch.device] = "auto",

@@ -11,93 +11,45 @@ row of latents each, so that one decoder pass and one CLIP pass serve them all.
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable, ContextManager, List, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import torch
-from PIL import Image
-from tqdm.auto import tqdm
 
 from .augment import Cutouts
 from .config import GenerationConfig
 from .errors import ClipdrawError
-from .dvae import relaxed_tokens
+from .dvae import gumbel_noise, relaxed_tokens
 from .models import Models
 from .prompts import Prompt, parse_prompts
-
-@dataclass
-class Frame:
-    """A snapshot of the image during optimization.
-
-    ``image`` is None in a result's frames other than the chosen and the last one, unless the
-    run was asked to keep every image (``keep_images=True``): the frames' files hold them."""
-
-    iteration: int
-    image: Optional[Image.Image]
-    similarity: float   # CLIP cosine of the whole image with the positive prompts
-    judge_score: Optional[float] = None   # the same, by the judge CLIP (Models.judge), when there is one
+from .progress import progress_bar
+from .results import Frame, Result, best_frame, to_pil
 
 
 @dataclass
-class GenerationResult:
-    prompt: str
-    prompts: List[Prompt]
-    config: GenerationConfig
-    image: Image.Image
-    frames: List[Frame]
-    losses: List[float]
-    similarities: List[float]     # per iteration, mean over cutouts
-    iterations_done: int
-    seconds: float
-    interrupted: bool = False
+class GenerationResult(Result):
+    """The optimizer's result: the shared ``Result`` plus the per-step curves and the latents."""
+
+    losses: List[float] = field(default_factory=list)
+    similarities: List[float] = field(default_factory=list)     # per iteration, mean over cutouts
     latents: Optional[torch.Tensor] = field(default=None, repr=False)
     batch_index: Optional[int] = None   # place in a batched run (config.batch > 1), whose seconds it shares
     stopped_early: bool = False         # the judge's best frame grew older than config.patience frames
 
-    @property
-    def chosen_frame(self) -> Optional[Frame]:
-        """The frame that is the result: the judge's best when a judge scored the frames, else the last."""
-        return best_frame(self.frames)
-
-    @property
-    def final_similarity(self) -> float:
-        return self.chosen_frame.similarity if self.frames else float("nan")
-
-    @property
-    def seconds_per_iteration(self) -> float:
-        return self.seconds / max(self.iterations_done, 1)
-
     def summary(self) -> dict:
-        return {"prompt": self.prompt, "prompts": [asdict(p) for p in self.prompts], "seed": self.config.seed,
-                "settings": asdict(self.config), "iterations_done": self.iterations_done,
-                "interrupted": self.interrupted, "seconds": round(self.seconds, 3),
-                "seconds_per_iteration": round(self.seconds_per_iteration, 5),
-                "final_similarity": self.final_similarity,
-                **({"judge": {"best_iteration": self.chosen_frame.iteration, "best_score": self.chosen_frame.judge_score,
-                              "last_iteration": self.frames[-1].iteration, "last_score": self.frames[-1].judge_score,
+        chosen, last = self.chosen_frame, self.frames[-1] if self.frames else None
+        return {**super().summary(),
+                **({"judge": {"best_iteration": chosen.iteration, "best_score": chosen.judge_score,
+                              "last_iteration": last.iteration, "last_score": last.judge_score,
                               "stopped_early": self.stopped_early}}
-                   if self.frames and self.frames[-1].judge_score is not None else {}),
-                **({"batch_index": self.batch_index} if self.batch_index is not None else {})}
-
-
-def best_frame(frames: Sequence[Frame]) -> Optional[Frame]:
-    """The judge's best frame (the earliest of equals); the last frame when none was judged."""
-    if not frames:
-        return None
-    if frames[-1].judge_score is None:
-        return frames[-1]
-    return max(frames, key=lambda f: (f.judge_score, -f.iteration))
+                   if last is not None and last.judge_score is not None else {}),
+                **({"batch_index": self.batch_index} if self.batch_index is not None else {}),
+                "losses": self.losses, "similarities": self.similarities}
 
 
 # --------------------------------------------------------------------------- the stages
-
-
-def gumbel_noise(like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Standard Gumbel samples shaped like ``like``, from ``generator`` (reproducible by seed)."""
-    uniform = torch.rand(like.shape, generator=generator, device=like.device)
-    return -torch.log((-torch.log(uniform.clamp_min(1e-10))).clamp_min(1e-10))
 
 
 Generators = Union[torch.Generator, Sequence[torch.Generator]]
@@ -165,12 +117,6 @@ def clip_autocast_dtype(device: torch.device, precision: Optional[torch.dtype] =
 
 
 COMPILE_BACKEND = "inductor"   # the tests swap in "aot_eager": the same tracing without a C++ build
-
-
-def to_pil(image: torch.Tensor) -> Image.Image:
-    """(3, H, W) in [0, 1] -> PIL RGB."""
-    array = (image.detach().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy())
-    return Image.fromarray(np.ascontiguousarray(array), "RGB")
 
 
 # --------------------------------------------------------------------------- the loop
@@ -351,7 +297,7 @@ def generate_batch(models: Models, prompt: str, config: Optional[GenerationConfi
 
         interrupted = stopped_early = False
         start = time.perf_counter()
-        bar = tqdm(range(1, config.iters + 1), desc="optimizing", unit="it", disable=not progress,
+        bar = progress_bar(range(1, config.iters + 1), desc="optimizing", unit="it", disable=not progress,
                    dynamic_ncols=True, leave=True)
         try:
             for step in bar:
@@ -359,7 +305,9 @@ def generate_batch(models: Models, prompt: str, config: Optional[GenerationConfi
                 losses.append(loss)
                 similarities.append(similarity)
                 if step % 10 == 0 or step == 1:   # reading the value syncs the device: not every step
-                    bar.set_postfix(similarity=f"{similarity.mean().item():.4f}")
+                    bar.set_postfix_str(f"cutout similarity {similarity.mean().item():.4f}")
+                if step == ESTIMATE_AFTER and progress:
+                    warn_if_long(bar, step, time.perf_counter() - start, config.iters, models.device)
                 if step % config.save_every == 0 or step == config.iters:
                     keep(step)
                     if config.patience and step < config.iters and \
@@ -384,6 +332,22 @@ def generate_batch(models: Models, prompt: str, config: Optional[GenerationConfi
         frames=frames[i], losses=loss_rows[i], similarities=similarity_rows[i], iterations_done=done,
         seconds=seconds, interrupted=interrupted, latents=run.logits[i:i + 1].detach(),
         batch_index=i if config.batch > 1 else None, stopped_early=stopped_early) for i in range(config.batch)]
+
+
+ESTIMATE_AFTER = 3          # steps timed before a run's length is estimated (the first one warms up)
+LONG_RUN_SECONDS = 600.0    # a CPU run estimated longer than this gets one line saying so
+
+
+def warn_if_long(bar, steps: int, seconds: float, iters: int, device: torch.device) -> None:
+    """On a CPU, one line when the run will take long: the real models take seconds per step
+    there, which a newcomer cannot guess from a bar that starts at 0%."""
+    total = seconds / steps * iters
+    if device.type != "cpu" or total < LONG_RUN_SECONDS:
+        return
+    hours, minutes = divmod(round(total / 60), 60)
+    bar.write(f"clipdraw: about {seconds / steps:.1f} s per step on this CPU, so {iters} steps take about "
+              f"{f'{hours} h {minutes} min' if hours else f'{minutes} min'}; a GPU is far faster, and "
+              "--model toy shows the whole loop in seconds", file=sys.stderr)
 
 
 def drop_images(frames: List[Frame], holding: Sequence[int]) -> List[int]:

@@ -24,7 +24,7 @@ from PIL import Image, PngImagePlugin
 from . import __version__
 from .errors import ClipdrawError
 from .io import atomic_path, atomic_write_bytes
-from .optimize import Frame, GenerationResult
+from .results import Frame, Result
 
 PACKAGES = ("torch", "torchvision", "clip-anytorch", "DALL-E", "kornia", "numpy", "pillow", "imageio", "min-dalle")
 
@@ -272,15 +272,15 @@ class RunWriter:
                 atomic_write_bytes(self.run_dir / "run.json", json.dumps(record, indent=2, default=str).encode())
             raise
 
-    def finish(self, result: GenerationResult, extra: Optional[dict] = None) -> Dict[str, Path]:
-        """Write final.png (the judge's best frame when a judge scored them, else the last), the
-        result's own images (if it has ``images`` and ``scores``, best first: image_01.png, ...),
-        the animations and run.json."""
+    def finish(self, result: Result, extra: Optional[dict] = None) -> Dict[str, Path]:
+        """Write final.png (the result's chosen frame: the judge's best when a judge scored the
+        frames, else the last), the result's kept images (best first: image_01.png, ...), the
+        animations and run.json (``result.summary()`` and what this writer knows)."""
         written = {}
-        chosen = getattr(result, "chosen_frame", None) or result.frames[-1]
+        chosen = result.chosen_frame
         final = Frame(chosen.iteration, result.image, result.final_similarity, chosen.judge_score)
         atomic_write_bytes(self.run_dir / "final.png", png_bytes(result.image, self._png_text(final)))
-        for rank, (image, score) in enumerate(zip(getattr(result, "images", ()), getattr(result, "scores", ())), 1):
+        for rank, (image, score) in enumerate(result.kept_images(), 1):
             self.add_image(f"image_{rank:02d}.png", image, score, final.iteration, rank=rank)
         written["final"] = self.run_dir / "final.png"
         frames = [self.run_dir / f["file"] for f in self.frame_files]   # read back one at a time
@@ -304,8 +304,6 @@ class RunWriter:
                          else {})},
             "last": self.frame_files[-1] if self.frame_files else None,
             "animations": {k: p.name for k, p in written.items() if k in ("gif", "mp4")},
-            "losses": result.losses,
-            "similarities": result.similarities,
             **(extra or {}),
         }
         atomic_write_bytes(self.run_dir / "run.json",

@@ -23,21 +23,20 @@ import urllib.request
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Optional, Tuple, Union
+from typing import BinaryIO, Dict, Optional, Tuple, Union
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from .config import DEFAULT_CLIP, DEFAULT_DECODER  # noqa: F401 (weights.DEFAULT_CLIP: the names resolved here)
 from .errors import ClipdrawError, note
 from .io import atomic_path, atomic_write_bytes
+from .progress import progress_bar
 
 DVAE_URLS = {
     "openai": "https://cdn.openai.com/dall-e/decoder.pkl",
     "openai-encoder": "https://cdn.openai.com/dall-e/encoder.pkl",
 }
-DEFAULT_DECODER = "openai"
-DEFAULT_CLIP = "ViT-B/32"
 CHUNK = 1 << 20
 
 
@@ -165,7 +164,7 @@ def _receive(url: str, out: BinaryIO, sha256: Optional[str], desc: str, timeout:
             raise DownloadError(f"HTTP {status}")
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
-        with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
+        with progress_bar(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
                   file=sys.stderr, leave=False, dynamic_ncols=True) as bar:
             while True:
                 block = response.read(CHUNK)
@@ -208,6 +207,20 @@ def fetch(weight: WeightFile, offline: bool = False, root: Optional[Path] = None
     if weight.sha256 is None:
         atomic_write_bytes(_hash_record(dest), (digest + "\n").encode())
     return dest
+
+
+def fetch_all(needed: Dict[str, WeightFile], offline: bool = False) -> Dict[str, Path]:
+    """``fetch`` each file; when some cannot be had, one error naming every one of them (its URL
+    and where it goes), so that a first run learns all it needs at once, and the way around."""
+    paths, problems = {}, []
+    for key, weight in needed.items():
+        try:
+            paths[key] = fetch(weight, offline=offline)
+        except ClipdrawError as e:
+            problems.append(str(e))
+    if problems:
+        raise ClipdrawError(f"{'; '.join(problems)}. Without these, --model toy runs clipdraw's toy world offline")
+    return paths
 
 
 def _verify_cached(weight: WeightFile, path: Path) -> Optional[str]:

@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 
 from clipdraw.config import toy_config
 from clipdraw.optimize import generate
-from clipdraw.toy.engine import load_toy_models
+from clipdraw.toy.world import load_toy_models
 from clipdraw.toy.judge import satisfies
 
 PROMPTS = (("an image of a blue triangle", 9), ("a painting of a green triangle", 6), ("a red circle", 1))

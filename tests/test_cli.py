@@ -53,13 +53,14 @@ CHEAP_BAD_INPUTS = [
     (["a cat", "--lr", "-1"], "lr must be positive"),
     (["a cat", "--relaxation", "argmax"], "--relaxation"),
     (["a cat", "--batch", "0"], "--batch"),
-    (["a cat", "--engine", "dallemini", "--batch", "2"], "are for --engine optimize"),
+    (["a cat", "--engine", "dallemini", "--batch", "2"], "--batch is not used by --engine dallemini: it is for --engine optimize"),
     (["a cat", "--patience", "3"], "needs --judge-model"),
     (["a cat", "--model", "toy", "--judge-model", "none", "--patience", "3"], "needs --judge-model"),
     (["a cat", "--judge-model", "toy-judge"], "add --model toy"),
     (["a cat", "--cut-pow", "0"], "cut-pow must be positive"),
-    (["a cat", "--engine", "transformer", "--model", "toy", "--dtype", "float16"], "not for --engine transformer"),
-    (["a cat", "--engine", "dallemini", "--dtype", "auto"], "takes --dtype float32"),
+    (["a cat", "--engine", "transformer", "--model", "toy", "--dtype", "float16"],
+     "--dtype is not used by --engine transformer: it is for --engine optimize or dallemini"),
+    (["a cat", "--engine", "dallemini", "--dtype", "auto"], "unknown dtype 'auto'"),
 ]
 
 

@@ -28,16 +28,9 @@ import torch
 
 import tiny_models
 from clipdraw.errors import ClipdrawError
-from clipdraw.dallemini import (
-    MIN_DALLE_URL,
-    DalleMiniConfig,
-    DalleMiniEngine,
-    check_dtype,
-    fetch_weights,
-    import_min_dalle,
-    parse_rerank,
-    weight_files,
-)
+from clipdraw.config import DalleMiniConfig, parse_rerank
+from clipdraw.dallemini import MIN_DALLE_URL, check_dtype, fetch_weights, import_min_dalle, weight_files
+from clipdraw.engines.dallemini import DalleMiniEngine
 from test_downloads import server  # noqa: F401  (the local HTTP server fixture)
 
 HAVE_MIN_DALLE = importlib.util.find_spec("min_dalle") is not None
@@ -67,7 +60,7 @@ def cheap_vqgan(engine: DalleMiniEngine) -> DalleMiniEngine:
 
 @pytest.fixture(scope="module")
 def engine(dallemini_root, tiny_files):
-    return cheap_vqgan(DalleMiniEngine.load(DalleMiniConfig(), device="cpu", clip_model=str(tiny_files["clip"]),
+    return cheap_vqgan(DalleMiniEngine.from_files(DalleMiniConfig(), device="cpu", clip_model=str(tiny_files["clip"]),
                                             offline=True, root=dallemini_root))
 
 
@@ -197,11 +190,11 @@ def test_import_keeps_grad_mode_and_threads():
 @needs_min_dalle
 def test_built_from_the_cache_without_network(dallemini_root, tiny_files, no_network):
     """Real classes end to end, the VQGAN included, with every connection refused."""
-    engine = DalleMiniEngine.load(DalleMiniConfig(), device="cpu", clip_model=str(tiny_files["clip"]),
+    engine = DalleMiniEngine.from_files(DalleMiniConfig(), device="cpu", clip_model=str(tiny_files["clip"]),
                                   offline=False, root=dallemini_root)
     assert engine.model.layer_count == tiny_models.TINY_DALLEMINI["layer_count"]
     assert engine.info["dallemini"]["folder"] == str(dallemini_root / "min-dalle" / "dalle_bart_mini")
-    result = engine.generate("a red cat", DalleMiniConfig(seed=1, progressive=False), progress=False)
+    result = engine.draw("a red cat", DalleMiniConfig(seed=1, progressive=False), progress=False)
     assert result.image.size == (256, 256) and len(result.frames) == 1 and result.iterations_done == 256
     assert math.isfinite(result.final_similarity)
     assert torch.is_grad_enabled()
@@ -217,22 +210,22 @@ def test_unreadable_files_are_one_line_errors(dallemini_root, tmp_path):
     (folder / "decoder.pt").write_bytes(b"not a torch file")
     (folder / "decoder.pt.sha256").unlink(missing_ok=True)   # placed by hand: trusted on first use
     with pytest.raises(ClipdrawError, match="cannot read min-dalle decoder"):
-        DalleMiniEngine.load(DalleMiniConfig(), device="cpu", clip_model=None, offline=True, root=root)
+        DalleMiniEngine.from_files(DalleMiniConfig(), device="cpu", clip_model=None, offline=True, root=root)
     torch.save({"unrelated.weight": torch.zeros(2)}, folder / "decoder.pt")
     (folder / "decoder.pt.sha256").unlink(missing_ok=True)
     with pytest.raises(ClipdrawError, match="is not a min-dalle decoder"):
-        DalleMiniEngine.load(DalleMiniConfig(), device="cpu", clip_model=None, offline=True, root=root)
+        DalleMiniEngine.from_files(DalleMiniConfig(), device="cpu", clip_model=None, offline=True, root=root)
 
 
 @needs_min_dalle
 def test_shapes_frames_and_scores(engine):
-    result = engine.generate("a photo of a cat", DalleMiniConfig(seed=0, grid=2), progress=False)
+    result = engine.draw("a photo of a cat", DalleMiniConfig(seed=0, grid=2), progress=False)
     assert [f.iteration for f in result.frames] == list(range(32, 257, 32))
     assert all(f.image.size == (512, 512) for f in result.frames)
     assert result.image.size == (512, 512) and len(result.images) == 4
     assert all(image.size == (256, 256) for image in result.images)
     assert [c["rank"] for c in result.candidates] == [1, 2, 3, 4]   # no rerank: drawing order
-    assert all(math.isfinite(s) for s in result.scores) and result.similarities == [f.similarity for f in result.frames]
+    assert all(math.isfinite(s) for s in result.scores) and all(math.isfinite(f.similarity) for f in result.frames)
     assert result.iterations_done == 256 and not result.interrupted
     summary = result.summary()
     assert summary["kept"] == [0, 1, 2, 3] and summary["settings"]["grid"] == 2 and summary["seconds_per_image"] > 0
@@ -242,17 +235,17 @@ def test_shapes_frames_and_scores(engine):
 def test_same_seed_same_images_and_the_callers_rng_untouched(engine):
     config = DalleMiniConfig(seed=5, progressive=False)
     state = torch.get_rng_state()
-    first = engine.generate("a red dog", config, progress=False)
+    first = engine.draw("a red dog", config, progress=False)
     assert torch.equal(torch.get_rng_state(), state)
-    again = engine.generate("a red dog", config, progress=False)
-    other = engine.generate("a red dog", DalleMiniConfig(seed=6, progressive=False), progress=False)
+    again = engine.draw("a red dog", config, progress=False)
+    other = engine.draw("a red dog", DalleMiniConfig(seed=6, progressive=False), progress=False)
     assert first.image.tobytes() == again.image.tobytes()
     assert first.image.tobytes() != other.image.tobytes()
 
 
 @needs_min_dalle
 def test_rerank_keeps_the_best_k_by_clip(engine):
-    result = engine.generate("a cat", DalleMiniConfig(seed=2, rerank="3:2", progressive=False), progress=False)
+    result = engine.draw("a cat", DalleMiniConfig(seed=2, rerank="3:2", progressive=False), progress=False)
     scores = [c["similarity"] for c in result.candidates]
     assert len(scores) == 3 and len(set(scores)) == 3
     assert result.scores == sorted(scores, reverse=True)[:2]
@@ -278,7 +271,7 @@ def test_optimizer_still_learns_after_a_dallemini_run(engine, tiny_models_cpu):
     from clipdraw.prompts import parse_prompts
 
     threads = torch.get_num_threads()
-    engine.generate("a cat", DalleMiniConfig(progressive=False), progress=False)
+    engine.draw("a cat", DalleMiniConfig(progressive=False), progress=False)
     assert torch.is_grad_enabled() and torch.get_num_threads() == threads
     run = Optimization(tiny_models_cpu, parse_prompts("a cat"), GenerationConfig(iters=2, size=32, cutn=2))
     before = run.logits.detach().clone()
@@ -290,19 +283,19 @@ def test_optimizer_still_learns_after_a_dallemini_run(engine, tiny_models_cpu):
 def test_no_autocast_warnings(engine):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        engine.generate("a cat", DalleMiniConfig(progressive=False), progress=False)
+        engine.draw("a cat", DalleMiniConfig(progressive=False), progress=False)
     assert not [w for w in caught if "autocast" in str(w.message)], [str(w.message) for w in caught]
 
 
 @needs_min_dalle
 def test_refusals(engine):
     with pytest.raises(ClipdrawError, match="one text"):
-        engine.generate("a cat|a dog:0.5", DalleMiniConfig(), progress=False)
+        engine.draw("a cat|a dog:0.5", DalleMiniConfig(), progress=False)
     with pytest.raises(ClipdrawError, match="holds dalle-mini"):
-        engine.generate("a cat", DalleMiniConfig(mega=True), progress=False)
+        engine.draw("a cat", DalleMiniConfig(mega=True), progress=False)
     bare = DalleMiniEngine(engine.model, clip=None)
     with pytest.raises(ClipdrawError, match="rerank needs CLIP"):
-        bare.generate("a cat", DalleMiniConfig(rerank="2:1"), progress=False)
+        bare.draw("a cat", DalleMiniConfig(rerank="2:1"), progress=False)
 
 
 # --------------------------------------------------------------------------- the command

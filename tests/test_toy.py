@@ -101,7 +101,9 @@ def test_stages_trained_one_at_a_time_share_one_log(tmp_path):
 
 def test_toy_models_plug_into_both_engines(tiny_world):
     from clipdraw import GenerationConfig, generate
-    from clipdraw.toy.engine import SamplingConfig, TransformerEngine, load_toy_models
+    from clipdraw.config import SamplingConfig
+    from clipdraw.engines.transformer import TransformerEngine
+    from clipdraw.toy.world import load_toy_models
 
     root, _ = tiny_world
     models = load_toy_models("cpu", root)
@@ -109,11 +111,11 @@ def test_toy_models_plug_into_both_engines(tiny_world):
     assert models.clip.input_resolution == 64
     result = generate(models, "a red circle", GenerationConfig(iters=4, size=64, cutn=2, save_every=2), progress=False)
     assert result.image.size == (64, 64) and len(result.frames) == 2
-    engine = TransformerEngine(models, root)
-    one = engine.generate("two blue squares", SamplingConfig(seed=3, save_every=16), progress=False)
-    two = engine.generate("two blue squares", SamplingConfig(seed=3, save_every=16), progress=False)
-    assert [f.iteration for f in one.frames] == [16, 32, 48, 64]
-    assert torch.equal(one.latents, two.latents) and one.latents.shape == (1, 64)
+    engine = TransformerEngine(models, root, SamplingConfig(save_every=16))
+    one = engine.generate("two blue squares", 3, progress=False)
+    two = engine.generate("two blue squares", 3, progress=False)
+    assert [f.iteration for f in one.frames] == [16, 32, 48, 64] and one.config.seed == 3
+    assert torch.equal(one.tokens, two.tokens) and one.tokens.shape == (1, 64)
 
 
 def test_shipped_weights_fit_and_load():
@@ -121,7 +123,7 @@ def test_shipped_weights_fit_and_load():
     assert [f.name for f in files] == ["clip.safetensors", "dvae.safetensors", "judge.safetensors",
                                        "transformer.safetensors"]
     assert sum(f.stat().st_size for f in files) <= 20 * 2**20
-    from clipdraw.toy.engine import load_toy_models
+    from clipdraw.toy.world import load_toy_models
     models = load_toy_models("cpu")
     tokens = torch.nn.functional.one_hot(torch.zeros(1, 8, 8, dtype=torch.long), 128).permute(0, 3, 1, 2).float()
     assert models.decoder(tokens).shape == (1, 3, 64, 64)
@@ -166,7 +168,7 @@ def test_a_short_fixed_seed_optimization_draws_what_the_judge_reads():
     """The shipped toy world end to end: within 20 steps the CLIP-guided latents decode to an
     image the analytic judge reads as the prompt, though the first frame does not show it."""
     from clipdraw import GenerationConfig, generate
-    from clipdraw.toy.engine import load_toy_models
+    from clipdraw.toy.world import load_toy_models
     from clipdraw.toy.judge import satisfies
 
     prompt = "a green circle"
@@ -225,7 +227,7 @@ def test_twins_change_one_thing_that_the_judge_sees_and_name_no_held_out_pair():
 
 def negative_batch(n: int = 16, seed: int = 0, step: int = 0) -> torch.Tensor:
     from clipdraw.toy.models import load_toy_dvae
-    from clipdraw.toy.train import negative_images
+    from clipdraw.toy.train_clip import negative_images
 
     return negative_images(n, torch.Generator().manual_seed(seed), load_toy_dvae(), 0, step)
 
@@ -288,7 +290,7 @@ def test_toy_judge_command_bad_input_is_one_line_and_exit_2(tmp_path, capsys, pr
 
     Image.fromarray(data.render(data.scene_at(0))).save(tmp_path / "scene.png")
     (tmp_path / "notes.txt").write_text("not a picture")
-    image, caption, pattern = {"missing": (tmp_path / "gone.png", "a red circle", "no such image"),
+    image, caption, pattern = {"missing": (tmp_path / "gone.png", "a red circle", "does not exist"),
                                "not-an-image": (tmp_path / "notes.txt", "a red circle", "cannot read"),
                                "caption": (tmp_path / "scene.png", "a purple dragon", "cannot read 'a purple dragon'")
                                }[problem]

@@ -9,11 +9,12 @@
 
 from .conv import HeldConv2d, hold_conv_weights
 from .decoder import LOGIT_LAPLACE_EPS, DVAEDecoder, decoder_output_to_pixels
-from .relaxation import RELAXATIONS, relaxed_tokens, softmax_backward, softmax_over_vocabulary, straight_through
+from .relaxation import (RELAXATIONS, gumbel_noise, relaxed_tokens, softmax_backward, softmax_over_vocabulary,
+                         straight_through)
 from .stages import (InputConv, ReluConv, ResidualBlock, Stage, UpsampledBlock, Upsampling, decoder_stages,
                      run_stages)
 
-__all__ = ["DVAEDecoder", "HeldConv2d", "InputConv", "LOGIT_LAPLACE_EPS", "RELAXATIONS", "ReluConv",
+__all__ = ["DVAEDecoder", "HeldConv2d", "InputConv", "LOGIT_LAPLACE_EPS", "RELAXATIONS", "gumbel_noise", "ReluConv",
            "ResidualBlock", "Stage", "UpsampledBlock", "Upsampling", "decoder_output_to_pixels",
            "decoder_stages", "hold_conv_weights", "relaxed_tokens", "run_stages", "softmax_backward",
            "softmax_over_vocabulary", "straight_through"]

@@ -1,5 +1,5 @@
-"""Token scores -> relaxed tokens: the vocabulary softmax, once for every caller, and the one
-place that borrows a private torch op (``softmax_backward``)."""
+"""Token scores -> relaxed tokens: gumbel noise, the vocabulary softmax (once for every
+caller), and the one place that borrows a private torch op (``softmax_backward``)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,12 @@ def softmax_over_vocabulary(scores: torch.Tensor, tau: float = 1.0, vocabulary_l
     if not vocabulary_last:
         return F.softmax(scores / tau, dim=1)
     return F.softmax((scores / tau).permute(0, 2, 3, 1), dim=-1).permute(0, 3, 1, 2)
+
+
+def gumbel_noise(like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Standard Gumbel samples shaped like ``like``, from ``generator`` (reproducible by seed)."""
+    uniform = torch.rand(like.shape, generator=generator, device=like.device)
+    return -torch.log((-torch.log(uniform.clamp_min(1e-10))).clamp_min(1e-10))
 
 
 def straight_through(soft: torch.Tensor) -> torch.Tensor:

@@ -68,25 +68,29 @@ class InputConv(Stage):
         return softmax_conv_input_grad(self.conv, grad, scores, tau)
 
 
-class Upsampling(Stage):
-    """A nearest upsampling left on its own (dall_e's last group has none; other decoders may)."""
+class ModuleStage(Stage):
+    """A stage that is one module of the decoder as it is (``module``), run by its own forward."""
 
-    def __init__(self, upsample: nn.Upsample):
+    def __init__(self, module: nn.Module):
         super().__init__()
-        self.upsample = upsample
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)
+
+
+class Upsampling(ModuleStage):
+    """A nearest upsampling left on its own (dall_e's last group has none; other decoders may)."""
 
     @staticmethod
     def applies(module: nn.Module) -> bool:
         return isinstance(module, nn.Upsample) and module.mode == "nearest" and upsample_factor(module) is not None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.upsample(x)
-
     def forward_keeping_masks(self, handed: List[torch.Tensor], masks: ReluMasks) -> torch.Tensor:
-        return self.upsample(handed.pop())
+        return self.module(handed.pop())
 
     def input_grad(self, handed: List[torch.Tensor], masks: ReluMasks) -> torch.Tensor:
-        return nearest_upsample_input_grad(handed.pop(), upsample_factor(self.upsample))
+        return nearest_upsample_input_grad(handed.pop(), upsample_factor(self.module))
 
 
 def upsample_factor(upsample: nn.Upsample) -> Optional[int]:
@@ -98,26 +102,19 @@ def upsample_factor(upsample: nn.Upsample) -> Optional[int]:
     return int(scale[0])
 
 
-class ReluConv(Stage):
+class ReluConv(ModuleStage):
     """dall_e's output head, ``Sequential(relu, conv)``."""
-
-    def __init__(self, head: nn.Sequential):
-        super().__init__()
-        self.head = head
 
     @staticmethod
     def applies(module: nn.Module) -> bool:
         children = list(module.children()) if isinstance(module, nn.Sequential) else []
         return (len(children) == 2 and isinstance(children[0], nn.ReLU) and isinstance(children[1], HeldConv2d))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x)
-
     def forward_keeping_masks(self, handed: List[torch.Tensor], masks: ReluMasks) -> torch.Tensor:
-        return relu_conv_bands(self.head[1], handed.pop(), masks)
+        return relu_conv_bands(self.module[1], handed.pop(), masks)
 
     def input_grad(self, handed: List[torch.Tensor], masks: ReluMasks) -> torch.Tensor:
-        return conv_input_grad(self.head[1], handed.pop()).masked_fill_(masks.pop(), 0)
+        return conv_input_grad(self.module[1], handed.pop()).masked_fill_(masks.pop(), 0)
 
 
 class ResidualBlock(Stage):

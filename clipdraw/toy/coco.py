@@ -17,12 +17,12 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Un
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..captions import images_folder, read_coco_file
 from ..errors import ClipdrawError
 from ..errors import note as note_on_stderr   # 'note' is read_coco_captions' parameter
 from ..io import atomic_path, atomic_write_json, center_square, load_image
+from ..progress import progress_bar
 from .models import GPT_CONFIG, WordTokenizer, save_weights
 from .train import TrainConfig, fit_transformer, map_pixels
 
@@ -169,7 +169,7 @@ def tokenize_images(pairs: Sequence[Pair], encoder: nn.Module, size: int = 256, 
     encoder = encoder.to(device).eval()
     codes = []
     with torch.no_grad():
-        for start in tqdm(range(0, len(images), batch), desc="tokenise images", unit="batch", disable=not progress):
+        for start in progress_bar(range(0, len(images), batch), desc="tokenise images", unit="batch", disable=not progress):
             pixels = torch.stack([load_pixels(p, size) for p in images[start:start + batch]])
             logits = encoder(map_pixels(pixels).to(device))
             codes.append(logits.argmax(1).flatten(1).cpu())

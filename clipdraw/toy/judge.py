@@ -9,15 +9,13 @@ Because the toy world is fully known (data.py), every rule here can be checked a
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image
 
-from clipdraw.toy.data import (BACKGROUND, COLORS, IMAGE_SIZE, PLURALS, POSITIONS, RELATIONS, SHAPES,
-                               SIZES, render, scene_at)
+from clipdraw.toy.data import BACKGROUND, COLORS, IMAGE_SIZE, PLURALS, render, scene_at
+from clipdraw.toy.specs import WORD_FOR_NUMBER, Detection, ObjectSpec, Spec, parse_caption  # noqa: F401 (parse_caption: the judge's API)
 
 # --- tunables (pixels are in 64x64 image units) -------------------------------------------------
 COLOR_THRESHOLD = 80.0   # RGB distance beyond which a pixel is "unknown" (blurred edge, artefact)
@@ -31,54 +29,6 @@ _PALETTE_NAMES: Tuple[str, ...] = tuple(COLORS)
 _PALETTE = np.array([COLORS[c] for c in _PALETTE_NAMES] + [BACKGROUND], dtype=np.float32)
 _BACKGROUND_INDEX = len(_PALETTE_NAMES)
 _UNKNOWN = -1
-
-NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
-                "nine": 9}
-_WORD_FOR_NUMBER = {v: k for k, v in NUMBER_WORDS.items()}
-_SINGULAR = {plural: shape for shape, plural in PLURALS.items()}
-
-
-@dataclass(frozen=True)
-class Detection:
-    """One object the judge sees: its attributes plus where and how big it is (64x64 units)."""
-
-    shape: str
-    color: str
-    size: str
-    cx: float     # bounding-box centre, like data.Shape (not the centroid, which sits low in triangles)
-    cy: float
-    area: int     # pixels of the blob itself (after filling holes), for diagnostics
-
-
-@dataclass(frozen=True)
-class ObjectSpec:
-    """One required object. ``size`` None means the caption does not say, so any size passes."""
-
-    shape: str
-    color: str
-    size: Optional[str] = None
-
-    def matches(self, det: Detection) -> bool:
-        return det.shape == self.shape and det.color == self.color and self.size in (None, det.size)
-
-
-@dataclass(frozen=True)
-class Spec:
-    """What a caption requires: exactly these objects (one entry per object), nothing else.
-
-    kind: "single", "count", "relation" (data.py's kinds) or "set" (a plain list, used by describe).
-    position applies to the single object; relation reads objects[0] <relation> objects[1].
-    """
-
-    kind: str
-    objects: Tuple[ObjectSpec, ...]
-    position: Optional[str] = None
-    relation: Optional[str] = None
-
-    @property
-    def count(self) -> int:
-        return len(self.objects)
-
 
 # --- image -> detections ------------------------------------------------------------------------
 
@@ -232,76 +182,6 @@ def detect(image: np.ndarray) -> List[Detection]:
     return sorted(detections, key=lambda d: (d.cx, d.cy))
 
 
-# --- caption -> spec ----------------------------------------------------------------------------
-
-_COLOR = "(" + "|".join(COLORS) + ")"
-_SHAPE = "(" + "|".join(SHAPES) + ")"
-_PLURAL = "(" + "|".join(PLURALS.values()) + ")"
-_SIZE = "(" + "|".join(SIZES) + ")"
-_POSITION = "(" + "|".join(POSITIONS) + ")"
-_RELATION = "(" + "|".join(RELATIONS) + ")"
-_NUMBER = "(" + "|".join(NUMBER_WORDS) + r"|\d+)"
-_NOUN = rf"(?:an?|one) (?:{_SIZE} )?{_COLOR} {_SHAPE}"          # groups: size, color, shape
-_PREFIX = re.compile(r"^(?:an? (?:photo|drawing|picture|image|painting) of )")
-
-_SINGLE = re.compile(rf"^{_NOUN}(?: (?:on|at|in) the {_POSITION})?$")
-_COUNT = re.compile(rf"^{_NUMBER} (?:{_SIZE} )?{_COLOR} {_PLURAL}$")
-_COUNT_ALL = re.compile(rf"^{_NUMBER} (?:{_SIZE} )?{_PLURAL},? all {_COLOR}$")
-_RELATION_RE = re.compile(rf"^{_NOUN} (?:is )?{_RELATION} {_NOUN}$")
-_LIST_SPLIT = re.compile(r",? and |, ")
-
-
-def _number(word: str) -> int:
-    return int(word) if word.isdigit() else NUMBER_WORDS[word]
-
-
-def parse_caption(text: str) -> Spec:
-    """The requirements a caption states, for every template in data.py (plus describe's lists).
-
-    Raises ValueError for anything else, so a typo in a benchmark prompt fails loudly instead of
-    being judged against a half-understood spec.
-    """
-    norm = " ".join(str(text).lower().replace("-", " ").split()).rstrip(".").strip()
-    norm = _PREFIX.sub("", norm)
-    m = _SINGLE.match(norm)
-    if m:
-        size, color, shape, position = m.groups()
-        return Spec("single", (ObjectSpec(shape, color, size),), position=position)
-    m = _COUNT.match(norm)
-    if m:
-        number, size, color, plural = m.groups()
-        return _count_spec(_number(number), ObjectSpec(_SINGULAR[plural], color, size), text)
-    m = _COUNT_ALL.match(norm)
-    if m:
-        number, size, plural, color = m.groups()
-        return _count_spec(_number(number), ObjectSpec(_SINGULAR[plural], color, size), text)
-    m = _RELATION_RE.match(norm)
-    if m:
-        size_a, color_a, shape_a, relation, size_b, color_b, shape_b = m.groups()
-        return Spec("relation", (ObjectSpec(shape_a, color_a, size_a), ObjectSpec(shape_b, color_b, size_b)),
-                    relation=relation)
-    parts = _LIST_SPLIT.split(norm)
-    if len(parts) >= 2:
-        objects: List[ObjectSpec] = []
-        for part in parts:
-            try:
-                sub = parse_caption(part)
-            except ValueError:
-                break
-            if sub.kind not in ("single", "count") or sub.position is not None:
-                break
-            objects.extend(sub.objects)
-        else:
-            return Spec("set", tuple(objects))
-    raise ValueError(f"cannot parse caption {text!r}")
-
-
-def _count_spec(n: int, obj: ObjectSpec, text: str) -> Spec:
-    if n < 1:
-        raise ValueError(f"cannot parse caption {text!r}: count must be at least one")
-    return Spec("count" if n > 1 else "single", (obj,) * n)
-
-
 # --- checking -----------------------------------------------------------------------------------
 
 def _position_ok(det: Detection, position: str) -> bool:
@@ -376,7 +256,7 @@ def describe_detections(detections: Sequence[Detection]) -> str:
     kinds = {(d.color, d.shape) for d in dets}
     if len(kinds) == 1:
         color, shape = kinds.pop()
-        return f"{_WORD_FOR_NUMBER.get(len(dets), str(len(dets)))} {color} {PLURALS[shape]}"
+        return f"{WORD_FOR_NUMBER.get(len(dets), str(len(dets)))} {color} {PLURALS[shape]}"
     if len(dets) == 2:
         a, b = dets
         vertical = abs(a.cy - b.cy) >= abs(a.cx - b.cx)
@@ -391,7 +271,7 @@ def describe_detections(detections: Sequence[Detection]) -> str:
     groups: Dict[Tuple[str, str], int] = {}
     for d in dets:
         groups[(d.color, d.shape)] = groups.get((d.color, d.shape), 0) + 1
-    phrases = [f"a {c} {s}" if n == 1 else f"{_WORD_FOR_NUMBER.get(n, str(n))} {c} {PLURALS[s]}"
+    phrases = [f"a {c} {s}" if n == 1 else f"{WORD_FOR_NUMBER.get(n, str(n))} {c} {PLURALS[s]}"
                for (c, s), n in groups.items()]
     return ", ".join(phrases[:-1]) + " and " + phrases[-1]
 

@@ -1,0 +1,209 @@
+"""Training the toy CLIPs, the guide and the judge: contrastive pairs, twins and hard negatives,
+adversarial perturbations, and optional rounds against what the optimizer draws. The recipe
+and its measurements: docs/toy-guidance.md."""
+
+from __future__ import annotations
+
+import copy
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..dvae import decoder_output_to_pixels
+from ..models import CLIP_MEAN, CLIP_STD
+from ..progress import progress_bar
+from . import data
+from .models import build_clip, cosine_lr
+from .train import TrainConfig, map_pixels, scene_batch, train_loop
+
+def _augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Light shifts and noise: CLIP should judge content, not exact pixels."""
+    n = images.shape[0]
+    theta = torch.zeros(n, 2, 3)
+    scale = 1 + (torch.rand(n, generator=generator) - 0.5) * 0.2
+    theta[:, 0, 0] = scale
+    theta[:, 1, 1] = scale
+    theta[:, :, 2] = (torch.rand(n, 2, generator=generator) - 0.5) * 0.1
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    images = F.grid_sample(images, grid, padding_mode="border", align_corners=False)
+    return (images + torch.randn(images.shape, generator=generator) * 0.03).clamp(0, 1)
+
+
+def caption_token_rows(captions: List[str]) -> torch.Tensor:
+    from ..weights import import_clip  # noqa: PLC0415
+
+    tokens = import_clip().tokenize(captions, context_length=77, truncate=True)
+    return torch.unique(tokens)
+
+
+def negative_images(n: int, generator: torch.Generator, dvae=None, seed: int = 0, step: int = 0) -> torch.Tensor:
+    """Images no caption describes, shown to CLIP as wrong answers for every caption: scenes
+    whose dVAE tokens were partly replaced at random (stray patches of colour inside and around
+    the objects: the optimizer's clutter) and scenes faded toward the background (too pale for
+    any colour word: its washed-out fields). Without them the guide tolerates both
+    (docs/toy-guidance.md)."""
+    scenes = [data.scene_at(step * n + i, seed + 11, "train") for i in range(n)]
+    pixels = data.image_batch(scenes)
+    background = torch.tensor(data.BACKGROUND, dtype=torch.float).view(1, 3, 1, 1) / 255
+    faded = torch.arange(n) % 2 == 1
+    fade = 0.55 + 0.3 * torch.rand(n, 1, 1, 1, generator=generator)
+    pixels = torch.where(faded.view(n, 1, 1, 1), pixels + (background - pixels) * fade, pixels)
+    if dvae is not None and (~faded).any():
+        pixels[~faded] = redraw(pixels[~faded], *dvae, corrupt=(0.15, 0.35), generator=generator)
+    return pixels
+
+
+def redraw(images: torch.Tensor, encoder, decoder, corrupt: Optional[Tuple[float, float]] = None,
+           generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Images through the dVAE and back (hard tokens): what the optimizer's images look like.
+    ``corrupt`` (low, high): replace that share of each image's tokens (drawn uniformly in the
+    range) with random ones."""
+    with torch.no_grad():
+        tokens = encoder(map_pixels(images)).argmax(1)
+        if corrupt is not None:
+            n = tokens.shape[0]
+            share = corrupt[0] + (corrupt[1] - corrupt[0]) * torch.rand(n, 1, 1, generator=generator)
+            replace = torch.rand(tokens.shape, generator=generator) < share
+            tokens = torch.where(replace, torch.randint(decoder.vocab_size, tokens.shape, generator=generator), tokens)
+        out = decoder(F.one_hot(tokens, decoder.vocab_size).permute(0, 3, 1, 2).float())
+        return decoder_output_to_pixels(out)
+
+
+def contrastive_loss(model, images: torch.Tensor, negatives: torch.Tensor, text_features: torch.Tensor,
+                     targets: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """CLIP's symmetric loss. ``targets`` (n, n) weighs every image with the same caption as a
+    positive; text features beyond the first n are wrong captions, ``negatives`` wrong images.
+    Returns the loss and the logits."""
+    n = images.shape[0]
+    image_features = F.normalize(model.encode_image(torch.cat([images, negatives])), dim=-1)
+    logits = model.logit_scale.exp().clamp(max=100) * image_features @ text_features.T   # (n + neg, n + wrong)
+    image_to_text = F.cross_entropy(logits[:n], F.pad(targets, (0, logits.shape[1] - n)))
+    text_to_image = F.cross_entropy(logits[:, :n].T, F.pad(targets.T, (0, logits.shape[0] - n)))
+    return (image_to_text + text_to_image) / 2, logits
+
+
+def train_clip(config: TrainConfig, log: list, progress: bool = True, seed: Optional[int] = None,
+               dvae=None, name: str = "clip", model=None, steps: Optional[int] = None, bank=None, step_offset: int = 0):
+    """Contrastive CLIP on (render, caption) pairs, with clip's own tokenizer, trained to be a
+    guide whose gradient draws: each scene meets its twin (one word changed, data.twin) and a
+    near-miss caption, images no caption describes, the dVAE's redraws of the renders, and,
+    after a warm-up, PGD perturbations that make its gradients follow shapes, not pixels
+    (adversarial training; Santurkar et al. 2019)."""
+    from ..weights import import_clip  # noqa: PLC0415
+
+    clip = import_clip()
+    seed = config.seed if seed is None else seed
+    model = build_clip(seed, config.clip_tower) if model is None else model
+    steps = config.clip_steps if steps is None else steps
+    model.train().requires_grad_(True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.clip_lr, weight_decay=0.05)
+    generator = torch.Generator().manual_seed(seed + 1 + step_offset)
+    mean, std = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    context = model.context_length
+    eps = config.clip_robust_eps
+    robust_from = int(config.clip_robust_from * steps) if step_offset == 0 else 0
+    peak = config.clip_lr if step_offset == 0 else config.clip_lr * config.clip_round_lr
+
+    def step(i: int) -> Dict[str, float]:
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(i, steps, peak)
+        i += step_offset
+        rng = np.random.default_rng([seed, i])
+        scenes = scene_batch(i, config.clip_batch, seed + 7)
+        if config.clip_twins:
+            scenes = scenes + [data.twin(s, rng) for s in scenes]
+        pixels = data.image_batch(scenes)
+        if dvae is not None and config.clip_redraw > 0:
+            chosen = torch.rand(len(scenes), generator=generator) < config.clip_redraw
+            if chosen.any():
+                pixels[chosen] = redraw(pixels[chosen], *dvae)
+        pixels = _augment(pixels, generator)
+        negatives = negative_images(config.clip_negative_images, generator, dvae, seed, i)
+        if bank is not None and len(bank):   # the optimizer's own images that the analytic judge rejected
+            chosen = torch.randint(len(bank), (min(config.clip_bank_per_step, len(bank)),), generator=generator)
+            negatives = torch.cat([negatives, bank[chosen]])
+        negatives = _augment(negatives, generator)
+        # Each image also meets a near-miss caption (one attribute changed) among its candidates.
+        wrong = [data.hard_negative(s, rng) for s in scenes] if config.clip_hard_negatives else []
+        texts = clip.tokenize([s.caption for s in scenes] + wrong, context_length=context, truncate=True)
+        same = torch.tensor([[a.caption == b.caption for b in scenes] for a in scenes], dtype=torch.float)
+        targets = same / same.sum(1, keepdim=True)
+        text_features = F.normalize(model.encode_text(texts), dim=-1)
+        if eps > 0 and i >= robust_from:
+            pixels = perturb(model, pixels, (negatives - mean) / std, text_features.detach(), targets, eps,
+                             config.clip_robust_steps, generator, mean, std)
+        loss, logits = contrastive_loss(model, (pixels - mean) / std, (negatives - mean) / std, text_features,
+                                        targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        n = len(scenes)
+        accuracy = (F.pad(targets, (0, logits.shape[1] - n))[torch.arange(n), logits[:n].argmax(1)] > 0).float().mean().item()
+        return {"loss": loss.item(), "acc": accuracy}
+
+    train_loop(name, steps, step, log, progress)
+    return model.eval().requires_grad_(False)
+
+
+def perturb(model, pixels: torch.Tensor, negatives: torch.Tensor, text_features: torch.Tensor, targets: torch.Tensor,
+            eps: float, steps: int, generator: torch.Generator, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """PGD within an L-inf ball of radius ``eps`` (pixels in [0, 1]) that raises the loss:
+    the worst nearby image, which the model then learns to read correctly."""
+    delta = (torch.rand(pixels.shape, generator=generator) * 2 - 1) * eps
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        loss, _ = contrastive_loss(model, ((pixels + delta).clamp(0, 1) - mean) / std, negatives, text_features,
+                                   targets)
+        grad, = torch.autograd.grad(loss, delta)
+        delta = (delta.detach() + 2.5 * eps / steps * grad.sign()).clamp(-eps, eps)
+    return (pixels + delta).clamp(0, 1).detach()
+
+
+def optimizer_rejects(model, decoder, config: TrainConfig, seed: int, round_index: int,
+                      progress: bool = True) -> torch.Tensor:
+    """Draw training captions with clipdraw's own optimizer guided by ``model``, and return the
+    saved frames that the analytic judge rejects for their caption: the images this guide
+    wrongly likes, to be shown to it as wrong answers in the next round."""
+    from ..config import toy_config  # noqa: PLC0415
+    from ..dvae import DVAEDecoder  # noqa: PLC0415
+    from ..models import ClipModel, Models  # noqa: PLC0415
+    from ..optimize import generate  # noqa: PLC0415
+    from .judge import satisfies  # noqa: PLC0415
+
+    guide = copy.deepcopy(model)
+    models = Models(clip=ClipModel(guide), decoder=DVAEDecoder(copy.deepcopy(decoder)), device=torch.device("cpu"))
+    kinds = ("single", "single", "relation")
+    rejected = []
+    bar = progress_bar(range(config.clip_round_prompts), desc=f"optimizer round {round_index + 1}", unit="prompt",
+               disable=not progress, dynamic_ncols=True)
+    for k in bar:
+        scene = data.scene_at(k, seed + 17 + round_index, "train", kinds[k % len(kinds)])
+        settings = toy_config(seed=seed + k, iters=config.clip_round_iters, cutn=8, save_every=20)
+        result = generate(models, scene.caption, settings, progress=False, keep_images=True)
+        rejected += [np.asarray(f.image) for f in result.frames if not satisfies(scene.caption, np.asarray(f.image))]
+        bar.set_postfix(rejected=len(rejected))
+    if not rejected:
+        return torch.zeros(0, 3, data.IMAGE_SIZE, data.IMAGE_SIZE)
+    return torch.from_numpy(np.stack(rejected)).permute(0, 3, 1, 2).float() / 255
+
+
+def train_guide(config: TrainConfig, log: list, dvae, progress: bool = True, model=None):
+    """The guiding CLIP: train_clip (or start from ``model``), then rounds of optimizer-in-the-loop
+    hard negatives. The rounds start from the weights in the precision they are saved in, so a
+    first training saved and reloaded continues exactly as one run through."""
+    if model is None:
+        model = train_clip(config, log, progress, dvae=dvae)
+        with torch.no_grad():
+            for tensor in model.state_dict().values():
+                if tensor.is_floating_point():
+                    tensor.copy_(tensor.half().float())
+    bank = torch.zeros(0, 3, data.IMAGE_SIZE, data.IMAGE_SIZE)
+    for r in range(config.clip_rounds):
+        bank = torch.cat([bank, optimizer_rejects(model, dvae[1], config, config.seed, r, progress)])
+        log.append({"stage": "clip", "step": config.clip_steps + r * config.clip_round_steps, "round": r + 1,
+                    "rejected_images": len(bank)})
+        model = train_clip(config, log, progress, dvae=dvae, model=model, steps=config.clip_round_steps, bank=bank,
+                           step_offset=config.clip_steps + r * config.clip_round_steps, name="clip")
+    return model
