@@ -247,9 +247,14 @@ def _generate_one(runner, prompt: str, seed: int, out: Path, gif: bool, mp4: boo
     writer = RunWriter(run_dir, prompt, asdict(runner.settings_at(seed)), described, gif=gif, mp4=mp4,
                        engine=runner.name)
     note(f"{prompt!r} seed {seed}, {runner.name} on {described['device']} -> {run_dir}")
-    with writer.on_failure():
-        result = runner.generate(prompt, seed, on_frame=writer.add_frame, progress=not quiet)
-        writer.finish(result)
+    try:
+        with writer.on_failure():
+            result = runner.generate(prompt, seed, on_frame=writer.add_frame, progress=not quiet)
+            writer.finish(result)
+    except KeyboardInterrupt:   # before the first frame: an empty run folder is no run
+        if not any(run_dir.iterdir()):
+            run_dir.rmdir()
+        exit_interrupted("interrupted before the first frame: nothing kept")
     click.echo(f"{run_dir / 'final.png'}  ({runner.summary_line(result)})")
     if result.interrupted:
         exit_interrupted(f"interrupted at {'iteration' if runner.step_unit == 'it' else runner.step_unit} "

@@ -375,3 +375,31 @@ def test_without_min_dalle_one_line_says_how_to_install(tmp_path, capsys, monkey
     assert code == 2 and len(stderr.strip().splitlines()) == 1
     assert 'pip install -e ".[dallemini]"' in stderr
     assert not (tmp_path / "o").exists()
+
+
+@needs_min_dalle
+def test_ctrl_c_before_the_first_frame_is_one_line_130_and_leaves_no_run_folder(tmp_path, dallemini_root, tiny_files,
+                                                                                monkeypatch, capsys):
+    cache = Path(tmp_path / "cache")
+    cache.mkdir(exist_ok=True)
+    (cache / "min-dalle").symlink_to(dallemini_root / "min-dalle")
+    load = DalleMiniEngine.load.__func__
+
+    def interrupted_at_once(cls, *args, **kwargs):
+        engine = cheap_vqgan(load(cls, *args, **kwargs))
+
+        def stream(**_):
+            raise KeyboardInterrupt
+            yield   # a generator, as min-dalle's is
+
+        engine.model.generate_images_stream = stream
+        return engine
+
+    monkeypatch.setattr(DalleMiniEngine, "load", classmethod(interrupted_at_once))
+    out = tmp_path / "out"
+    code, stdout, stderr = run_main(["a red cat", "--engine", "dallemini", "--seed", 4, "--clip-model",
+                                     tiny_files["clip"], "--device", "cpu", "--offline", "--out", out, "--quiet"],
+                                    capsys)
+    assert code == 130 and stdout == ""
+    assert stderr.strip().splitlines()[-1] == "clipdraw: interrupted before the first frame: nothing kept"
+    assert not (out / "a-red-cat-4").exists()

@@ -199,8 +199,8 @@ class DalleMiniEngine(Engine):
             finally:
                 bar.close()
         seconds = time.perf_counter() - start
-        if not frames:
-            raise ClipdrawError("interrupted before the first frame")
+        if not frames:   # Ctrl-C before anything was drawn: nothing to rank or keep
+            raise KeyboardInterrupt
         order = list(range(len(candidates)))
         if config.rerank:
             order.sort(key=lambda i: -candidates[i]["similarity"])   # stable: ties keep drawing order
