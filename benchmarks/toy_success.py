@@ -32,7 +32,7 @@ import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Tuple
 
 HELDOUT_TEMPLATES = {   # data.py's training templates never use these words
     "single": ("a picture of {a} {color} {shape}", "an image of {a} {color} {shape}",
@@ -114,9 +114,12 @@ def run_task(task: Tuple[str, str, int, str, dict]) -> dict:
     models = _MODELS
     out = {"method": method, "group": group, "index": index, "caption": caption}
     start = time.perf_counter()
-    if method == "optimizer" or method.startswith("optimizer without"):
+    if method.startswith("optimizer"):
+        overrides = dict(overrides)
+        background = overrides.pop("background_start", None)
         config = replace(toy_config(seed=index), **overrides)
-        result = generate(models, caption, config, progress=False, keep_images=True)   # each frame judged
+        init = None if background is None else background_logits(background, models.decoder.vocab_size, index)
+        result = generate(models, caption, config, progress=False, keep_images=True, init_logits=init)
         seconds = time.perf_counter() - start
         out["ok"] = bool(satisfies(caption, result.image))
         out["last_ok"] = bool(satisfies(caption, result.frames[-1].image))
@@ -143,6 +146,26 @@ def run_task(task: Tuple[str, str, int, str, dict]) -> dict:
     return out
 
 
+def background_logits(scale: float, vocab: int, seed: int):
+    """Start latents that decode to the empty background: the dVAE encoder's tokens of a blank
+    scene, one-hot times ``scale``, plus the usual unit noise, so that the optimizer paints
+    objects onto a clean sheet instead of carving them out of random tokens."""
+    import numpy as np  # noqa: PLC0415
+    import torch  # noqa: PLC0415
+    from PIL import Image  # noqa: PLC0415
+
+    from clipdraw.toy import data  # noqa: PLC0415
+    from clipdraw.toy.train import map_pixels  # noqa: PLC0415
+
+    pixels = np.array(Image.new("RGB", (data.IMAGE_SIZE, data.IMAGE_SIZE), data.BACKGROUND))
+    blank = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        codes = _ENCODER(map_pixels(blank)).argmax(1)[0]
+    one_hot = torch.nn.functional.one_hot(codes, vocab).permute(2, 0, 1).float()
+    noise = torch.randn(one_hot.shape, generator=torch.Generator().manual_seed(seed))
+    return one_hot * scale + noise
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=20, help="prompts per group")
@@ -151,6 +174,8 @@ def main() -> None:
     parser.add_argument("--groups", default="single,relation", help="kinds of prompt to run")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--json", help="write every run's result here")
+    parser.add_argument("--background-start", type=float, action="append", default=[], metavar="K",
+                        help="also a row starting from the blank scene's tokens, one-hot times K (repeatable)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="change a toy default for every optimizer row (a trial: e.g. --set iters=500)")
     args = parser.parse_args()
@@ -161,6 +186,8 @@ def main() -> None:
     if args.tricks:
         methods.update({f"optimizer without {name}": {**trial, **undo} for name, undo in TRICKS.items()
                         if undo is not None})
+    methods.update({f"optimizer from background ({k:g})": {**trial, "background_start": k}
+                    for k in args.background_start})
     tasks = []
     for group, prompts in groups.items():
         for index, (caption, scene) in enumerate(prompts):
