@@ -75,6 +75,7 @@ _register_commands()
 # --------------------------------------------------------------------------- generate
 
 COMMON_OPTIONS = ("seed", "out", "model", "engine", "device", "offline", "gif", "mp4", "quiet")
+DEFAULT_SOURCES = (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)   # an option the user did not give
 SOURCE_FIELDS = ("clip_model", "decoder", "judge_model", "dtype", "transformer")   # engines.ModelSource's
 
 
@@ -103,7 +104,8 @@ def engine_option(*flags: str, help: str, **kwargs):
     """An option of some engines: no click default (the engine's settings hold it, shown in the
     help), so that an option given explicitly can be told from one left out."""
     name = kwargs.pop("name", None) or flags[0].lstrip("-").split("/")[0].replace("-", "_")
-    return click.option(*flags, name, default=None, help=help + _default_text(name), **kwargs)
+    shown = help if "[default:" in help else help + _default_text(name)   # a help may say its defaults itself
+    return click.option(*flags, name, default=None, help=shown, **kwargs)
 
 
 class EngineCommand(click.Command):
@@ -112,7 +114,8 @@ class EngineCommand(click.Command):
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         records = {p.name: p.get_help_record(ctx) for p in self.get_params(ctx)}
         sections = [("Options for every engine", [n for n in records if n not in ALL_ENGINE_OPTIONS])]
-        sections += [(f"--engine {engine}", [n for n in records if n in engine_options(engine)]) for engine in ENGINE_NAMES]
+        sections += [(f"--engine {engine}", [n for n in records if n in engine_options(engine)])
+                     for engine in ENGINE_NAMES]
         for title, names in sections:
             with formatter.section(title):
                 formatter.write_dl([records[n] for n in names if records[n]])
@@ -122,7 +125,7 @@ def refuse_other_engines_options(ctx: click.Context, engine: str, names) -> None
     """One line naming the first option given that ``engine`` does not use, and who takes it."""
     own = set(engine_options(engine)) | set(COMMON_OPTIONS)
     for name in names:
-        if name not in own and ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP):
+        if name not in own and ctx.get_parameter_source(name) not in DEFAULT_SOURCES:
             flag = next(p.opts[0] for p in ctx.command.params if p.name == name)
             takers = [e for e in ENGINE_NAMES if name in engine_options(e)]
             raise ClipdrawError(f"{flag} is not used by --engine {engine}: it is for --engine {' or '.join(takers)}")
@@ -161,7 +164,8 @@ ALL_ENGINE_OPTIONS = {name for engine in ENGINE_NAMES for name in engine_options
 @engine_option("--tau", type=float, help="Softmax temperature (gumbel: start of the schedule).")
 @engine_option("--tau-end", type=float, help="Gumbel temperature at the last step.")
 @engine_option("--loss", type=click.Choice(LOSSES), help="cosine, or spherical (great-circle distance squared).")
-@engine_option("--tv-weight", type=click.FloatRange(min=0), help="Total-variation penalty: flatter regions, cleaner edges.")
+@engine_option("--tv-weight", type=click.FloatRange(min=0),
+               help="Total-variation penalty: flatter regions, cleaner edges.")
 @engine_option("--ema", type=click.FloatRange(min=0, max=1, max_open=True),
                help="Frames show an exponential average of the latents, with this decay per step; 0: off.")
 @engine_option("--judge-model", help="A CLIP that never guides: it scores every saved frame, and final.png is the "
@@ -170,7 +174,9 @@ ALL_ENGINE_OPTIONS = {name for engine in ENGINE_NAMES for name in engine_options
 @engine_option("--patience", type=click.IntRange(min=0),
                help="Stop when the judge's best frame is K saved frames old; 0: run every iteration.")
 @engine_option("--save-every", type=click.IntRange(min=1),
-               help="A frame every K iterations (transformer: K tokens; default one row of the token grid).")
+               help="A frame every K iterations (transformer: K tokens)  "
+                    f"[default: {ENGINE_SETTINGS['optimize']().save_every}; toy: {TOY_DEFAULTS['save_every']}; "
+                    "transformer: one row of the token grid].")
 @engine_option("--batch", type=click.IntRange(min=1),
                help="Optimize N images at once, seeds SEED..SEED+N-1, each written to its own run folder.")
 @engine_option("--compile", is_flag=True, help="torch.compile the decoder and CLIP's image encoder (with --low-memory: "
@@ -207,8 +213,7 @@ def generate(ctx: click.Context, prompt: str, engine: str, model: str, seed: Opt
     # Cheap checks first, before torch is imported: nothing is loaded or written for a bad command.
     parse_prompts(prompt)
     refuse_other_engines_options(ctx, engine, options)
-    given = {name: value for name, value in options.items()
-             if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)}
+    given = {name: value for name, value in options.items() if ctx.get_parameter_source(name) not in DEFAULT_SOURCES}
     own_fields = {f.name for f in fields(ENGINE_SETTINGS[engine])}
     settings_given = {k: v for k, v in given.items() if k in own_fields}
     if engine == "dallemini":

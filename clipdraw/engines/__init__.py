@@ -42,4 +42,5 @@ def load_engine(name: str, source: ModelSource, seed: int = 0, **settings) -> En
     return cls.load(config, source)
 
 
-__all__ = ["ENGINE_NAMES", "ENGINE_SETTINGS", "engine_options", "engine_settings", "Engine", "FrameHook", "ModelSource", "engine_class", "load_engine"]
+__all__ = ["ENGINE_NAMES", "ENGINE_SETTINGS", "Engine", "FrameHook", "ModelSource", "engine_class", "engine_options",
+           "engine_settings", "load_engine"]

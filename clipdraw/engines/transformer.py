@@ -50,9 +50,9 @@ class TransformerEngine(Engine):
         self.models, self.root, self.settings = models, root, settings or SamplingConfig()
         self.gpt, self.tokenizer = load_toy_gpt(root)
         if self.gpt.image_vocab != models.decoder.vocab_size:
-            raise ClipdrawError(f"the transformer in {root or weights_dir()} draws {self.gpt.image_vocab} dVAE codes but "
-                                f"the decoder has {models.decoder.vocab_size}: pair a toy transformer with --model toy, "
-                                "a --coco one with the openai decoder")
+            raise ClipdrawError(f"the transformer in {root or weights_dir()} draws {self.gpt.image_vocab} dVAE codes "
+                                f"but the decoder has {models.decoder.vocab_size}: pair a toy transformer with "
+                                "--model toy, a --coco one with the openai decoder")
         grid = math.isqrt(self.gpt.image_tokens)
         if grid * grid != self.gpt.image_tokens:
             raise ClipdrawError(f"the transformer draws {self.gpt.image_tokens} tokens, not a square grid")
