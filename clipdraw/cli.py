@@ -17,7 +17,7 @@ import click
 from click.core import ParameterSource
 
 from .config import (DALLEMINI_DTYPES, DEFAULT_CLIP, DEFAULT_DECODER, ENGINE_NAMES, ENGINE_SETTINGS, LOSSES,
-                     LR_SCHEDULES, RELAXATIONS, TOY_DEFAULTS, engine_options, engine_settings)
+                     LR_SCHEDULES, RELAXATIONS, SOURCE_OPTIONS, TOY_DEFAULTS, engine_options, engine_settings)
 from .errors import EXIT_USAGE, ClipdrawError, exit_interrupted, note
 
 
@@ -76,7 +76,7 @@ _register_commands()
 
 COMMON_OPTIONS = ("seed", "out", "model", "engine", "device", "offline", "gif", "mp4", "quiet")
 DEFAULT_SOURCES = (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)   # an option the user did not give
-SOURCE_FIELDS = ("clip_model", "decoder", "judge_model", "dtype", "transformer")   # engines.ModelSource's
+SOURCE_FIELDS = {name for names in SOURCE_OPTIONS.values() for name in names}   # engines.ModelSource's
 
 
 def _default_text(name: str) -> str:
@@ -241,7 +241,7 @@ def generate(ctx: click.Context, prompt: str, engine: str, model: str, seed: Opt
     if engine == "optimize" and settings.batch > 1:
         _generate_batch(runner, prompt, out, gif, mp4, quiet)
         return
-    _generate_one(runner, prompt, seed, out, gif and getattr(settings, "progressive", True), mp4, quiet)
+    _generate_one(runner, prompt, seed, out, gif, mp4, quiet)
 
 
 def _generate_one(runner, prompt: str, seed: int, out: Path, gif: bool, mp4: bool, quiet: bool) -> None:

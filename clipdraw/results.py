@@ -8,7 +8,7 @@ fields and methods defined here, without asking which engine made it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -50,7 +50,7 @@ def to_pil(image: torch.Tensor) -> Image.Image:
 class Result:
     """One generation: the image, the frames it went through, and how long it took.
 
-    ``config`` is the engine's own settings dataclass; ``iterations_done`` counts the engine's
+    ``config`` is the engine's own settings dataclass (with a ``seed``); ``iterations_done`` counts the engine's
     steps (``step_unit``: optimizer updates, or image tokens sampled)."""
 
     prompt: str
@@ -85,8 +85,7 @@ class Result:
     def summary(self) -> dict:
         """The run.json fields every engine writes; engines add their own."""
         return {"prompt": self.prompt, "prompts": [asdict(p) for p in self.prompts],
-                "seed": getattr(self.config, "seed", None),
-                "settings": asdict(self.config) if is_dataclass(self.config) else self.config,
+                "seed": self.config.seed, "settings": asdict(self.config),
                 "iterations_done": self.iterations_done, "interrupted": self.interrupted,
                 "seconds": round(self.seconds, 3), "seconds_per_iteration": round(self.seconds_per_iteration, 5),
                 "final_similarity": self.final_similarity}

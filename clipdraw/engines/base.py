@@ -76,10 +76,6 @@ class ModelSource:
                 models.judge, models.info["judge"] = load_clip(self.judge, device=models.device, offline=self.offline)
         return models
 
-    def release(self) -> None:
-        """Drop the loaded models (an experiment's judge needs the memory next)."""
-        self._models = None
-
 
 class Engine(abc.ABC):
     """A generator. Subclasses name their settings dataclass and the command-line options they

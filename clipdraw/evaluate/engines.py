@@ -107,22 +107,17 @@ class EngineSettings:
         if self.model != "toy" and {"optimize", "transformer"} & set(engines):
             from .. import weights  # noqa: PLC0415
 
-            for name, kind in ((self.clip_model, "clip"), (self.decoder, "dvae")):
-                source = weights.locate(name, kind)
-                if offline and isinstance(source, weights.WeightFile) and not source.path().is_file():
-                    weights.fetch(source, offline=True)   # raises: which URL to fetch, where to put it
+            named = {kind: weights.locate(name, kind)
+                     for name, kind in ((self.clip_model, "clip"), (self.decoder, "dvae"))}
+            if offline:   # every missing file in one line: which URL to fetch, where to put it
+                weights.fetch_all({kind: source for kind, source in named.items()
+                                   if isinstance(source, weights.WeightFile) and not source.path().is_file()},
+                                  offline=True)
         from ..engines import engine_class  # noqa: PLC0415
 
         source = self.source(offline=offline)
         for name in engines:
-            if name == "dallemini":
-                if self.model == "toy":
-                    raise ClipdrawError("engine dallemini runs min-dalle's own models: leave out --model toy")
-                from ..dallemini import import_min_dalle  # noqa: PLC0415
-
-                import_min_dalle()   # not installed: its own one-line message with the install command
-            else:
-                engine_class(name).check(self.engine_settings(name), source)
+            engine_class(name).check(self.engine_settings(name), source)
         if self.transformer is not None and not (Path(self.transformer) / "transformer.safetensors").is_file():
             raise ClipdrawError(f"no transformer.safetensors in {self.transformer}")
 
