@@ -117,16 +117,20 @@ def run_task(task: Tuple[str, str, int, str, dict]) -> dict:
     if method.startswith("optimizer"):
         overrides = dict(overrides)
         background = overrides.pop("background_start", None)
+        dump = overrides.pop("dump_frames", None)
         config = replace(toy_config(seed=index), **overrides)
         init = None if background is None else background_logits(background, models.decoder.vocab_size, index)
         result = generate(models, caption, config, progress=False, keep_images=True, init_logits=init)
         seconds = time.perf_counter() - start
         out["ok"] = bool(satisfies(caption, result.image))
-        out["last_ok"] = bool(satisfies(caption, result.frames[-1].image))
-        first = next((f.iteration for f in result.frames if satisfies(caption, f.image)), None)
+        verdicts = [bool(satisfies(caption, f.image)) for f in result.frames]
+        out["last_ok"] = verdicts[-1]
+        first = next((f.iteration for f, ok in zip(result.frames, verdicts) if ok), None)
         out["first_ok_seconds"] = None if first is None else seconds * first / max(result.iterations_done, 1)
         out["first_ok_iteration"] = first
         out["chosen_iteration"] = result.chosen_frame.iteration
+        if dump:
+            dump_frames(dump, out, result.frames, verdicts)
     elif method == "transformer":
         engine = TransformerEngine(models)
         out["ok"] = bool(satisfies(caption, engine.generate(caption, index, progress=False).image))
@@ -144,6 +148,26 @@ def run_task(task: Tuple[str, str, int, str, dict]) -> dict:
             out["ok"] = bool(satisfies(caption, to_pil(models.decoder.decode_tokens(codes)[0])))
     out["seconds"] = time.perf_counter() - start
     return out
+
+
+def dump_frames(folder: str, run: dict, frames, verdicts) -> None:
+    """Every saved frame of one optimizer run, with the scores the run gave it and the analytic
+    judge's verdict, as one .npz: the data to try frame pickers on offline
+    (benchmarks/toy_picking.py) without rerunning the optimizer."""
+    import numpy as np  # noqa: PLC0415
+
+    name = f"{run['method']}-{run['group']}-{run['index']:03d}".replace(" ", "_").replace(",", "")
+    name = "".join(c for c in name if c.isalnum() or c in "_-.()")
+    path = os.path.join(folder, name + ".npz")
+    with open(path + ".tmp", "wb") as f:   # whole or not at all
+        np.savez_compressed(f, images=np.stack([np.asarray(fr.image) for fr in frames]),
+                            iterations=np.array([fr.iteration for fr in frames]),
+                            similarity=np.array([fr.similarity for fr in frames]),
+                            judge_score=np.array([np.nan if fr.judge_score is None else fr.judge_score
+                                                  for fr in frames]),
+                            accepted=np.array(verdicts), caption=run["caption"], method=run["method"],
+                            group=run["group"], index=run["index"])
+    os.replace(path + ".tmp", path)
 
 
 def background_logits(scale: float, vocab: int, seed: int):
@@ -176,6 +200,10 @@ def main() -> None:
     parser.add_argument("--json", help="write every run's result here")
     parser.add_argument("--background-start", type=float, action="append", default=[], metavar="K",
                         help="also a row starting from the blank scene's tokens, one-hot times K (repeatable)")
+    parser.add_argument("--dump-frames", metavar="DIR",
+                        help="write every optimizer run's saved frames, scores and verdicts to DIR (one .npz each)")
+    parser.add_argument("--optimizer-only", action="store_true",
+                        help="skip the transformer, random-token and dVAE rows")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="change a toy default for every optimizer row (a trial: e.g. --set iters=500)")
     args = parser.parse_args()
@@ -188,11 +216,16 @@ def main() -> None:
                         if undo is not None})
     methods.update({f"optimizer from background ({k:g})": {**trial, "background_start": k}
                     for k in args.background_start})
+    if args.dump_frames:
+        os.makedirs(args.dump_frames, exist_ok=True)
+        methods = {name: {**overrides, "dump_frames": args.dump_frames} for name, overrides in methods.items()}
     tasks = []
     for group, prompts in groups.items():
         for index, (caption, scene) in enumerate(prompts):
             for method, overrides in methods.items():
                 tasks.append((method, group, index, caption, overrides))
+            if args.optimizer_only:
+                continue
             for method in ("transformer", "random tokens"):
                 tasks.append((method, group, index, caption, {}))
             split = "heldout" if "held-out" in group else "train"
@@ -204,7 +237,8 @@ def main() -> None:
         results = list(pool.map(run_task, tasks))
     wall = time.perf_counter() - started
 
-    rows = list(methods) + ["optimizer, last frame", "transformer", "random tokens", "dVAE reconstruction"]
+    rows = list(methods) + ["optimizer, last frame"] + \
+        ([] if args.optimizer_only else ["transformer", "random tokens", "dVAE reconstruction"])
     table: Dict[str, Dict[str, float]] = {m: {} for m in rows}
     for group in groups:
         for method in rows:
