@@ -65,19 +65,29 @@ def phrase(scene, index: int) -> str:
 
 
 def prompt_sets(n: int, seed: int) -> Dict[str, list]:
-    """n distinct captions per group, from a seed the models never trained on."""
+    """n distinct captions per group, from a seed the models never trained on.
+
+    Prompt i uses template i (cycling); when that template has no new caption left (the three
+    held-out pairs give only three single-object captions per template without a position), the
+    next template is used, so that 20 prompts per group exist; the first 10 are unchanged."""
     from clipdraw.toy import data  # noqa: PLC0415
 
+    if n > 21:   # distinct held-out single-object captions: 3 templates x 3 pairs + 3 pairs x 4 positions
+        raise SystemExit(f"at most 21 prompts per group, got {n}")
     sets = {}
     for kind in ("single", "relation"):
         for split, label in (("train", "seen pairs"), ("heldout", "held-out pairs")):
             chosen: dict = {}
-            index = 0
+            index = shift = misses = 0
             while len(chosen) < n:
                 scene = data.scene_at(index, seed, split, kind)
                 index += 1
-                caption = phrase(scene, len(chosen))
-                chosen.setdefault(caption, scene)
+                caption = phrase(scene, len(chosen) + shift)
+                if caption in chosen:
+                    misses += 1
+                    shift += misses % 500 == 0   # this template is exhausted: the next one
+                    continue
+                chosen[caption], misses = scene, 0
             sets[f"{kind}, {label}"] = list(chosen.items())
     return sets
 
