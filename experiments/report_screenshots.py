@@ -1,6 +1,7 @@
-"""Screenshots of the HTML reports as a browser draws them: a toy probe and a toy compare are
-run (offline, small), then probe.html and compare.html are drawn by headless Chromium into PNGs
-to look at (a table too wide, a plot that hides its line, an image that does not load).
+"""Screenshots of the HTML reports as a browser draws them: a toy probe, a toy compare and a toy
+typographic attack are run (offline, small), then probe.html, compare.html and typographic.html
+are drawn by headless Chromium into PNGs to look at (a table too wide, a plot that hides its
+line, an image that does not load).
 
     python experiments/report_screenshots.py [--out outputs/report-screenshots] [--iters 60] [--save-every 10]
 
@@ -65,7 +66,14 @@ def main() -> None:
                     "a {}", "--templates", "{}", *common, "--out", str(args.out / "probe")], check=True)
     subprocess.run([*clipdraw, "compare", str(prompts), "--per-prompt", "2", *common,
                     "--out", str(args.out / "compare")], check=True)
-    for kind in ("probe", "compare"):
+    sys.path.insert(0, str(ROOT / "experiments"))
+    from typographic_toy import write_scenes  # noqa: PLC0415  (experiments/ is not a package)
+
+    scenes = write_scenes(args.out / "scenes")[::3]   # four of the twelve
+    subprocess.run([*clipdraw, "typographic", *map(str, scenes), "--classes", "red circle,red square,red triangle",
+                    "--label", "square", "--model", "toy", "--device", "cpu", "--quiet",
+                    "--out", str(args.out / "typographic")], check=True)
+    for kind in ("probe", "compare", "typographic"):
         print(screenshot(args.out / kind / f"{kind}.html", args.out / f"{kind}.png"))
 
 
