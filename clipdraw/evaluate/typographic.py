@@ -58,6 +58,7 @@ REAL_TEMPLATE = "a photo of a {}."   # CLIP's own zero-shot template (Radford et
 TOY_TEMPLATE = "a {}"                # the toy captions' phrasing: "a red circle"
 LABEL_SIZES = (0.12, 0.2, 0.3)       # font size, as a fraction of the image's side
 LABEL_POSITIONS = ("top", "middle", "bottom")
+WORKING_SIDE = 512                   # larger images are labelled at this side: CLIP sees 224-336 px anyway
 MARGIN = 0.04                        # of the side, between the label's box and the image's edge
 PADDING = 0.25                       # of the font size, between the text and its box's edge
 BITMAP_FONT_HEIGHT = 11              # Pillow's bitmap default font: about 11 px from top to baseline
@@ -160,13 +161,14 @@ def draw_label(image: "Image.Image", text: str, placement: Placement, box: bool 
 
 
 def square_crop(image: "Image.Image") -> "Image.Image":
-    """The centre square at the image's own resolution: what CLIP's preprocessing keeps, so a
-    label near an edge is not cropped away."""
+    """The centre square, what CLIP's preprocessing keeps (so a label near an edge is not
+    cropped away), at the image's own resolution up to ``WORKING_SIDE`` (a photograph's ten
+    labelled copies stay small in memory)."""
     from PIL import Image  # noqa: PLC0415
 
     from ..io import center_square  # noqa: PLC0415
 
-    return center_square(image.convert("RGB"), min(image.size), Image.BICUBIC)
+    return center_square(image.convert("RGB"), min(WORKING_SIDE, *image.size), Image.BICUBIC)
 
 
 # --------------------------------------------------------------------------- classes and the label's class
@@ -375,6 +377,7 @@ def typographic_attack(images: Sequence["Image.Image"], classes: Sequence[str], 
     ``names`` label the images in the rows (default image-0, image-1 ...)."""
     import numpy as np  # noqa: PLC0415
 
+    from ..outputs import unique_names  # noqa: PLC0415
     from ..progress import progress_bar  # noqa: PLC0415
     from .judge import TOY_CLIPS  # noqa: PLC0415
 
@@ -385,7 +388,7 @@ def typographic_attack(images: Sequence["Image.Image"], classes: Sequence[str], 
     classes = list(classes)
     toy = judge.name in TOY_CLIPS
     template = template or (TOY_TEMPLATE if toy else REAL_TEMPLATE)
-    names = list(names) if names is not None else [f"image-{i}" for i in range(len(images))]
+    names = unique_names(names if names is not None else (f"image-{i}" for i in range(len(images))))
 
     prompts = [template.replace("{}", c) for c in classes]
     text_embeds = judge.embed_texts(prompts)
@@ -454,9 +457,10 @@ def _present(columns: Sequence[str], rows: Sequence[dict]) -> List[str]:
 
 def write_report(result: TypographicResult, out: Path) -> Dict[str, Path]:
     """typographic.html, typographic.csv (a row per image x placement), typographic_summary.csv,
-    typographic.json, and every labelled image under images/; each file written whole, then renamed."""
+    typographic.json, and every labelled image under images/ (named after the image, made safe
+    as a file name); each file written whole, then renamed."""
     from ..io import atomic_path  # noqa: PLC0415
-    from ..outputs import check_output_root  # noqa: PLC0415
+    from ..outputs import check_output_root, safe_name  # noqa: PLC0415
     from .report import write_csv  # noqa: PLC0415
     from .runs import write_json  # noqa: PLC0415
 
@@ -470,7 +474,7 @@ def write_report(result: TypographicResult, out: Path) -> Dict[str, Path]:
     names = list(dict.fromkeys(r["image"] for r in result.rows))
     for name, original, labelled in zip(names, result.originals, result.labelled):
         for image, suffix in [(original, "unlabelled")] + [(im, p.name) for im, p in zip(labelled, result.placements)]:
-            with atomic_path(images_dir / f"{name}-{suffix}.png", keep_suffix=True) as tmp:
+            with atomic_path(images_dir / f"{safe_name(name)}-{suffix}.png", keep_suffix=True) as tmp:
                 image.save(tmp)
     paths = {"csv": write_csv(out / "typographic.csv", result.rows, _present(ROW_COLUMNS, result.rows)),
              "summary_csv": write_csv(out / "typographic_summary.csv", result.summary,
