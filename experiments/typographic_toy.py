@@ -92,7 +92,7 @@ def main() -> None:
     images = [Image.open(p).convert("RGB") for p in paths]
     judge = Judge.load(args.eval_model, "cpu")
     classes = [f"{COLOR} {shape}" for shape in SHAPES]
-    print(f"| label | flipped to its class (of eligible) | blank-box flip rate | top class changed | "
+    print("| label | flipped to its class (of eligible) | blank-box flip rate | top class changed | "
           + " | ".join(f"mean change of P({c})" for c in classes) + " | word effect |\n"
           + "|---" * (5 + len(classes)) + "|")
     for label in LABELS:

@@ -541,7 +541,8 @@ def summary_figure(plt, result: TypographicResult):
     has_control = "word_effect" in groups[0]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6))
     series = [("unlabelled", "p_label_before", "#bbbbbb")] + \
-        ([("blank box", "p_label_blank", "#8fb3d9")] if has_control else []) + [("labelled", "p_label_after", "#d9534f")]
+        ([("blank box", "p_label_blank", "#8fb3d9")] if has_control else []) + \
+        [("labelled", "p_label_after", "#d9534f")]
     width = 0.8 / len(series)
     for k, (label, key, colour) in enumerate(series):
         left.bar([v + (k - (len(series) - 1) / 2) * width for v in x], [g[key] for g in groups], width,
