@@ -128,6 +128,8 @@ def run_task(task: Tuple[str, str, int, str, dict]) -> dict:
         overrides = dict(overrides)
         background = overrides.pop("background_start", None)
         dump = overrides.pop("dump_frames", None)
+        if dump and os.path.exists(dump_path(dump, out)):
+            return read_dump(dump_path(dump, out), out)
         config = replace(toy_config(seed=index), **overrides)
         init = None if background is None else background_logits(background, models.decoder.vocab_size, index)
         result = generate(models, caption, config, progress=False, keep_images=True, init_logits=init)
@@ -166,9 +168,7 @@ def dump_frames(folder: str, run: dict, frames, verdicts) -> None:
     (benchmarks/toy_picking.py) without rerunning the optimizer."""
     import numpy as np  # noqa: PLC0415
 
-    name = f"{run['method']}-{run['group']}-{run['index']:03d}".replace(" ", "_").replace(",", "")
-    name = "".join(c for c in name if c.isalnum() or c in "_-.()")
-    path = os.path.join(folder, name + ".npz")
+    path = dump_path(folder, run)
     with open(path + ".tmp", "wb") as f:   # whole or not at all
         np.savez_compressed(f, images=np.stack([np.asarray(fr.image) for fr in frames]),
                             iterations=np.array([fr.iteration for fr in frames]),
@@ -178,6 +178,24 @@ def dump_frames(folder: str, run: dict, frames, verdicts) -> None:
                             accepted=np.array(verdicts), caption=run["caption"], method=run["method"],
                             group=run["group"], index=run["index"])
     os.replace(path + ".tmp", path)
+
+
+def dump_path(folder: str, run: dict) -> str:
+    name = f"{run['method']}-{run['group']}-{run['index']:03d}".replace(" ", "_").replace(",", "")
+    return os.path.join(folder, "".join(c for c in name if c.isalnum() or c in "_-.()") + ".npz")
+
+
+def read_dump(path: str, out: dict) -> dict:
+    """A run already dumped (an earlier, interrupted benchmark): its verdicts read back, not rerun;
+    its seconds unknown."""
+    import numpy as np  # noqa: PLC0415
+
+    with np.load(path) as data:
+        accepted, iterations, scores = data["accepted"], data["iterations"], data["judge_score"]
+    chosen = int(np.flatnonzero(scores == scores.max())[0])   # as results.best_frame: the earliest of equals
+    first = next((int(i) for i, ok in zip(iterations, accepted) if ok), None)
+    return {**out, "ok": bool(accepted[chosen]), "last_ok": bool(accepted[-1]), "first_ok_iteration": first,
+            "first_ok_seconds": None, "chosen_iteration": int(iterations[chosen]), "seconds": None, "resumed": True}
 
 
 def background_logits(scale: float, vocab: int, seed: int):
@@ -211,7 +229,8 @@ def main() -> None:
     parser.add_argument("--background-start", type=float, action="append", default=[], metavar="K",
                         help="also a row starting from the blank scene's tokens, one-hot times K (repeatable)")
     parser.add_argument("--dump-frames", metavar="DIR",
-                        help="write every optimizer run's saved frames, scores and verdicts to DIR (one .npz each)")
+                        help="write every optimizer run's saved frames, scores and verdicts to DIR (one .npz each); "
+                             "runs already there are read back, not rerun")
     parser.add_argument("--optimizer-only", action="store_true",
                         help="skip the transformer, random-token and dVAE rows")
     parser.add_argument("--background-only", action="store_true",
@@ -267,7 +286,8 @@ def main() -> None:
     optimizer = [r for r in results if r["method"] == "optimizer"] or \
         [r for r in results if r["method"].startswith("optimizer")]
     firsts = [r["first_ok_seconds"] for r in optimizer if r["first_ok_seconds"] is not None]
-    print(f"\n{optimizer[0]['method']}: {statistics.median(r['seconds'] for r in optimizer):.1f} s per run "
+    timed = [r["seconds"] for r in optimizer if r["seconds"] is not None] or [float("nan")]
+    print(f"\n{optimizer[0]['method']}: {statistics.median(timed):.1f} s per run "
           f"(median, one thread); median {statistics.median(firsts) if firsts else float('nan'):.1f} s to the first "
           f"frame the judge accepts ({len(firsts)} of {len(optimizer)} runs had one); "
           f"{args.prompts} prompts per group; {wall:.0f} s in all on {args.workers} worker(s)")
