@@ -16,8 +16,9 @@ from typing import List, Optional
 import click
 from click.core import ParameterSource
 
-from .config import (DALLEMINI_DTYPES, DEFAULT_CLIP, DEFAULT_DECODER, ENGINE_NAMES, ENGINE_SETTINGS, LOSSES,
-                     LR_SCHEDULES, RELAXATIONS, SOURCE_OPTIONS, TOY_DEFAULTS, engine_options, engine_settings)
+from .config import (DALLEMINI_DTYPES, DEFAULT_CLIP, DEFAULT_DECODER, EDIT_METHODS, ENGINE_NAMES, ENGINE_SETTINGS,
+                     LOSSES, LR_SCHEDULES, RELAXATIONS, SOURCE_OPTIONS, TOY_DEFAULTS, GenerationConfig, engine_options,
+                     engine_settings)
 from .errors import EXIT_USAGE, ClipdrawError, exit_interrupted, note
 
 
@@ -103,7 +104,9 @@ def _default_text(name: str) -> str:
 def engine_option(*flags: str, help: str, **kwargs):
     """An option of some engines: no click default (the engine's settings hold it, shown in the
     help), so that an option given explicitly can be told from one left out."""
-    name = kwargs.pop("name", None) or flags[0].lstrip("-").split("/")[0].replace("-", "_")
+    named = [f for f in flags if not f.startswith("-")]
+    flags = tuple(f for f in flags if f.startswith("-"))
+    name = kwargs.pop("name", None) or (named[0] if named else flags[0].lstrip("-").split("/")[0].replace("-", "_"))
     shown = help if "[default:" in help else help + _default_text(name)   # a help may say its defaults itself
     return click.option(*flags, name, default=None, help=shown, **kwargs)
 
@@ -135,7 +138,7 @@ ALL_ENGINE_OPTIONS = {name for engine in ENGINE_NAMES for name in engine_options
 
 
 @cli.command(cls=EngineCommand)
-@click.argument("prompt")
+@click.argument("prompt", required=False)
 @click.option("--engine", type=click.Choice(ENGINE_NAMES), default="optimize", show_default=True,
               help="optimize: CLIP-guided dVAE latents; transformer: the toy autoregressive model (--model toy); "
                    "dallemini: dalle-mini/mega via min-dalle.")
@@ -179,6 +182,17 @@ ALL_ENGINE_OPTIONS = {name for engine in ENGINE_NAMES for name in engine_options
                     "transformer: one row of the token grid].")
 @engine_option("--batch", type=click.IntRange(min=1),
                help="Optimize N images at once, seeds SEED..SEED+N-1, each written to its own run folder.")
+@engine_option("--init-image", type=click.Path(path_type=Path),
+               help="Start from this image's dVAE tokens (read upright, centre-cut to --size); frame 0 is its redraw.")
+@engine_option("--init-scale", type=float,
+               help="How firmly the start holds: the logit gap between the image's token and every other.")
+@engine_option("--init-weight", type=click.FloatRange(min=0),
+               help="Pixel MSE to the init image, added to the loss: keeps the result close to it.")
+@engine_option("--image-prompt", "image_prompts", multiple=True, metavar="PATH[:WEIGHT]",
+               help="An image whose CLIP embedding is a target beside the text (repeatable; a negative weight "
+                    "pushes away). With image prompts alone, PROMPT may be left out.")
+@engine_option("--encoder", help="dVAE encoder name or encoder.pkl path, for --init-image and edits  "
+                                 "[default: openai].")
 @engine_option("--compile", is_flag=True, help="torch.compile the decoder and CLIP's image encoder (with --low-memory: "
                                                "CLIP's alone): slow to start, faster steps.")
 @engine_option("--low-memory", is_flag=True,
@@ -202,20 +216,26 @@ ALL_ENGINE_OPTIONS = {name for engine in ENGINE_NAMES for name in engine_options
 @engine_option("--rerank", metavar="N:K",
                help="Draw N candidates (N a multiple of grid*grid), keep the K that CLIP (--clip-model) ranks best.")
 @click.pass_context
-def generate(ctx: click.Context, prompt: str, engine: str, model: str, seed: Optional[int], out: Path, device: str,
-             offline: bool, gif: bool, mp4: bool, quiet: bool, **options) -> None:
+def generate(ctx: click.Context, prompt: Optional[str], engine: str, model: str, seed: Optional[int], out: Path,
+             device: str, offline: bool, gif: bool, mp4: bool, quiet: bool, **options) -> None:
     """Draw PROMPT: by default by optimizing dVAE latents under CLIP guidance.
 
-    PROMPT may combine weighted texts: "a tree|a house:0.5|blurry:-1".
+    \b
+    PROMPT may combine weighted texts:  "a tree|a house:0.5|blurry:-1"
+    or move from one prompt to the next: "a red circle^a blue square", "0:a red circle^600:a blue square"
     """
-    from .prompts import parse_prompts
+    _draw(ctx, prompt or "", engine, model, seed, out, device, offline, gif, mp4, quiet, options)
 
+
+def _draw(ctx: click.Context, prompt: str, engine: str, model: str, seed: Optional[int], out: Path, device: str,
+          offline: bool, gif: bool, mp4: bool, quiet: bool, options: dict, settings_set: Optional[dict] = None) -> None:
+    """generate and edit: ``options`` as the command line gave them, ``settings_set`` fixed by the command."""
     # Cheap checks first, before torch is imported: nothing is loaded or written for a bad command.
-    parse_prompts(prompt)
     refuse_other_engines_options(ctx, engine, options)
     given = {name: value for name, value in options.items() if ctx.get_parameter_source(name) not in DEFAULT_SOURCES}
     own_fields = {f.name for f in fields(ENGINE_SETTINGS[engine])}
-    settings_given = {k: v for k, v in given.items() if k in own_fields}
+    settings_given = {k: str(v) if isinstance(v, Path) else v for k, v in given.items() if k in own_fields}
+    settings_given.update(settings_set or {})
     if engine == "dallemini":
         settings_given["progressive"] = gif
     seed = random.randrange(2**31) if seed is None else seed
@@ -228,7 +248,7 @@ def generate(ctx: click.Context, prompt: str, engine: str, model: str, seed: Opt
                          **{k: str(v) if isinstance(v, Path) else v for k, v in given.items()
                             if k in SOURCE_FIELDS and k not in own_fields})
     runner_class = engine_class(engine)
-    runner_class.check_prompt(prompt)
+    runner_class.check_prompt(prompt, settings)
     runner_class.check(settings, source)
     check_output_root(out)
     if mp4 and not mp4_available():
@@ -244,11 +264,44 @@ def generate(ctx: click.Context, prompt: str, engine: str, model: str, seed: Opt
     _generate_one(runner, prompt, seed, out, gif, mp4, quiet)
 
 
+EDIT_OPTIONS = ("seed", "out", "model", "device", "offline", "gif", "mp4", "quiet", "iters", "size", "cutn",
+                "cut_min_scale", "cut_pow", "overview", "augmentations", "lr", "lr_schedule", "relaxation", "tau",
+                "tau_end", "loss", "tv_weight", "ema", "judge_model", "patience", "save_every", "init_scale",
+                "init_weight", "image_prompts", "encoder", "clip_model", "decoder", "dtype", "compile", "low_memory")
+
+
+@cli.command()
+@click.argument("image", type=click.Path(path_type=Path))
+@click.option("--from", "source_text", required=True, help="A caption of IMAGE as it is (\"a photo of a cat\").")
+@click.option("--to", "target_text", required=True, help="The same caption, changed (\"a photo of a dog\").")
+@click.option("--method", type=click.Choice(EDIT_METHODS), default=None,
+              help="direction: move the image's CLIP embedding along to - from (StyleGAN-NADA); slerp: aim at the "
+                   "image's embedding turned toward to - from by --strength (DALL-E 2)  "
+                   f"[default: {GenerationConfig.edit_method}]")
+@click.option("--strength", type=click.FloatRange(min=0), default=None,
+              help="direction: the loss's weight; slerp: the share of the way toward the text difference  "
+                   f"[default: {GenerationConfig.edit_strength}]")
+@click.pass_context
+def edit(ctx: click.Context, image: Path, source_text: str, target_text: str, method: Optional[str],
+         strength: Optional[float], seed: Optional[int], out: Path, model: str, device: str, offline: bool,
+         gif: bool, mp4: bool, quiet: bool, **options) -> None:
+    """Edit IMAGE from one caption to another (a text-diff edit): start from its dVAE tokens and
+    move its CLIP embedding from --from toward --to, staying close to it (--init-weight).
+
+    \b
+    clipdraw edit cat.png --from "a photo of a cat" --to "a photo of a dog"
+    clipdraw toy scene "a red circle" red.png && clipdraw edit red.png --from "a red circle" --to "a blue circle" --model toy
+    """
+    fixed = {"init_image": str(image), "edit_from": source_text,
+             **({"edit_method": method} if method else {}), **({"edit_strength": strength} if strength is not None else {})}
+    _draw(ctx, target_text, "optimize", model, seed, out, device, offline, gif, mp4, quiet, options, fixed)
+
+
 def _generate_one(runner, prompt: str, seed: int, out: Path, gif: bool, mp4: bool, quiet: bool) -> None:
     from .outputs import RunWriter, make_run_dir
 
     described = runner.describe()
-    run_dir = make_run_dir(out, prompt, seed)
+    run_dir = make_run_dir(out, prompt or "image prompt", seed)
     writer = RunWriter(run_dir, prompt, asdict(runner.settings_at(seed)), described, gif=gif, mp4=mp4,
                        engine=runner.name)
     note(f"{prompt!r} seed {seed}, {runner.name} on {described['device']} -> {run_dir}")
@@ -291,6 +344,9 @@ def _generate_batch(runner, prompt: str, out: Path, gif: bool, mp4: bool, quiet:
     if results[0].interrupted:
         exit_interrupted(f"interrupted at iteration {results[0].iterations_done}; kept the frames so far in "
                          f"{len(writers)} run folders")
+
+
+edit.params.extend(p for p in generate.params if p.name in EDIT_OPTIONS)
 
 
 MEMORY_HINTS = {   # (command, engine) -> what to lower when it runs out of memory; errors.MEMORY_HINT otherwise

@@ -20,8 +20,10 @@ DEFAULT_AUGMENTATIONS: Tuple[str, ...] = ("affine", "perspective", "jitter", "no
 RELAXATIONS = ("softmax", "gumbel", "straight-through")
 LOSSES = ("cosine", "spherical")
 LR_SCHEDULES = ("constant", "cosine")
+EDIT_METHODS = ("direction", "slerp")
 DEFAULT_CLIP = "ViT-B/32"    # the guiding CLIP, by name (clipdraw.weights resolves names and paths)
 DEFAULT_DECODER = "openai"   # OpenAI's dVAE decoder
+DEFAULT_ENCODER = "openai"   # OpenAI's dVAE encoder: only init images and edits load it
 DALLEMINI_DTYPES = ("float32", "float16", "bfloat16")
 DALLEMINI_IMAGE_VOCAB = 2 ** 14   # VQGAN codebook; the decoder samples among its first 2**14 logits
 DALLEMINI_MAX_GRID = 8            # 64 images in one pass; memory grows with grid**2
@@ -51,11 +53,20 @@ class GenerationConfig:
     init_std: float = 1.0           # std of the initial logits
     save_every: int = 50
     batch: int = 1                  # images optimized at once, seeds seed, seed+1, ...: one decoder pass for all
+    init_image: Optional[str] = None   # start from this image's dVAE tokens; frame 0 is its redraw
+    init_scale: float = 10.0        # how firmly: the logit gap between the image's token and the others
+    init_weight: float = 0.0        # pixel MSE to the init image, pulling the run back toward it
+    image_prompts: Tuple[str, ...] = ()   # "PATH[:WEIGHT]": CLIP image embeddings as targets beside the text
+    edit_from: Optional[str] = None    # an edit of init_image: the caption it moves from (the prompt: to)
+    edit_method: str = "direction"  # StyleGAN-NADA's directional loss, or DALL-E 2's slerp target
+    edit_strength: float = 1.0      # direction: the loss's weight; slerp: how far toward the text difference
     compile: bool = False           # torch.compile the decoder and CLIP's image encoder (low_memory: CLIP's alone)
     low_memory: bool = False        # a bit per decoder ReLU value, not its activations; recompute CLIP's
 
     def __post_init__(self):
         self.augmentations = parse_augmentations(self.augmentations)
+        self.image_prompts = (self.image_prompts,) if isinstance(self.image_prompts, str) else tuple(self.image_prompts)
+        self._check_inputs()
         for name in ("iters", "cutn", "size", "save_every", "batch"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
@@ -80,6 +91,24 @@ class GenerationConfig:
         for name, allowed in (("relaxation", RELAXATIONS), ("loss", LOSSES), ("lr_schedule", LR_SCHEDULES)):
             if getattr(self, name) not in allowed:
                 raise ClipdrawError(f"unknown {name.replace('_', '-')} {getattr(self, name)!r}: expected one of {', '.join(allowed)}")
+
+
+    def _check_inputs(self) -> None:
+        """The images a run starts from or aims at, and edits."""
+        if not (math.isfinite(self.init_scale) and self.init_scale > 0):
+            raise ClipdrawError(f"init-scale must be positive, got {self.init_scale}")
+        if not (math.isfinite(self.init_weight) and self.init_weight >= 0):
+            raise ClipdrawError(f"init-weight must be >= 0, got {self.init_weight}")
+        if self.init_weight and not self.init_image:
+            raise ClipdrawError("--init-weight keeps the image close to --init-image: give --init-image too")
+        if self.edit_method not in EDIT_METHODS:
+            raise ClipdrawError(f"unknown edit method {self.edit_method!r}: expected one of {', '.join(EDIT_METHODS)}")
+        if not (math.isfinite(self.edit_strength) and self.edit_strength >= 0):
+            raise ClipdrawError(f"edit strength must be >= 0, got {self.edit_strength}")
+        if self.edit_from is not None and not self.init_image:
+            raise ClipdrawError("an edit needs the image it edits: clipdraw edit IMAGE --from TEXT --to TEXT")
+        if self.edit_from is not None and not self.edit_from.strip():
+            raise ClipdrawError("--from is empty: give the caption the image moves away from")
 
 
 def parse_augmentations(spec: Union[str, Iterable[str]]) -> Tuple[str, ...]:
@@ -192,10 +221,11 @@ class DalleMiniConfig:
 ENGINE_SETTINGS = {"optimize": GenerationConfig, "transformer": SamplingConfig, "dallemini": DalleMiniConfig}
 ENGINE_NAMES: Tuple[str, ...] = tuple(ENGINE_SETTINGS)
 # Which models each engine loads, as ``clipdraw.engines.ModelSource`` fields the user may set.
-SOURCE_OPTIONS = {"optimize": ("clip_model", "decoder", "judge_model", "dtype"),
+SOURCE_OPTIONS = {"optimize": ("clip_model", "decoder", "encoder", "judge_model", "dtype"),
                   "transformer": ("clip_model", "decoder", "transformer"),
                   "dallemini": ("clip_model",)}
-NOT_OPTIONS = ("seed", "init_std", "progressive")   # everyone's; the API's alone; follows --gif
+# everyone's; the API's alone; follows --gif; set by ``clipdraw edit`` (IMAGE --from TEXT --method --strength)
+NOT_OPTIONS = ("seed", "init_std", "progressive", "edit_from", "edit_method", "edit_strength")
 
 
 def engine_options(name: str) -> Tuple[str, ...]:

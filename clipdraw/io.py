@@ -116,21 +116,27 @@ def read_json(path: Path, what: str) -> Any:
         raise ClipdrawError(f"{what} {path} is not valid JSON (line {e.lineno}: {e.msg})") from None
 
 
-def load_image(path: PathLike) -> "Image.Image":
-    """An RGB image from disk, fully read (the file is closed), or one line saying why not."""
-    from PIL import Image, UnidentifiedImageError  # noqa: PLC0415
+def load_image(path: PathLike, role: str = "image") -> "Image.Image":
+    """An RGB image from disk, turned upright by its EXIF orientation (as a camera or a phone
+    saved it), fully read (the file is closed), or one line naming ``role`` and saying why not."""
+    from PIL import Image, ImageOps, UnidentifiedImageError  # noqa: PLC0415
 
-    path = Path(path)
+    path = Path(path).expanduser()
     try:
         with Image.open(path) as image:
-            image.load()
-            return image.convert("RGB")
+            upright = ImageOps.exif_transpose(image)
+            upright.load()
     except FileNotFoundError:
-        raise ClipdrawError(f"image {path} does not exist") from None
+        raise ClipdrawError(f"{role} {path} does not exist") from None
     except IsADirectoryError:
-        raise ClipdrawError(f"image {path} is a folder, not an image") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise ClipdrawError(f"cannot read image {path}: {e}") from None
+        raise ClipdrawError(f"{role} {path} is a folder, not an image") from None
+    except UnidentifiedImageError:
+        raise ClipdrawError(f"cannot read {role} {path}: not an image Pillow can read") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ClipdrawError(f"cannot read {role} {path}: {e}") from None
+    if upright.width == 0 or upright.height == 0:
+        raise ClipdrawError(f"{role} {path} has no pixels")
+    return upright.convert("RGB")
 
 
 def center_square(image: "Image.Image", size: int, resample: int) -> "Image.Image":

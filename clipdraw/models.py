@@ -15,7 +15,7 @@ from torch.utils.checkpoint import checkpoint
 
 from . import weights
 from .device import resolve_device, resolve_precision
-from .dvae import DVAEDecoder
+from .dvae import DVAEDecoder, DVAEEncoder
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -63,6 +63,7 @@ class ClipModel(nn.Module):
 
         ``low_memory``: recompute the vision transformer's blocks in backward instead of keeping
         their activations (one more forward of them; a tenth of the memory at 32 cutouts)."""
+        images = images.to(self.mean.device)
         if images.shape[-1] != self.input_resolution or images.shape[-2] != self.input_resolution:
             images = F.interpolate(images, size=(self.input_resolution,) * 2, mode="bilinear",
                                    align_corners=False, antialias=True)
@@ -85,6 +86,7 @@ class Models:
     info: dict = field(default_factory=dict)  # names, paths and hashes, for run.json
     judge: Optional[ClipModel] = None         # a CLIP that never guides: it ranks the saved frames
     precision: Optional[torch.dtype] = None   # of the decoder and CLIP's autocast; None: half on CUDA only
+    encoder: Optional[DVAEEncoder] = None     # the dVAE encoder: init images and edits start from its tokens
 
 
 def load_models(clip_model: str = weights.DEFAULT_CLIP, decoder: str = weights.DEFAULT_DECODER,
@@ -129,3 +131,16 @@ def load_clip(clip_model: str = weights.DEFAULT_CLIP, device: Union[str, torch.d
     clip_path, clip_name = weights.resolve(clip_model, "clip", offline=offline)
     clip = ClipModel(weights.load_clip_module(clip_path)).to(target)
     return clip, {"name": clip_name, "path": str(clip_path), "input_resolution": clip.input_resolution}
+
+
+def load_encoder(encoder: str = weights.DEFAULT_ENCODER, device: Union[str, torch.device] = "auto",
+                 offline: bool = False) -> Tuple[DVAEEncoder, dict]:
+    """The dVAE encoder (a name or an encoder.pkl path), resolved, verified and loaded through the
+    same allow-list as the decoder: what ``--init-image`` and ``clipdraw edit`` need.
+
+    Returns the model and its run.json description. Set it as ``models.encoder``.
+    """
+    target = device if isinstance(device, torch.device) else resolve_device(device)
+    path, name = weights.resolve(encoder, "encoder", offline=offline)
+    module = DVAEEncoder(weights.load_dvae_module(path, "encoder")).to(target)
+    return module, {"name": name, "path": str(path), "vocab_size": module.vocab_size}

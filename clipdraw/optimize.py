@@ -10,6 +10,7 @@ row of latents each, so that one decoder pass and one CLIP pass serve them all.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import sys
 import time
@@ -17,15 +18,18 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, ContextManager, List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 
 from .augment import Cutouts
 from .config import GenerationConfig
 from .errors import ClipdrawError
 from .dvae import gumbel_noise, relaxed_tokens
+from .images import read_image
 from .models import Models
-from .prompts import Prompt, parse_prompts
 from .progress import progress_bar
 from .results import Frame, Result, best_frame, to_pil
+from .prompts import require_something_to_draw
+from .targets import Edit, Segment, build_targets, parse_schedule, read_image_prompts
 
 
 @dataclass
@@ -88,24 +92,6 @@ def relax(logits: torch.Tensor, config: GenerationConfig, step: int, generators:
     return relaxed_tokens(*tempered_scores(logits, config, step, generators, noisy), decoder_relaxation(config))
 
 
-def prompt_loss(image_embeds: torch.Tensor, text_embeds: torch.Tensor, weights: torch.Tensor,
-                kind: str) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Weighted loss over prompts (negative weights push away); also the positive similarity.
-
-    image_embeds: (..., N, D) unit vectors, N views of each image; text_embeds: (P, D) unit
-    vectors; weights: (P,). Returns loss and similarity shaped (...): one per image.
-    """
-    cos = image_embeds @ text_embeds.T                            # (..., N, P)
-    if kind == "cosine":
-        per_prompt = -cos.mean(-2)
-    else:  # spherical: squared great-circle distance
-        chord = (image_embeds.unsqueeze(-2) - text_embeds).norm(dim=-1)
-        per_prompt = 2 * torch.arcsin((chord / 2).clamp(max=1)).pow(2).mean(-2)
-    positive = weights.clamp(min=0)
-    similarity = (cos.mean(-2) * positive).sum(-1) / positive.sum()
-    return (per_prompt * weights).sum(-1), similarity
-
-
 def clip_autocast_dtype(device: torch.device, precision: Optional[torch.dtype] = None) -> Optional[torch.dtype]:
     """The dtype CLIP runs in under autocast, None for none (float32). ``precision`` None: float16
     on CUDA, where CLIP was trained in half precision and tensor cores run it several times
@@ -127,15 +113,19 @@ class Optimization:
     the Adam state, and the frozen models that score them. Build it after seeding: it draws
     the initial latents, row i from seed + i exactly as a run of that seed alone would.
 
-    ``init_logits`` (vocab, g, g), or (batch, vocab, g, g), replaces the random start: for
-    example a scene's dVAE tokens one-hot and scaled, to see whether CLIP keeps a correct image
-    or pulls it elsewhere.
+    ``schedule``: the prompt's segments (``clipdraw.targets.parse_schedule``); each becomes
+    targets for the guide and the judge, with the image prompts and the edit of ``config``.
+
+    ``config.init_image`` starts from that image's dVAE tokens, one-hot times
+    ``config.init_scale``; ``init_logits`` (vocab, g, g), or (batch, vocab, g, g), replaces the
+    start with given latents (for example a scene's tokens, to see whether CLIP keeps a correct
+    image or pulls it elsewhere).
 
     ``config.compile`` compiles what can be compiled: CLIP's image encoder always, the decoder
     unless ``config.low_memory``, whose hand-written backward torch.compile cannot trace
     (``DVAEDecoder.decode``)."""
 
-    def __init__(self, models: Models, prompts: List[Prompt], config: GenerationConfig,
+    def __init__(self, models: Models, schedule: List[Segment], config: GenerationConfig,
                  init_logits: Optional[torch.Tensor] = None):
         decoder, clip, device = models.decoder, models.clip, models.device
         if config.size % decoder.upsample_factor:
@@ -144,10 +134,22 @@ class Optimization:
         grid = config.size // decoder.upsample_factor
         self.models, self.config = models, config
         self.generators = [torch.Generator(device=device).manual_seed(config.seed + i) for i in range(config.batch)]
-        self.text_embeds = clip.encode_text([p.text for p in prompts])            # once per run
-        self.weights = torch.tensor([p.weight for p in prompts], device=device)
+        self.init_pixels = (read_image(config.init_image, config.size, "init image").to(device)
+                            if config.init_image else None)
+        image_prompts = read_image_prompts(config.image_prompts, clip.input_resolution)
+        edit = (Edit(self.init_pixels, config.edit_from, schedule[0].prompts[0].text, config.edit_method,
+                     config.edit_strength)
+                if config.edit_from is not None else None)
+        self.starts = [segment.start for segment in schedule]
+        self.texts = [segment.text for segment in schedule] if len(schedule) > 1 else [None]
+        self.targets = [build_targets(clip, () if edit else segment.prompts, image_prompts, edit)   # once per run
+                        for segment in schedule]
+        self.judge_targets = ([build_targets(models.judge, () if edit else segment.prompts, image_prompts, edit)
+                               for segment in schedule] if models.judge is not None else None)
         self.logits = torch.cat([torch.randn(1, decoder.vocab_size, grid, grid, generator=g, device=device)
                                  for g in self.generators]).mul_(config.init_std)
+        if init_logits is None and self.init_pixels is not None:
+            init_logits = image_logits(models, self.init_pixels, config.init_scale)
         if init_logits is not None:
             shape = (decoder.vocab_size, grid, grid)
             if tuple(init_logits.shape[-3:]) != shape or init_logits.dim() not in (3, 4) or \
@@ -166,7 +168,6 @@ class Optimization:
         self.ema_logits = self.logits.detach().clone() if config.ema else None
         self.cutouts = Cutouts(clip.input_resolution, config.cutn, config.cut_min_scale, config.augmentations,
                                config.cut_pow, config.overview).to(device)
-        self.judge_text = models.judge.encode_text([p.text for p in prompts]) if models.judge is not None else None
         dtype = clip_autocast_dtype(device, models.precision)
         self.clip_precision: Callable[[], ContextManager] = (
             (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext)
@@ -187,9 +188,12 @@ class Optimization:
         with self.clip_precision():
             embeds = self.encode(self.cutouts(image), low_memory=self.config.low_memory)  # views -> CLIP
         views = embeds.view(self.config.batch, self.config.cutn, -1)             # image i: rows i*cutn...
-        loss, similarity = prompt_loss(views, self.text_embeds, self.weights, self.config.loss)
+        targets = self.targets[self.segment_at(step - 1)]
+        loss, similarity = targets.loss(views, self.config.loss), targets.similarity(views).mean(-1)
         if self.config.tv_weight:
             loss = loss + self.config.tv_weight * total_variation(image)
+        if self.config.init_weight:
+            loss = loss + self.config.init_weight * (image - self.init_pixels).pow(2).mean((1, 2, 3))
         loss.sum().backward()   # images share no weights: each row gets the gradient of its own loss
         self.optimizer.step()
         self.updates += 1
@@ -200,24 +204,39 @@ class Optimization:
             self.ema_logits.lerp_(self.logits.detach(), 1 - self.config.ema)
         return loss.detach(), similarity.detach()
 
+    def segment_at(self, updates: int) -> int:
+        """The schedule's segment in force once ``updates`` steps have been taken."""
+        return bisect.bisect_right(self.starts, updates) - 1
+
     @torch.no_grad()
     def snapshot(self, step: int) -> List[Frame]:
         """Each image after ``step`` updates, without sampling noise (at the temperature of the
-        last step taken), with the guide's similarity of the whole of it, and the judge's."""
+        last step taken), with the guide's similarity of the whole of it, and the judge's, for
+        the prompt the step that made it aimed at."""
         latents = self.ema_logits if self.ema_logits is not None else self.logits
         images = self.models.decoder.decode(
             *tempered_scores(latents, self.config, max(step - 1, 0), self.generators, noisy=False),
             relaxation=self.relaxation)
-        similarities = self._similarity(self.models.clip, self.text_embeds, images)
-        judged = (self._similarity(self.models.judge, self.judge_text, images) if self.judge_text is not None
-                  else [None] * len(similarities))
-        return [Frame(step, to_pil(image), similarity, score)
-                for image, similarity, score in zip(images, similarities, judged)]
+        segment = self.segment_at(max(step - 1, 0))
+        targets, embeds = self.targets[segment], self.models.clip.encode_image(images)
+        similarities = targets.similarity(embeds).tolist()
+        judged = (self.judge_targets[segment].similarity(self.models.judge.encode_image(images)).tolist()
+                  if self.judge_targets is not None else [None] * len(similarities))
+        return [Frame(step, to_pil(image), similarity, score, scores, self.texts[segment])
+                for image, similarity, score, scores in zip(images, similarities, judged, targets.report(embeds))]
 
-    def _similarity(self, clip, text_embeds: torch.Tensor, images: torch.Tensor) -> List[float]:
-        cos = clip.encode_image(images) @ text_embeds.T          # (batch, P)
-        positive = self.weights.clamp(min=0)
-        return ((cos * positive).sum(-1) / positive.sum()).tolist()
+
+def image_logits(models: Models, image: torch.Tensor, scale: float) -> torch.Tensor:
+    """Latents (vocab, g, g) that decode to ``image``'s dVAE redraw: its tokens one-hot, times
+    ``scale``, the gap that the optimizer's steps must close to change a token."""
+    if models.encoder is None:
+        raise ClipdrawError("an init image needs the dVAE encoder: load_models(..., encoder='openai'), "
+                            "or the toy world's load_toy_models()")
+    if models.encoder.vocab_size != models.decoder.vocab_size:
+        raise ClipdrawError(f"the dVAE encoder has {models.encoder.vocab_size} tokens and the decoder "
+                            f"{models.decoder.vocab_size}: they are not one dVAE")
+    tokens = models.encoder.tokens(image.unsqueeze(0))[0]                     # (g, g)
+    return F.one_hot(tokens, models.decoder.vocab_size).permute(2, 0, 1).float().mul_(scale)
 
 
 def total_variation(images: torch.Tensor) -> torch.Tensor:
@@ -263,6 +282,12 @@ def generate(models: Models, prompt: str, config: Optional[GenerationConfig] = N
                           keep_images=keep_images)[0]
 
 
+def check_edit(schedule: Sequence[Segment]) -> None:
+    """An edit moves from one caption to one other: its prompt is a single plain text."""
+    if len(schedule) > 1 or len(schedule[0].prompts) != 1 or schedule[0].prompts[0].weight != 1:
+        raise ClipdrawError("an edit goes from one caption to one other: give --to one plain caption")
+
+
 def generate_batch(models: Models, prompt: str, config: Optional[GenerationConfig] = None,
                    on_frame: Optional[Callable[[int, Frame], None]] = None,
                    progress: bool = True, init_logits: Optional[torch.Tensor] = None,
@@ -276,9 +301,13 @@ def generate_batch(models: Models, prompt: str, config: Optional[GenerationConfi
     in ``config``; they share the wall-clock time. Ctrl-C ends all of them, as in ``generate``.
     """
     config = config or GenerationConfig()
-    prompts = parse_prompts(prompt)
+    require_something_to_draw(prompt, config.image_prompts)
+    schedule = parse_schedule(prompt, config.iters)
+    if config.edit_from is not None:
+        check_edit(schedule)
+    prompts = [p for segment in schedule for p in segment.prompts]
     with seeded_rng(models.device, config.seed):   # leave the caller's RNG state untouched
-        run = Optimization(models, prompts, config, init_logits)
+        run = Optimization(models, schedule, config, init_logits)
         frames: List[List[Frame]] = [[] for _ in range(config.batch)]
         holding: List[List[int]] = [[] for _ in range(config.batch)]   # where frames[i] still has its image
         losses, similarities = [], []
@@ -296,6 +325,8 @@ def generate_batch(models: Models, prompt: str, config: Optional[GenerationConfi
                     holding[index] = drop_images(kept, holding[index])
 
         interrupted = stopped_early = False
+        if run.init_pixels is not None:
+            keep(0)   # the dVAE's redraw of the init image: where the GIF starts
         start = time.perf_counter()
         bar = progress_bar(range(1, config.iters + 1), desc="optimizing", unit="it", disable=not progress,
                    dynamic_ncols=True, leave=True)

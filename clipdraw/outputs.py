@@ -248,7 +248,9 @@ class RunWriter:
         name = f"frame_{frame.iteration:06d}.png"
         atomic_write_bytes(self.run_dir / name, png_bytes(frame.image, self._png_text(frame)))
         self.frame_files.append({"iteration": frame.iteration, "file": name, "similarity": frame.similarity,
-                                 **({"judge_score": frame.judge_score} if frame.judge_score is not None else {})})
+                                 **({"judge_score": frame.judge_score} if frame.judge_score is not None else {}),
+                                 **({"scores": frame.scores} if frame.scores else {}),
+                                 **({"prompt": frame.prompt} if frame.prompt is not None else {})})
 
     def add_image(self, name: str, image: Image.Image, similarity: float, iteration: int, **fields) -> None:
         """A result image beside final.png (dalle-mini's kept candidates), listed in run.json."""
@@ -278,7 +280,8 @@ class RunWriter:
         animations and run.json (``result.summary()`` and what this writer knows)."""
         written = {}
         chosen = result.chosen_frame
-        final = Frame(chosen.iteration, result.image, result.final_similarity, chosen.judge_score)
+        final = Frame(chosen.iteration, result.image, result.final_similarity, chosen.judge_score, chosen.scores,
+                      chosen.prompt)
         atomic_write_bytes(self.run_dir / "final.png", png_bytes(result.image, self._png_text(final)))
         for rank, (image, score) in enumerate(result.kept_images(), 1):
             self.add_image(f"image_{rank:02d}.png", image, score, final.iteration, rank=rank)
@@ -301,7 +304,8 @@ class RunWriter:
             **({"images": self.image_files} if self.image_files else {}),
             "final": {"file": "final.png", "iteration": final.iteration, "similarity": final.similarity,
                       **({"judge_score": final.judge_score, "chosen_by": "judge"} if final.judge_score is not None
-                         else {})},
+                         else {}),
+                      **({"scores": final.scores} if final.scores else {})},
             "last": self.frame_files[-1] if self.frame_files else None,
             "animations": {k: p.name for k, p in written.items() if k in ("gif", "mp4")},
             **(extra or {}),

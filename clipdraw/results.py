@@ -8,8 +8,8 @@ fields and methods defined here, without asking which engine made it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, List, Optional, Sequence, Tuple
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -29,15 +29,19 @@ class Frame:
     image: Optional[Image.Image]
     similarity: float   # CLIP cosine of the whole image with the positive prompts
     judge_score: Optional[float] = None   # the same, by the judge CLIP (Models.judge), when there is one
+    scores: Dict[str, float] = field(default_factory=dict)   # more named cosines (an edit's to, from, original)
+    prompt: Optional[str] = None          # the prompt in force, when a schedule changes it during the run
 
 
 def best_frame(frames: Sequence[Frame]) -> Optional[Frame]:
-    """The judge's best frame (the earliest of equals); the last frame when none was judged."""
+    """The judge's best frame (the earliest of equals) among those made for the last prompt of a
+    schedule; the last frame when none was judged."""
     if not frames:
         return None
     if frames[-1].judge_score is None:
         return frames[-1]
-    return max(frames, key=lambda f: (f.judge_score, -f.iteration))
+    last = [f for f in frames if f.prompt == frames[-1].prompt]
+    return max(last, key=lambda f: (f.judge_score, -f.iteration))
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:

@@ -28,7 +28,7 @@ from typing import BinaryIO, Dict, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from .config import DEFAULT_CLIP, DEFAULT_DECODER  # noqa: F401 (weights.DEFAULT_CLIP: the names resolved here)
+from .config import DEFAULT_CLIP, DEFAULT_DECODER, DEFAULT_ENCODER  # noqa: F401 (the names resolved here)
 from .errors import ClipdrawError, note
 from .io import atomic_path, atomic_write_bytes
 from .progress import progress_bar
@@ -37,6 +37,7 @@ DVAE_URLS = {
     "openai": "https://cdn.openai.com/dall-e/decoder.pkl",
     "openai-encoder": "https://cdn.openai.com/dall-e/encoder.pkl",
 }
+ENCODER_NAMES = {"openai": "openai-encoder"}   # --encoder NAME -> its DVAE_URLS entry
 CHUNK = 1 << 20
 
 
@@ -240,18 +241,23 @@ def _verify_cached(weight: WeightFile, path: Path) -> Optional[str]:
 def locate(name_or_path: str, kind: str) -> Union[Path, WeightFile]:
     """Without touching the network: an existing file path as is, else the named download.
 
-    ``kind`` is ``"clip"`` or ``"dvae"``. Unknown names and missing paths fail here, before
-    any download starts.
+    ``kind`` is ``"clip"``, ``"dvae"`` (the decoder) or ``"encoder"`` (the dVAE encoder, whose
+    one name is ``openai``). Unknown names and missing paths fail here, before any download starts.
     """
     candidate = Path(name_or_path).expanduser()
     if candidate.is_file():
         return candidate
     if candidate.exists():
         raise ClipdrawError(f"{name_or_path} is not a regular file")
-    known = clip_urls() if kind == "clip" else DVAE_URLS
+    known = clip_urls() if kind == "clip" else ENCODER_NAMES if kind == "encoder" else DVAE_URLS
     looks_like_path = name_or_path.startswith(("/", ".", "~")) or candidate.suffix in (".pt", ".pkl", ".pth", ".bin")
     if name_or_path not in known and looks_like_path:   # CLIP names contain '/', so judge by shape
         raise ClipdrawError(f"no such {kind} weight file: {candidate}")
+    if kind == "encoder":
+        if name_or_path not in ENCODER_NAMES:
+            raise ClipdrawError(f"unknown dVAE encoder {name_or_path!r}: expected {', '.join(ENCODER_NAMES)} "
+                                "or a path to an encoder.pkl file")
+        return dvae_weight_file(ENCODER_NAMES[name_or_path])
     return clip_weight_file(name_or_path) if kind == "clip" else dvae_weight_file(name_or_path)
 
 

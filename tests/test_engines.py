@@ -10,7 +10,7 @@ from dataclasses import asdict, fields
 import pytest
 from PIL import Image
 
-from clipdraw.config import ENGINE_NAMES, ENGINE_SETTINGS, engine_options
+from clipdraw.config import ENGINE_NAMES, ENGINE_SETTINGS, NOT_OPTIONS, engine_options
 from clipdraw.engines import Engine, ModelSource, engine_class, load_engine
 from clipdraw.outputs import RunWriter
 from clipdraw.results import Frame, Result
@@ -84,8 +84,12 @@ def test_options_are_the_settings_fields_and_every_field_has_an_option():
         own = {f.name for f in fields(ENGINE_SETTINGS[name])}
         assert set(engine_options(name)) <= params, name   # every option the engine takes exists
         assert set(engine_options(name)) <= own | (set(SOURCE_FIELDS) & source_fields), name
-        assert own - {"seed", "init_std", "progressive"} <= set(engine_options(name)), name
+        assert own - set(NOT_OPTIONS) <= set(engine_options(name)), name
         assert engine_class(name).options == engine_options(name)
+    assert {"seed", "init_std", "progressive"} < set(NOT_OPTIONS)
+    from clipdraw.cli import edit
+    edit_params = {p.name for p in edit.params}   # the edit fields are set by `clipdraw edit`
+    assert {"source_text", "target_text", "method", "strength"} <= edit_params
 
 
 FOREIGN = [(engine, option) for engine in ENGINE_NAMES

@@ -13,8 +13,9 @@ import torch.nn.functional as F
 from clipdraw import ClipdrawError, GenerationConfig, generate
 from clipdraw.augment import AUGMENTATIONS, Cutouts
 from clipdraw.config import AUGMENTATION_NAMES, parse_augmentations
-from clipdraw.optimize import prompt_loss, relax
+from clipdraw.optimize import relax
 from clipdraw.prompts import Prompt, parse_prompts
+from clipdraw.targets import Targets
 
 FAST = dict(size=32, cutn=4, save_every=10)
 
@@ -70,12 +71,17 @@ def test_prompt_loss_matches_hand_computation():
     image = F.normalize(torch.tensor([[1.0, 0.0], [0.6, 0.8]]), dim=-1)
     text = F.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), dim=-1)
     weights = torch.tensor([1.0, -0.5])
-    loss, similarity = prompt_loss(image, text, weights, "cosine")
+    targets = Targets(text, weights, text[:1], weights[:1])
+    loss, similarity = targets.loss(image, "cosine"), targets.similarity(image).mean(-1)
     # mean cos with text 0: (1 + 0.6) / 2 = 0.8; with text 1: (0 + 0.8) / 2 = 0.4
     assert loss.item() == pytest.approx(-0.8 * 1.0 + -0.4 * -0.5)
     assert similarity.item() == pytest.approx(0.8)
-    loss, _ = prompt_loss(image[:1], text[1:], torch.tensor([1.0]), "spherical")
-    assert loss.item() == pytest.approx(2 * (math.pi / 4) ** 2)   # orthogonal: a quarter turn
+    single = Targets(text[1:], torch.tensor([1.0]), text[1:], torch.tensor([1.0]))
+    assert single.loss(image[:1], "spherical").item() == pytest.approx(2 * (math.pi / 4) ** 2)   # a quarter turn
+    # an edit's direction: the views' move from the origin, against the text difference
+    edit = Targets(text[:0], weights[:0], text[:1], weights[:1], origin=text[0], direction=text[1], direction_weight=2.0)
+    moved = F.normalize(torch.tensor([[0.0, 1.0]]) - text[0], dim=-1)          # (-1, 1) / sqrt 2
+    assert edit.loss(torch.tensor([[0.0, 1.0]]), "cosine").item() == pytest.approx(2 * (1 - moved[0, 1].item()))
 
 
 def test_cutouts_without_augmentation_are_resized_crops():

@@ -14,7 +14,7 @@ from typing import Any, Callable, ClassVar, Dict, Optional, Tuple
 from ..errors import ClipdrawError
 from ..prompts import parse_prompts
 from ..results import Frame, Result
-from ..config import DEFAULT_CLIP, DEFAULT_DECODER
+from ..config import DEFAULT_CLIP, DEFAULT_DECODER, DEFAULT_ENCODER
 
 FrameHook = Optional[Callable[[Frame], None]]
 
@@ -29,6 +29,7 @@ class ModelSource:
     model: str = "openai"                 # openai: the real CLIP and dVAE; toy: the shipped toy world
     clip_model: str = DEFAULT_CLIP        # the guiding CLIP (a name or a checkpoint path)
     decoder: str = DEFAULT_DECODER        # the dVAE decoder (a name or a decoder.pkl path)
+    encoder: str = DEFAULT_ENCODER        # the dVAE encoder, loaded only for init images and edits
     transformer: Optional[str] = None     # folder of transformer.safetensors (default: the toy one)
     judge_model: Optional[str] = None     # the optimizer's frame judge; None: toy-judge in the toy world, else none
     dtype: str = "auto"                   # precision of the decoder and CLIP's autocast (clipdraw.device.PRECISIONS)
@@ -51,14 +52,14 @@ class ModelSource:
 
         return resolve_device(self.device)
 
-    def models(self, judge: bool = False):
+    def models(self, judge: bool = False, encoder: bool = False):
         """CLIP and the dVAE decoder (``clipdraw.Models``), loaded on first use; with ``judge``,
-        also the judge CLIP when there is one."""
+        also the judge CLIP when there is one; with ``encoder``, the dVAE encoder."""
         if self._models is None:
             if self.model == "toy":
                 from ..toy.world import load_toy_models  # noqa: PLC0415
 
-                self._models = load_toy_models(self.target(), judge=False, precision=self.dtype)
+                self._models = load_toy_models(self.target(), judge=False, precision=self.dtype, encoder=False)
             else:
                 from ..models import load_models  # noqa: PLC0415
 
@@ -74,6 +75,15 @@ class ModelSource:
                 from ..models import load_clip  # noqa: PLC0415
 
                 models.judge, models.info["judge"] = load_clip(self.judge, device=models.device, offline=self.offline)
+        if encoder and models.encoder is None:
+            if self.model == "toy":
+                from ..toy.world import load_toy_encoder  # noqa: PLC0415
+
+                models.encoder, models.info["encoder"] = load_toy_encoder(models.device)
+            else:
+                from ..models import load_encoder  # noqa: PLC0415
+
+                models.encoder, models.info["encoder"] = load_encoder(self.encoder, models.device, self.offline)
         return models
 
 
@@ -93,9 +103,11 @@ class Engine(abc.ABC):
         """Cheap refusals before anything is loaded or written (one ClipdrawError line)."""
 
     @classmethod
-    def check_prompt(cls, prompt: str) -> None:
-        """Refuse a prompt this engine cannot draw (one ClipdrawError line), before loading."""
+    def check_prompt(cls, prompt: str, settings: Any = None) -> None:
+        """Refuse a prompt this engine cannot draw with ``settings`` (one ClipdrawError line), before loading."""
         parse_prompts(prompt)
+        if "^" in prompt:
+            raise ClipdrawError(f"prompt schedules ('^') are for --engine optimize; --engine {cls.name} draws one prompt")
 
     @classmethod
     @abc.abstractmethod

@@ -101,7 +101,7 @@ class DalleMiniEngine(Engine):
         check_dtype(settings.dtype, source.target())
 
     @classmethod
-    def check_prompt(cls, prompt: str) -> None:
+    def check_prompt(cls, prompt: str, settings: Any = None) -> None:
         prompt_text(prompt)
 
     @classmethod

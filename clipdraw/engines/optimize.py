@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-from ..config import GenerationConfig
+from ..config import GenerationConfig, engine_options
 from ..errors import ClipdrawError
-from ..optimize import GenerationResult, generate, generate_batch
-from ..config import engine_options
+from ..optimize import GenerationResult, check_edit, generate, generate_batch
+from ..prompts import parse_image_prompt, parse_schedule, require_something_to_draw
 from .base import Engine, FrameHook, ModelSource
 
 
@@ -27,10 +27,28 @@ class OptimizeEngine(Engine):
             raise ClipdrawError("--judge-model toy-judge judges the toy world: add --model toy, or name a real CLIP")
         if settings.patience and source.judge == "none":
             raise ClipdrawError("--patience stops when the judge's score stops rising: it needs --judge-model")
+        cls.check_inputs(settings)
+
+    @classmethod
+    def check_prompt(cls, prompt: str, settings: Optional[GenerationConfig] = None) -> None:
+        require_something_to_draw(prompt, settings.image_prompts if settings else ())
+        schedule = parse_schedule(prompt, settings.iters if settings else None)
+        if settings and settings.edit_from is not None:
+            check_edit(schedule)
+
+    @classmethod
+    def check_inputs(cls, settings: GenerationConfig) -> None:
+        """The images the run reads, read once now: a bad file stops it before anything loads."""
+        from ..io import load_image  # noqa: PLC0415
+
+        if settings.init_image:
+            load_image(settings.init_image, "init image")
+        for spec in settings.image_prompts:
+            load_image(parse_image_prompt(spec).path, "image prompt")
 
     @classmethod
     def load(cls, settings: GenerationConfig, source: ModelSource) -> "OptimizeEngine":
-        return cls(source.models(judge=True), settings)
+        return cls(source.models(judge=True, encoder=bool(settings.init_image)), settings)
 
     def generate(self, prompt: str, seed: int, on_frame: FrameHook = None, progress: bool = True) -> GenerationResult:
         return generate(self.models, prompt, self.settings_at(seed), on_frame=on_frame, progress=progress)

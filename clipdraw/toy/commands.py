@@ -46,6 +46,34 @@ def toy_judge(image: Path, caption: str) -> None:
     sys.exit(1)
 
 
+@toy.command("scene")
+@click.argument("caption")
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--seed", type=int, default=0, show_default=True, help="Where the objects are placed.")
+@click.option("--size", type=click.IntRange(min=1), default=64, show_default=True, help="Image side in pixels.")
+def toy_scene(caption: str, out: Path, seed: int, size: int) -> None:
+    """Render CAPTION as a toy scene into the PNG file OUT: an image to edit (clipdraw edit), start
+    from (--init-image) or aim at (--image-prompt) in the toy world."""
+    from PIL import Image
+
+    from ..io import atomic_write_bytes
+    from ..outputs import png_bytes
+    from .data import render
+    from .specs import scene_for
+
+    if out.is_dir():
+        raise ClipdrawError(f"{out} is a folder: give the PNG file to write")
+    if not out.parent.is_dir():
+        raise ClipdrawError(f"folder {out.parent} does not exist")
+    try:
+        scene = scene_for(caption, seed)
+    except ValueError:
+        raise ClipdrawError(f"the toy world cannot draw {caption!r}: it draws captions such as 'a red circle', "
+                            "'two blue squares' or 'a red circle above a green square'") from None
+    atomic_write_bytes(out, png_bytes(Image.fromarray(render(scene, size)), {"caption": caption, "seed": str(seed)}))
+    click.echo(str(out))
+
+
 @toy.command("train")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Folder for the weights (default: $CLIPDRAW_TOY_WEIGHTS, else the package's own; "

@@ -8,7 +8,9 @@ import re
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
-from clipdraw.toy.data import COLORS, PLURALS, POSITIONS, RELATIONS, SHAPES, SIZES
+import numpy as np
+
+from clipdraw.toy.data import COLORS, IMAGE_SIZE, PLURALS, POSITIONS, RELATIONS, SHAPES, SIZES, Scene, Shape, render
 
 NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
                 "nine": 9}
@@ -124,3 +126,24 @@ def _count_spec(n: int, obj: ObjectSpec, text: str) -> Spec:
     if n < 1:
         raise ValueError(f"cannot parse caption {text!r}: count must be at least one")
     return Spec("count" if n > 1 else "single", (obj,) * n)
+
+
+def scene_for(text: str, seed: int = 0, tries: int = 500) -> Scene:
+    """A scene that shows caption ``text``, its objects placed at random (``seed``) until the
+    analytic judge reads the picture as the caption: a start for init images, image prompts
+    and edits in the toy world. Raises ValueError for a caption the judge cannot read."""
+    from .judge import check, detect   # noqa: PLC0415 (the judge reads specs)
+
+    spec = parse_caption(text)
+    rng = np.random.default_rng(seed)
+    for _ in range(tries):
+        objects = []
+        for wanted in spec.objects:
+            size = wanted.size or ("small" if spec.count > 1 else ("small", "large")[rng.integers(2)])
+            half = SIZES[size] / 2
+            cx, cy = rng.uniform(half + 1, IMAGE_SIZE - half - 1, size=2)
+            objects.append(Shape(wanted.shape, wanted.color, size, float(round(cx)), float(round(cy))))
+        scene = Scene(spec.kind, tuple(objects), text, position=spec.position, relation=spec.relation)
+        if check(spec, detect(render(scene))):
+            return scene
+    raise ValueError(f"no placement of {text!r} found that the judge reads as the caption")

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from ..config import TOY_STAGES
 from ..io import atomic_write_json
-from ..dvae import LOGIT_LAPLACE_EPS, gumbel_noise, softmax_over_vocabulary, straight_through
+from ..dvae import gumbel_noise, map_pixels, softmax_over_vocabulary, straight_through
 from ..progress import progress_bar
 from . import data
 from .models import (GPT, GPT_CONFIG, WEIGHTS_DIR, WordTokenizer, build_dvae, clip_state_for_saving,
@@ -58,10 +58,6 @@ class TrainConfig:
     gpt_steps: int = 2500
     gpt_batch: int = 64
     gpt_lr: float = 1e-3
-
-
-def map_pixels(x: torch.Tensor) -> torch.Tensor:
-    return (1 - 2 * LOGIT_LAPLACE_EPS) * x + LOGIT_LAPLACE_EPS
 
 
 def scene_batch(step: int, size: int, seed: int) -> List[data.Scene]:
