@@ -29,7 +29,7 @@ from .models import Models
 from .progress import progress_bar
 from .results import Frame, Result, best_frame, to_pil
 from .prompts import require_something_to_draw
-from .targets import Edit, Segment, build_targets, parse_schedule, read_image_prompts
+from .targets import Segment, parse_schedule, schedule_targets
 
 
 @dataclass
@@ -136,16 +136,9 @@ class Optimization:
         self.generators = [torch.Generator(device=device).manual_seed(config.seed + i) for i in range(config.batch)]
         self.init_pixels = (read_image(config.init_image, config.size, "init image").to(device)
                             if config.init_image else None)
-        image_prompts = read_image_prompts(config.image_prompts, clip.input_resolution)
-        edit = (Edit(self.init_pixels, config.edit_from, schedule[0].prompts[0].text, config.edit_method,
-                     config.edit_strength)
-                if config.edit_from is not None else None)
         self.starts = [segment.start for segment in schedule]
         self.texts = [segment.text for segment in schedule] if len(schedule) > 1 else [None]
-        self.targets = [build_targets(clip, () if edit else segment.prompts, image_prompts, edit)   # once per run
-                        for segment in schedule]
-        self.judge_targets = ([build_targets(models.judge, () if edit else segment.prompts, image_prompts, edit)
-                               for segment in schedule] if models.judge is not None else None)
+        self.targets, self.judge_targets = schedule_targets(models, schedule, config, self.init_pixels)  # once per run
         self.logits = torch.cat([torch.randn(1, decoder.vocab_size, grid, grid, generator=g, device=device)
                                  for g in self.generators]).mul_(config.init_std)
         if init_logits is None and self.init_pixels is not None:

@@ -130,3 +130,17 @@ def build_targets(clip, prompts: Sequence[Prompt], images: Sequence[Tuple[ImageP
         targets.origin, targets.direction, targets.direction_weight = original, direction, edit.strength
     return targets
 
+
+def schedule_targets(models, schedule: Sequence[Segment], config, init_pixels: Optional[torch.Tensor]
+                     ) -> Tuple[List[Targets], Optional[List[Targets]]]:
+    """Each segment's targets for the guide and, when ``models`` has one, the judge: the
+    segment's text, ``config.image_prompts`` and, with ``config.edit_from``, the edit of
+    ``init_pixels`` toward the prompt (whose text then guides only through the edit)."""
+    images = read_image_prompts(config.image_prompts, models.clip.input_resolution)
+    edit = (Edit(init_pixels, config.edit_from, schedule[0].prompts[0].text, config.edit_method,
+                 config.edit_strength) if config.edit_from is not None else None)
+
+    def each(clip) -> List[Targets]:
+        return [build_targets(clip, () if edit else segment.prompts, images, edit) for segment in schedule]
+
+    return each(models.clip), (each(models.judge) if models.judge is not None else None)
