@@ -1,0 +1,257 @@
+#!/usr/bin/env python3
+"""Which frame picker turns the optimizer's passes through an accepted frame into results?
+
+Reads the frames that ``benchmarks/toy_success.py --dump-frames DIR`` wrote (every saved frame
+of every optimizer run, with the analytic judge's verdict), scores each frame with each
+candidate picker, and reports, per start and prompt group, how often the picked frame is one the
+analytic judge accepts, beside the ceiling (some frame accepted) and the current picker (the
+judge CLIP's raw cosine). The pickers never see the verdicts: they may use the toy CLIPs (guide
+and judge), the prompt, the frames and generic image statistics.
+
+    python benchmarks/toy_success.py --prompts 20 --groups single --background-start 3 \\
+        --optimizer-only --dump-frames /tmp/pk/single
+    python benchmarks/toy_picking.py /tmp/pk/single
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+from collections import defaultdict
+from typing import Callable, Dict, List
+
+import numpy as np
+
+NEUTRAL = ("an image", "a picture", "a photo", "a drawing")
+SHIPPED_FLATNESS = 20.0   # the flatness weight of the row that runs clipdraw.picking.FramePicker itself
+
+
+def load_runs(folders: List[str]) -> List[dict]:
+    runs = []
+    for folder in folders:
+        for path in sorted(glob.glob(os.path.join(folder, "*.npz"))):
+            with np.load(path) as data:
+                runs.append({key: data[key] for key in data.files})
+            for key in ("caption", "method", "group"):
+                runs[-1][key] = str(runs[-1][key])
+    return runs
+
+
+def shifted_views(images):
+    """Deterministic views of (N, 3, H, W) images: the image, four 3-pixel shifts (edges
+    repeated) and four corner crops of 7/8 of the side, resized back."""
+    import torch.nn.functional as F  # noqa: PLC0415
+
+    size = images.shape[-1]
+    padded = F.pad(images, (3, 3, 3, 3), mode="replicate")
+    views = [images] + [padded[..., 3 + dy:3 + dy + size, 3 + dx:3 + dx + size]
+                        for dx, dy in ((-3, 0), (3, 0), (0, -3), (0, 3))]
+    crop = size * 7 // 8
+    for y0, x0 in ((0, 0), (0, size - crop), (size - crop, 0), (size - crop, size - crop)):
+        views.append(F.interpolate(images[..., y0:y0 + crop, x0:x0 + crop], size=(size, size), mode="bilinear",
+                                   align_corners=False, antialias=True))
+    return views
+
+
+def features(runs: List[dict], bank: List[str]) -> None:
+    """Adds to each run, per frame: both CLIPs' cosines with the prompt, its twins, neutral
+    captions and a bank of toy captions (plain and averaged over ``shifted_views``), and the
+    frame statistics."""
+    import torch  # noqa: PLC0415
+
+    from clipdraw.models import ClipModel  # noqa: PLC0415
+    from clipdraw.picking import FramePicker, flatness_statistics, toy_object_count, toy_twin_captions  # noqa: PLC0415
+    from clipdraw.toy.models import load_toy_clip, weights_dir  # noqa: PLC0415
+
+    torch.set_num_threads(1)
+    clips = {"guide": ClipModel(load_toy_clip(weights_dir())), "judge": ClipModel(load_toy_clip(weights_dir(), "judge"))}
+    for run in runs:
+        caption = run["caption"]
+        twins = toy_twin_captions(caption)
+        extras = extra_object_captions(caption)
+        texts = [caption, *twins, *NEUTRAL, *bank, *extras]
+        images = torch.from_numpy(run["images"]).permute(0, 3, 1, 2).float() / 255
+        views = shifted_views(images)
+        run["twins"] = twins
+        for name, clip in clips.items():
+            with torch.no_grad():
+                text = clip.encode_text(texts)
+                cos = torch.stack([clip.encode_image(v) @ text.T for v in views])   # (views, F, T)
+            run[f"{name}_scale"] = float(clip.model.logit_scale.exp())
+            for tag, block in (("", cos[0]), ("_aug", cos.mean(0))):
+                block = block.numpy()
+                run[f"{name}{tag}_prompt"] = block[:, 0]
+                run[f"{name}{tag}_twins"] = block[:, 1:1 + len(twins)]
+                run[f"{name}{tag}_neutral"] = block[:, 1 + len(twins):1 + len(twins) + len(NEUTRAL)]
+                run[f"{name}{tag}_bank"] = block[:, 1 + len(twins) + len(NEUTRAL):1 + len(twins) + len(NEUTRAL) + len(bank)]
+                run[f"{name}{tag}_extras"] = block[:, 1 + len(twins) + len(NEUTRAL) + len(bank):]
+            run[f"{name}_aug_min"] = cos[:, :, 0].min(0).values.numpy()
+        picker = FramePicker([clips["judge"], clips["guide"]], [caption], [1.0], flatness_weight=SHIPPED_FLATNESS)
+        run["shipped"] = np.array(picker.scores(images))
+        stats = [flatness_statistics(image, toy_object_count(caption)) for image in run["images"]]
+        for key in stats[0]:
+            run[key] = np.array([s[key] for s in stats])
+
+
+def extra_object_captions(caption: str) -> List[str]:
+    """For a one-object prompt: the same object with a second one beside it (every relation,
+    every colour and shape), phrased as the prompt is: captions of frames with stray patches."""
+    from clipdraw.picking import TOY_COLORS, TOY_RELATIONS, TOY_SHAPES, _NOUN  # noqa: PLC0415
+
+    nouns = list(_NOUN.finditer(caption))
+    if len(nouns) != 1:
+        return []
+    match = nouns[0]
+    head = caption[:match.end()]
+    return [f"{head} {relation} a {color} {shape}" for relation in TOY_RELATIONS for color in TOY_COLORS
+            for shape in TOY_SHAPES]
+
+
+def stability(run: dict) -> np.ndarray:
+    """Minus the mean pixel change to the neighbouring frames: high where the run has settled."""
+    images = run["images"].astype(np.float32)
+    change = np.abs(np.diff(images, axis=0)).mean((1, 2, 3))
+    before = np.concatenate([[change[0]], change])
+    after = np.concatenate([change, [change[-1]]])
+    return -(before + after) / 2
+
+
+def log_softmax_first(cos: np.ndarray, others: np.ndarray, scale: float) -> np.ndarray:
+    logits = np.concatenate([cos[:, None], others], axis=1) * scale
+    top = logits.max(1, keepdims=True)
+    return logits[:, 0] - (top[:, 0] + np.log(np.exp(logits - top).sum(1)))
+
+
+def contrast(run: dict, name: str, tag: str = "", scale=None) -> np.ndarray:
+    return log_softmax_first(run[f"{name}{tag}_prompt"], run[f"{name}{tag}_twins"],
+                             run[f"{name}_scale"] if scale is None else scale)
+
+
+def smooth(score: np.ndarray) -> np.ndarray:
+    padded = np.concatenate([score[:1], score, score[-1:]])
+    return (padded[:-2] + padded[1:-1] + padded[2:]) / 3
+
+
+def later(score: np.ndarray, run: dict, after: int) -> np.ndarray:
+    return np.where(run["iterations"] >= after, score, -np.inf)
+
+
+def zscore(score: np.ndarray) -> np.ndarray:
+    return (score - score.mean()) / (score.std() + 1e-9)
+
+
+PICKERS: Dict[str, Callable[[dict], np.ndarray]] = {
+    "judge cosine (current)": lambda r: r["judge_prompt"],
+    "FramePicker(judge, guide), flatness 20 (clipdraw.picking)": lambda r: r["shipped"],
+    "last frame": lambda r: np.arange(len(r["iterations"]), dtype=float),
+    "guide cosine": lambda r: r["guide_prompt"],
+    "judge - mean neutral": lambda r: r["judge_prompt"] - r["judge_neutral"].mean(1),
+    "judge - mean bank": lambda r: r["judge_prompt"] - r["judge_bank"].mean(1),
+    "judge softmax over bank": lambda r: log_softmax_first(r["judge_prompt"], r["judge_bank"], r["judge_scale"]),
+    "judge contrastive (twins)": lambda r: contrast(r, "judge"),
+    "judge contrastive, scale 100": lambda r: contrast(r, "judge", scale=100.0),
+    "judge margin to best twin": lambda r: r["judge_prompt"] - r["judge_twins"].max(1),
+    "guide contrastive (twins)": lambda r: contrast(r, "guide"),
+    "judge + guide contrastive": lambda r: contrast(r, "judge") + contrast(r, "guide"),
+    "min(judge, guide) contrastive": lambda r: np.minimum(contrast(r, "judge"), contrast(r, "guide")),
+    "judge cosine, 9 views": lambda r: r["judge_aug_prompt"],
+    "judge contrastive, 9 views": lambda r: contrast(r, "judge", "_aug"),
+    "judge + guide contrastive, 9 views": lambda r: contrast(r, "judge", "_aug") + contrast(r, "guide", "_aug"),
+    "judge + guide cosine": lambda r: r["judge_prompt"] + r["guide_prompt"],
+    "judge contrastive, smoothed": lambda r: smooth(contrast(r, "judge")),
+    "judge contrastive, iteration >= 100": lambda r: later(contrast(r, "judge"), r, 100),
+    "judge contrastive - stray": lambda r: contrast(r, "judge") - 2.0 * r["stray"],
+    "judge + guide contrastive - stray": lambda r: contrast(r, "judge") + contrast(r, "guide") - 2.0 * r["stray"],
+    "judge + guide contrastive, 9 views - stray": lambda r: contrast(r, "judge", "_aug") + contrast(r, "guide", "_aug")
+    - 2.0 * r["stray"],
+    "z(judge contr.) + z(guide contr.)": lambda r: zscore(contrast(r, "judge")) + zscore(contrast(r, "guide")),
+    "fewest stray pixels": lambda r: -r["stray"],
+    "purest colour": lambda r: -r["off_colour"],
+    "judge contrastive, twins + extra objects": lambda r: log_softmax_first(
+        r["judge_prompt"], np.concatenate([r["judge_twins"], r["judge_extras"]], 1), r["judge_scale"]),
+    "judge + guide contr., twins + extra objects": lambda r: sum(log_softmax_first(
+        r[f"{n}_prompt"], np.concatenate([r[f"{n}_twins"], r[f"{n}_extras"]], 1), r[f"{n}_scale"])
+        for n in ("judge", "guide")),
+    "most stable frame": stability,
+    "judge contrastive, iteration >= 150": lambda r: later(contrast(r, "judge"), r, 150),
+    "judge cosine, iteration >= 150": lambda r: later(r["judge_prompt"], r, 150),
+    "judge + guide contrastive - stray, iteration >= 100": lambda r: later(
+        contrast(r, "judge") + contrast(r, "guide") - 2.0 * r["stray"], r, 100),
+    "judge + guide contrastive + 0.1 stability": lambda r: contrast(r, "judge") + contrast(r, "guide")
+    + 0.1 * stability(r),
+    "judge contrastive - 5 off-colour": lambda r: contrast(r, "judge") - 5.0 * r["off_colour"],
+    "judge contrastive - 20 off-colour": lambda r: contrast(r, "judge") - 20.0 * r["off_colour"],
+    "judge + guide contrastive - 5 off-colour": lambda r: contrast(r, "judge") + contrast(r, "guide")
+    - 5.0 * r["off_colour"],
+    "judge + guide contrastive - 20 off-colour": lambda r: contrast(r, "judge") + contrast(r, "guide")
+    - 20.0 * r["off_colour"],
+    "judge + guide contr. - 20 (off-colour + stray)": lambda r: contrast(r, "judge") + contrast(r, "guide")
+    - 20.0 * (r["off_colour"] + r["stray"]),
+    "least off-colour + stray": lambda r: -(r["off_colour"] + r["stray"]),
+    "judge + guide contr. - 5 (off-colour + stray)": lambda r: contrast(r, "judge") + contrast(r, "guide")
+    - 5.0 * (r["off_colour"] + r["stray"]),
+    "judge + guide contr. - 50 (off-colour + stray)": lambda r: contrast(r, "judge") + contrast(r, "guide")
+    - 50.0 * (r["off_colour"] + r["stray"]),
+    "judge contr. - 20 (off-colour + stray)": lambda r: contrast(r, "judge") - 20.0 * (r["off_colour"] + r["stray"]),
+    "guide contr. - 20 (off-colour + stray)": lambda r: contrast(r, "guide") - 20.0 * (r["off_colour"] + r["stray"]),
+    "judge cosine - 2 (off-colour + stray)": lambda r: r["judge_prompt"] - 2.0 * (r["off_colour"] + r["stray"]),
+    "guide cosine - 2 (off-colour + stray)": lambda r: r["guide_prompt"] - 2.0 * (r["off_colour"] + r["stray"]),
+    "judge + guide cosine - 2 (off-colour + stray)": lambda r: r["judge_prompt"] + r["guide_prompt"]
+    - 2.0 * (r["off_colour"] + r["stray"]),
+    "judge + guide contr. (twins + extras) - 20 (off-colour + stray)": lambda r: sum(log_softmax_first(
+        r[f"{n}_prompt"], np.concatenate([r[f"{n}_twins"], r[f"{n}_extras"]], 1), r[f"{n}_scale"])
+        for n in ("judge", "guide")) - 20.0 * (r["off_colour"] + r["stray"]),
+}
+
+
+def within_run_auc(score: np.ndarray, accepted: np.ndarray) -> float:
+    """How often an accepted frame outscores a rejected one of the same run (ties count half):
+    a picker's skill measured on every frame, not only on the one it picks."""
+    good, bad = score[accepted.astype(bool)], score[~accepted.astype(bool)]
+    good, bad = np.nan_to_num(good, neginf=-1e9)[:, None], np.nan_to_num(bad, neginf=-1e9)[None, :]
+    return float(((good > bad) + 0.5 * (good == bad)).mean())
+
+
+def pick(score: np.ndarray) -> int:
+    """The best-scored frame, the earliest of equals (as clipdraw.results.best_frame)."""
+    return int(np.flatnonzero(score == score.max())[0])
+
+
+def toy_caption_bank(n: int) -> List[str]:
+    from clipdraw.toy import data  # noqa: PLC0415
+
+    return list(dict.fromkeys(data.scene_at(i, 4242, "all").caption for i in range(n)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folders", nargs="+", help="folders of .npz runs (toy_success.py --dump-frames)")
+    parser.add_argument("--pickers", help="comma-separated picker names (default: all)")
+    args = parser.parse_args()
+
+    runs = load_runs(args.folders)
+    features(runs, toy_caption_bank(64))
+    names = list(PICKERS) if not args.pickers else args.pickers.split(",")
+    cells: Dict[tuple, List[int]] = defaultdict(list)
+    for run in runs:
+        key = (run["method"], run["group"])
+        accepted = run["accepted"]
+        cells[key + ("ever",)].append(int(accepted.any()))
+        for name in names:
+            cells[key + (name,)].append(int(accepted[pick(PICKERS[name](run))]))
+    mixed = [r for r in runs if 0 < r["accepted"].sum() < len(r["accepted"])]
+    auc = {name: float(np.mean([within_run_auc(PICKERS[name](r), r["accepted"]) for r in mixed])) if mixed
+           else float("nan") for name in names}
+    columns = sorted({(r["method"], r["group"]) for r in runs})
+    print("| picker | " + " | ".join(f"{m} / {g}" for m, g in columns) + f" | all | frame AUC ({len(mixed)} runs) |")
+    print("|" + " --- |" * (len(columns) + 3))
+    for name in ["ever"] + names:
+        row = [cells[c + (name,)] for c in columns]
+        total = sum(sum(x) for x in row), sum(len(x) for x in row)
+        print(f"| {name} | " + " | ".join(f"{sum(x)}/{len(x)}" for x in row) + f" | {total[0]}/{total[1]} | "
+              f"{auc.get(name, float('nan')):.2f} |")
+
+
+if __name__ == "__main__":
+    main()

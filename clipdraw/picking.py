@@ -1,0 +1,175 @@
+"""Which saved frame is the result: scores that rank a run's frames.
+
+A CLIP's raw cosine between a frame and the prompt picks poorly. Measured on the toy world
+(docs/toy-guidance.md, "Picking the frame"), the toy judge CLIP's raw cosine ranks the frames
+the analytic judge accepts above the ones it rejects no more often than chance: it favours frames
+that look like captions of this kind in general (a saturated blob, a busy field), not the
+frame that shows what *this* caption says. Two things do better:
+
+- a **contrastive** score: among the prompt and its twins (the same caption with one colour,
+  shape, position or relation changed), how likely is the prompt, ``log P(prompt | frame)``?
+  It is high only where the prompt's own words are what the frame shows;
+- a **flatness** penalty, for worlds of flat shapes on a plain ground (the toy world): the
+  share of the foreground that is not one of the objects' colours, or lies outside the objects'
+  largest connected parts. The optimizer's drift is mostly stray patches of other colours; the
+  CLIPs see them poorly, these two statistics see them well.
+
+``FramePicker`` combines them for any number of scoring CLIPs (the judge, and the guide too:
+both measured better than either alone). Without twins (a prompt outside the toy grammar) and
+without a flatness weight it is the plain weighted cosine the optimizer used before.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+# The toy grammar's words (clipdraw.toy.data), written here so that this module needs no toy import.
+TOY_COLORS = ("red", "green", "blue", "yellow")
+TOY_SHAPES = ("circle", "square", "triangle")
+TOY_POSITIONS = ("left", "right", "top", "bottom")
+TOY_RELATIONS = ("above", "below", "left of", "right of")
+OPPOSITE = {"above": "below", "below": "above", "left of": "right of", "right of": "left of"}
+
+TOY_SIZES = ("small", "large")
+_NOUN = re.compile(rf"\b(?:an?|one) (?:(?:{'|'.join(TOY_SIZES)}) )?({'|'.join(TOY_COLORS)}) ({'|'.join(TOY_SHAPES)})\b")
+_RELATION = re.compile(rf" ({'|'.join(sorted(TOY_RELATIONS, key=len, reverse=True))}) ")
+_POSITION = re.compile(rf"\b(in|on|at) the ({'|'.join(TOY_POSITIONS)})\b")
+
+FOREGROUND_DISTANCE = 60.0   # RGB distance from the background beyond which a pixel is foreground
+OFF_COLOUR_DISTANCE = 50.0   # distance from every background-to-object-colour blend: another colour
+
+
+def _with_noun(text: str, match: re.Match, color: str, shape: str) -> str:
+    """``text`` with the noun phrase ``match`` (of ``_NOUN``) given another colour and shape, its
+    article and size kept ("a" or "an" fixed when the colour follows it)."""
+    phrase = match.group(0)
+    start = match.start()
+    head = phrase[:match.start(1) - start]
+    if head in ("a ", "an "):
+        head = ("an " if color[0] in "aeiou" else "a ")
+    return text[:start] + head + color + " " + shape + text[match.end():]
+
+
+def toy_twin_captions(prompt: str) -> List[str]:
+    """The prompt with one thing changed, phrased as the prompt is: each object's colour and shape
+    swapped for every other one, the stated position for every other one, a relation for its
+    opposite, a relation's two objects swapped, and each of its objects alone. Empty when the
+    prompt names no toy object (then there is nothing to contrast)."""
+    nouns = list(_NOUN.finditer(prompt))
+    twins: List[str] = []
+
+    for match in nouns:
+        color, shape = match.groups()
+        twins += [_with_noun(prompt, match, other, shape) for other in TOY_COLORS if other != color]
+        twins += [_with_noun(prompt, match, color, other) for other in TOY_SHAPES if other != shape]
+    position = _POSITION.search(prompt)
+    if position:
+        twins += [prompt[:position.start(2)] + other + prompt[position.end(2):]
+                  for other in TOY_POSITIONS if other != position.group(2)]
+    relation = _RELATION.search(prompt)
+    if relation and len(nouns) == 2 and nouns[0].group(0) != nouns[1].group(0):   # alike: no twin says otherwise
+        first, second = nouns
+        twins.append(prompt[:relation.start(1)] + OPPOSITE[relation.group(1)] + prompt[relation.end(1):])
+        twins.append(prompt[:first.start()] + second.group(0) + prompt[first.end():second.start()] + first.group(0) +
+                     prompt[second.end():])
+        twins.append(prompt[:first.end()] + prompt[second.end():])                  # the first object alone
+        twins.append(prompt[:first.start()] + second.group(0) + prompt[second.end():])  # the second alone
+    return list(dict.fromkeys(t for t in twins if t != prompt))
+
+
+def toy_object_count(prompt: str) -> int:
+    """How many objects a toy prompt names (at least one): what the flatness statistics expect."""
+    return max(1, len(_NOUN.findall(prompt)))
+
+
+def flatness_statistics(image: np.ndarray, objects: int = 1) -> Dict[str, float]:
+    """Statistics of one frame (H, W, 3 uint8) that need no palette and no shape rules.
+
+    The background is the border's median colour; the foreground, pixels far from it.
+    ``off_colour``: the share of the foreground that is not a blend of the background with one
+    of its ``objects`` dominant colours (k-means on the strongly coloured pixels): patches of
+    another colour inside or beside an object. ``stray``: the share of the foreground outside its
+    ``objects`` largest connected parts. Both are 0 for a clean render of a toy scene.
+    """
+    from scipy import ndimage  # noqa: PLC0415
+
+    pixels = np.asarray(image, dtype=np.float32)[..., :3]
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    background = np.median(border, axis=0)
+    mask = np.linalg.norm(pixels - background, axis=-1) > FOREGROUND_DISTANCE
+    if not mask.any():
+        return {"off_colour": 0.0, "stray": 0.0}
+    labels, _ = ndimage.label(mask, structure=np.ones((3, 3)))
+    areas = np.sort(np.bincount(labels.ravel())[1:])[::-1]
+    offsets = pixels[mask] - background                                     # (n, 3)
+    strong = offsets[np.linalg.norm(offsets, axis=1) > 2 * FOREGROUND_DISTANCE]   # interiors, not edges
+    centres = _kmeans(strong if len(strong) >= objects else offsets, objects)
+    alpha = np.clip(offsets @ centres.T / np.maximum((centres ** 2).sum(1), 1e-6), 0, 1.25)   # (n, k)
+    residual = np.linalg.norm(offsets[:, None, :] - alpha[..., None] * centres, axis=-1).min(1)
+    return {"off_colour": float((residual > OFF_COLOUR_DISTANCE).mean()),
+            "stray": 1 - float(areas[:objects].sum()) / float(mask.sum())}
+
+
+def _kmeans(points: np.ndarray, k: int, steps: int = 10) -> np.ndarray:
+    """k centres of ``points`` (n, 3): farthest-point start, then Lloyd steps (deterministic)."""
+    centres = [points[np.argmax(np.linalg.norm(points, axis=1))]]
+    while len(centres) < k:
+        distance = np.min([np.linalg.norm(points - c, axis=1) for c in centres], axis=0)
+        centres.append(points[int(np.argmax(distance))])
+    grid = np.array(centres)
+    for _ in range(steps):
+        nearest = np.argmin(np.linalg.norm(points[:, None] - grid[None], axis=-1), axis=1)
+        grid = np.array([points[nearest == j].mean(0) if (nearest == j).any() else grid[j] for j in range(k)])
+    return grid
+
+
+def _logit_scale(clip) -> float:
+    """The CLIP's own softmax temperature (its trained ``logit_scale``); 100, OpenAI CLIP's, for
+    a stand-in without one."""
+    scale = getattr(getattr(clip, "model", None), "logit_scale", None)
+    return 100.0 if scale is None else float(scale.exp())
+
+
+class FramePicker:
+    """Scores frames for one run's prompts; the frame with the highest score is the result.
+
+    score = sum over ``clips`` of the weighted mean, over the positive prompts, of
+    ``log P(prompt | frame)`` among the prompt and its ``twins`` (the plain cosine for a prompt
+    without twins), minus ``flatness_weight * (off_colour + stray)`` (``flatness_statistics``;
+    0 turns it off). Texts are encoded once, here; ``scores`` runs once per saved frame.
+    """
+
+    def __init__(self, clips: Sequence, prompt_texts: Sequence[str], weights: Sequence[float],
+                 twins: Callable[[str], List[str]] = toy_twin_captions, flatness_weight: float = 0.0,
+                 objects: Optional[int] = None):
+        kept = [(text, float(w)) for text, w in zip(prompt_texts, weights) if w > 0]
+        if not clips or not kept:
+            raise ValueError("a frame picker needs a CLIP and a prompt of positive weight")
+        self.clips = list(clips)
+        self.weights = [w / sum(w for _, w in kept) for _, w in kept]
+        self.groups = [[text, *twins(text)] for text, _ in kept]   # the prompt first, then its twins
+        self.texts = [[clip.encode_text(group) for group in self.groups] for clip in self.clips]
+        self.scales = [_logit_scale(clip) for clip in self.clips]
+        self.flatness_weight = flatness_weight
+        self.objects = objects if objects is not None else max(toy_object_count(t) for t, _ in kept)
+
+    @torch.no_grad()
+    def scores(self, images: torch.Tensor) -> List[float]:
+        """One score per image of (B, 3, H, W) in [0, 1]; higher is better."""
+        total = torch.zeros(images.shape[0])
+        for clip, texts, scale in zip(self.clips, self.texts, self.scales):
+            embeds = clip.encode_image(images)
+            for weight, text in zip(self.weights, texts):
+                cos = (embeds @ text.T).float().cpu()                       # (B, 1 + twins)
+                part = cos[:, 0] if cos.shape[1] == 1 else torch.log_softmax(cos * scale, dim=-1)[:, 0]
+                total += weight * part
+        if self.flatness_weight:
+            pixels = images.detach().clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+            for i, image in enumerate(pixels):
+                stats = flatness_statistics(image, self.objects)
+                total[i] -= self.flatness_weight * (stats["off_colour"] + stats["stray"])
+        return total.tolist()

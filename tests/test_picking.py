@@ -1,0 +1,117 @@
+"""The frame picker (clipdraw.picking): twin captions from the toy grammar, the flatness
+statistics, and the contrastive score with the toy judge CLIP."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from clipdraw.picking import FramePicker, flatness_statistics, toy_object_count, toy_twin_captions
+from clipdraw.toy import data
+
+
+def _changed_words(a: str, b: str) -> int:
+    return sum(x != y for x, y in zip(a.split(), b.split())) + abs(len(a.split()) - len(b.split()))
+
+
+def test_twins_change_one_word_of_the_prompt_in_its_own_phrasing():
+    twins = toy_twin_captions("a picture of a small red circle in the top")
+    assert "a picture of a small blue circle in the top" in twins
+    assert "a picture of a small red square in the top" in twins
+    assert "a picture of a small red circle in the bottom" in twins
+    assert len(twins) == 3 + 2 + 3 and all(_changed_words(t, twins[0]) <= 2 for t in twins)
+    assert all(_changed_words(t, "a picture of a small red circle in the top") == 1 for t in twins)
+
+
+def test_relation_twins_swap_the_relation_and_the_objects_and_drop_one():
+    prompt = "a red circle is left of a blue square"
+    twins = toy_twin_captions(prompt)
+    assert {"a red circle is right of a blue square", "a blue square is left of a red circle",
+            "a red circle", "a blue square"} <= set(twins)
+    assert prompt not in twins and len(set(twins)) == len(twins)
+    # two alike objects: swapping them or the relation says the same thing, so it is no twin
+    alike = toy_twin_captions("a red circle above a red circle")
+    assert not any(" below " in t for t in alike) and "a red circle" not in alike
+
+
+def test_a_prompt_outside_the_toy_grammar_has_no_twins():
+    assert toy_twin_captions("an oil painting of a lighthouse") == []
+    assert toy_object_count("an oil painting of a lighthouse") == 1
+    assert toy_object_count("a red circle left of a blue square") == 2
+
+
+def _scene_image(kind: str, index: int = 3) -> np.ndarray:
+    return data.render(data.scene_at(index, 4321, "all", kind)).copy()
+
+
+def test_flatness_is_zero_for_a_clean_scene_and_sees_patches_and_specks():
+    single, relation = _scene_image("single"), _scene_image("relation")
+    for image, objects in ((single, 1), (relation, 2)):
+        stats = flatness_statistics(image, objects)
+        assert stats["off_colour"] < 0.01 and stats["stray"] < 0.01
+    scene = data.scene_at(3, 4321, "all", "single")
+    obj = scene.objects[0]
+    patched = single.copy()
+    other = next(c for name, c in data.COLORS.items() if name != obj.color)
+    y, x = int(obj.cy), int(obj.cx)
+    patched[y - 3:y + 3, x - 3:x + 3] = other            # a patch of another colour inside the object
+    assert flatness_statistics(patched, 1)["off_colour"] > 0.05
+    speck = single.copy()
+    corner = (2, 2) if obj.cx > 20 or obj.cy > 20 else (55, 55)
+    speck[corner[0]:corner[0] + 4, corner[1]:corner[1] + 4] = data.COLORS[obj.color]   # a second, stray part
+    assert flatness_statistics(speck, 1)["stray"] > 0.02
+    assert flatness_statistics(np.full((64, 64, 3), 240, np.uint8))["stray"] == 0.0   # nothing drawn
+
+
+@pytest.fixture(scope="module")
+def toy_judge():
+    from clipdraw.toy.world import load_toy_judge
+
+    return load_toy_judge(torch.device("cpu"))[0]
+
+
+def _tensor(images) -> torch.Tensor:
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
+
+
+def test_the_contrastive_score_prefers_the_scene_to_its_colour_twin(toy_judge):
+    rng = np.random.default_rng(0)
+    right = 0
+    scenes = [data.scene_at(i, 777, "all", "single") for i in range(6)]
+    for scene in scenes:
+        twin = scene
+        while twin.objects[0].color == scene.objects[0].color:
+            twin = data.twin(scene, rng, "all")
+        picker = FramePicker([toy_judge], [scene.caption], [1.0])
+        assert len(picker.groups[0]) > 1   # twins were found for every benchmark-style caption
+        own, swapped = picker.scores(_tensor([data.render(scene), data.render(twin)]))
+        assert own <= 0.0   # a log-probability
+        right += own > swapped
+    assert right >= 5
+
+
+def test_the_flatness_penalty_ranks_a_clean_scene_above_the_same_scene_with_a_speck(toy_judge):
+    scene = data.scene_at(3, 4321, "all", "single")
+    clean = data.render(scene).copy()
+    speck = clean.copy()
+    obj = scene.objects[0]
+    corner = (2, 2) if obj.cx > 20 or obj.cy > 20 else (55, 55)
+    other = next(c for name, c in data.COLORS.items() if name != obj.color)
+    speck[corner[0]:corner[0] + 5, corner[1]:corner[1] + 5] = other
+    images = _tensor([clean, speck])
+    flat = FramePicker([toy_judge], [scene.caption], [1.0], flatness_weight=20.0).scores(images)
+    plain = FramePicker([toy_judge], [scene.caption], [1.0]).scores(images)
+    assert flat[0] > flat[1]
+    assert flat[1] - plain[1] < flat[0] - plain[0] - 0.5   # the speck cost its frame more than the clean one
+
+
+def test_without_twins_or_flatness_the_score_is_the_weighted_cosine(toy_judge):
+    images = _tensor([_scene_image("single", i) for i in range(3)])
+    texts, weights = ["an oil painting of a lighthouse", "a sketch", "a blur"], [2.0, 1.0, -1.0]
+    scores = FramePicker([toy_judge], texts, weights).scores(images)
+    cos = toy_judge.encode_image(images) @ toy_judge.encode_text(texts).T
+    expected = (cos[:, 0] * 2 + cos[:, 1]) / 3   # negative prompts do not score
+    assert scores == pytest.approx(expected.tolist(), abs=1e-5)
+    with pytest.raises(ValueError):
+        FramePicker([toy_judge], ["a blur"], [-1.0])
