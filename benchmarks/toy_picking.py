@@ -87,7 +87,7 @@ def features(runs: List[dict], bank: List[str]) -> None:
                 run[f"{name}{tag}_bank"] = block[:, 1 + len(twins) + len(NEUTRAL):1 + len(twins) + len(NEUTRAL) + len(bank)]
                 run[f"{name}{tag}_extras"] = block[:, 1 + len(twins) + len(NEUTRAL) + len(bank):]
             run[f"{name}_aug_min"] = cos[:, :, 0].min(0).values.numpy()
-        picker = FramePicker([clips["judge"], clips["guide"]], [caption], [1.0], flatness_weight=SHIPPED_FLATNESS)
+        picker = FramePicker([clips["judge"]], [caption], [1.0], flatness_weight=SHIPPED_FLATNESS)
         run["shipped"] = np.array(picker.scores(images))
         stats = [flatness_statistics(image, toy_object_count(caption)) for image in run["images"]]
         for key in stats[0]:
@@ -97,15 +97,16 @@ def features(runs: List[dict], bank: List[str]) -> None:
 def extra_object_captions(caption: str) -> List[str]:
     """For a one-object prompt: the same object with a second one beside it (every relation,
     every colour and shape), phrased as the prompt is: captions of frames with stray patches."""
-    from clipdraw.picking import TOY_COLORS, TOY_RELATIONS, TOY_SHAPES, _NOUN  # noqa: PLC0415
+    from clipdraw.picking import _NOUN  # noqa: PLC0415
+    from clipdraw.toy.data import COLORS, RELATIONS, SHAPES  # noqa: PLC0415
 
     nouns = list(_NOUN.finditer(caption))
     if len(nouns) != 1:
         return []
     match = nouns[0]
     head = caption[:match.end()]
-    return [f"{head} {relation} a {color} {shape}" for relation in TOY_RELATIONS for color in TOY_COLORS
-            for shape in TOY_SHAPES]
+    return [f"{head} {relation} a {color} {shape}" for relation in RELATIONS for color in COLORS
+            for shape in SHAPES]
 
 
 def stability(run: dict) -> np.ndarray:
@@ -143,7 +144,9 @@ def zscore(score: np.ndarray) -> np.ndarray:
 
 PICKERS: Dict[str, Callable[[dict], np.ndarray]] = {
     "judge cosine (current)": lambda r: r["judge_prompt"],
-    "FramePicker(judge, guide), flatness 20 (clipdraw.picking)": lambda r: r["shipped"],
+    "FramePicker(judge), flatness 20 (clipdraw.picking)": lambda r: r["shipped"],
+    "FramePicker, smoothed over 3 frames": lambda r: smooth(r["shipped"]),
+    "FramePicker, iteration >= 100": lambda r: later(r["shipped"], r, 100),
     "last frame": lambda r: np.arange(len(r["iterations"]), dtype=float),
     "guide cosine": lambda r: r["guide_prompt"],
     "judge - mean neutral": lambda r: r["judge_prompt"] - r["judge_neutral"].mean(1),
@@ -189,6 +192,9 @@ PICKERS: Dict[str, Callable[[dict], np.ndarray]] = {
     "judge + guide contr. - 20 (off-colour + stray)": lambda r: contrast(r, "judge") + contrast(r, "guide")
     - 20.0 * (r["off_colour"] + r["stray"]),
     "least off-colour + stray": lambda r: -(r["off_colour"] + r["stray"]),
+    "judge contr. - 10 (off-colour + stray)": lambda r: contrast(r, "judge") - 10.0 * (r["off_colour"] + r["stray"]),
+    "judge contr. - 50 (off-colour + stray)": lambda r: contrast(r, "judge") - 50.0 * (r["off_colour"] + r["stray"]),
+    "judge cosine - 10 (off-colour + stray)": lambda r: r["judge_prompt"] - 10.0 * (r["off_colour"] + r["stray"]),
     "judge + guide contr. - 5 (off-colour + stray)": lambda r: contrast(r, "judge") + contrast(r, "guide")
     - 5.0 * (r["off_colour"] + r["stray"]),
     "judge + guide contr. - 50 (off-colour + stray)": lambda r: contrast(r, "judge") + contrast(r, "guide")
@@ -244,6 +250,11 @@ def main() -> None:
     auc = {name: float(np.mean([within_run_auc(PICKERS[name](r), r["accepted"]) for r in mixed])) if mixed
            else float("nan") for name in names}
     columns = sorted({(r["method"], r["group"]) for r in runs})
+    shipped, current = "FramePicker(judge), flatness 20 (clipdraw.picking)", "judge cosine (current)"
+    if shipped in names and current in names:
+        pairs = list(zip(sum((cells[c + (shipped,)] for c in columns), []), sum((cells[c + (current,)] for c in columns), [])))
+        print(f"{shipped} against {current}, run by run: better in {sum(a > b for a, b in pairs)}, "
+              f"worse in {sum(a < b for a, b in pairs)}, of {len(pairs)} runs\n")
     print("| picker | " + " | ".join(f"{m} / {g}" for m, g in columns) + f" | all | frame AUC ({len(mixed)} runs) |")
     print("|" + " --- |" * (len(columns) + 3))
     for name in ["ever"] + names:
