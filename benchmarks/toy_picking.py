@@ -192,6 +192,7 @@ PICKERS: Dict[str, Callable[[dict], np.ndarray]] = {
     "judge + guide contr. - 20 (off-colour + stray)": lambda r: contrast(r, "judge") + contrast(r, "guide")
     - 20.0 * (r["off_colour"] + r["stray"]),
     "least off-colour + stray": lambda r: -(r["off_colour"] + r["stray"]),
+    "least off-colour + stray + missing": lambda r: -(r["off_colour"] + r["stray"] + r["missing"]),
     "judge contr. - 10 (off-colour + stray)": lambda r: contrast(r, "judge") - 10.0 * (r["off_colour"] + r["stray"]),
     "judge contr. - 50 (off-colour + stray)": lambda r: contrast(r, "judge") - 50.0 * (r["off_colour"] + r["stray"]),
     "judge cosine - 10 (off-colour + stray)": lambda r: r["judge_prompt"] - 10.0 * (r["off_colour"] + r["stray"]),
@@ -200,6 +201,8 @@ PICKERS: Dict[str, Callable[[dict], np.ndarray]] = {
     "judge + guide contr. - 50 (off-colour + stray)": lambda r: contrast(r, "judge") + contrast(r, "guide")
     - 50.0 * (r["off_colour"] + r["stray"]),
     "judge contr. - 20 (off-colour + stray)": lambda r: contrast(r, "judge") - 20.0 * (r["off_colour"] + r["stray"]),
+    "judge cosine - 10 (off-colour + stray + missing)": lambda r: r["judge_prompt"]
+    - 10.0 * (r["off_colour"] + r["stray"] + r["missing"]),
     "guide contr. - 20 (off-colour + stray)": lambda r: contrast(r, "guide") - 20.0 * (r["off_colour"] + r["stray"]),
     "judge cosine - 2 (off-colour + stray)": lambda r: r["judge_prompt"] - 2.0 * (r["off_colour"] + r["stray"]),
     "guide cosine - 2 (off-colour + stray)": lambda r: r["guide_prompt"] - 2.0 * (r["off_colour"] + r["stray"]),
@@ -224,6 +227,16 @@ def pick(score: np.ndarray) -> int:
     return int(np.flatnonzero(score == score.max())[0])
 
 
+def blank_first(run: dict) -> None:
+    """Prepends to ``run`` an empty frame of the toy background at iteration 0, rejected."""
+    from clipdraw.toy.data import BACKGROUND  # noqa: PLC0415
+
+    blank = np.broadcast_to(np.array(BACKGROUND, np.uint8), run["images"].shape[1:])
+    run["images"] = np.concatenate([blank[None], run["images"]])
+    run["iterations"] = np.concatenate([[0], run["iterations"]])
+    run["accepted"] = np.concatenate([[False], run["accepted"]])
+
+
 def toy_caption_bank(n: int) -> List[str]:
     from clipdraw.toy import data  # noqa: PLC0415
 
@@ -233,10 +246,16 @@ def toy_caption_bank(n: int) -> List[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="+", help="folders of .npz runs (toy_success.py --dump-frames)")
+    parser.add_argument("--blank-frame-0", action="store_true",
+                        help="put a blank frame (rejected) before each run's frames, as a blank start's frame 0 "
+                             "would be: a picker must not choose it")
     parser.add_argument("--pickers", help="comma-separated picker names (default: all)")
     args = parser.parse_args()
 
     runs = load_runs(args.folders)
+    if args.blank_frame_0:
+        for run in runs:
+            blank_first(run)
     features(runs, toy_caption_bank(64))
     names = list(PICKERS) if not args.pickers else args.pickers.split(",")
     cells: Dict[tuple, List[int]] = defaultdict(list)

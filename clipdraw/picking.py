@@ -15,7 +15,7 @@ see. ``FramePicker`` scores a frame by
   half-drawn frames.)
 - minus a **flatness** penalty, for worlds of flat shapes on a plain ground (the toy world): the
   share of the foreground that is none of the objects' colours, plus the share outside the
-  objects' largest connected parts. This is what turns passes into results: 16 of 40 picked
+  objects' largest connected parts, plus a charge for frames that show almost nothing. This is what turns passes into results: 16 of 40 picked
   frames accepted instead of 4.
 
 Without twins (a prompt outside the toy grammar) and with no flatness weight, the score is the
@@ -37,6 +37,7 @@ _RELATION = re.compile(rf" ({'|'.join(sorted(RELATIONS, key=len, reverse=True))}
 _POSITION = re.compile(rf"\b(in|on|at) the ({'|'.join(POSITIONS)})\b")
 
 FOREGROUND_DISTANCE = 60.0   # RGB distance from the background beyond which a pixel is foreground
+DRAWN_SHARE = 0.02           # foreground share under which a frame shows too little (a small toy triangle: 4%)
 OFF_COLOUR_DISTANCE = 50.0   # distance from every background-to-object-colour blend: another colour
 
 
@@ -90,7 +91,10 @@ def flatness_statistics(image: np.ndarray, objects: int = 1) -> Dict[str, float]
     ``off_colour``: the share of the foreground that is not a blend of the background with one
     of its ``objects`` dominant colours (k-means on the strongly coloured pixels): patches of
     another colour inside or beside an object. ``stray``: the share of the foreground outside its
-    ``objects`` largest connected parts. Both are 0 for a clean render of a toy scene.
+    ``objects`` largest connected parts. ``missing``: how far the foreground falls short of
+    ``DRAWN_SHARE`` of the image, from 0 (enough drawn) to 1 (nothing): without it an empty
+    frame, such as a blank start's frame 0, is flawless. All three are 0 for a clean render of a
+    toy scene.
     """
     from scipy import ndimage  # noqa: PLC0415
 
@@ -98,8 +102,9 @@ def flatness_statistics(image: np.ndarray, objects: int = 1) -> Dict[str, float]
     border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
     background = np.median(border, axis=0)
     mask = np.linalg.norm(pixels - background, axis=-1) > FOREGROUND_DISTANCE
+    missing = max(0.0, 1 - float(mask.mean()) / DRAWN_SHARE)
     if not mask.any():
-        return {"off_colour": 0.0, "stray": 0.0}
+        return {"off_colour": 0.0, "stray": 0.0, "missing": missing}
     labels, _ = ndimage.label(mask, structure=np.ones((3, 3)))
     areas = np.sort(np.bincount(labels.ravel())[1:])[::-1]
     offsets = pixels[mask] - background                                     # (n, 3)
@@ -108,7 +113,7 @@ def flatness_statistics(image: np.ndarray, objects: int = 1) -> Dict[str, float]
     alpha = np.clip(offsets @ centres.T / np.maximum((centres ** 2).sum(1), 1e-6), 0, 1.25)   # (n, k)
     residual = np.linalg.norm(offsets[:, None, :] - alpha[..., None] * centres, axis=-1).min(1)
     return {"off_colour": float((residual > OFF_COLOUR_DISTANCE).mean()),
-            "stray": 1 - float(areas[:objects].sum()) / float(mask.sum())}
+            "stray": 1 - float(areas[:objects].sum()) / float(mask.sum()), "missing": missing}
 
 
 def _kmeans(points: np.ndarray, k: int, steps: int = 10) -> np.ndarray:
@@ -137,8 +142,8 @@ class FramePicker:
 
     score = sum over ``clips`` of the weighted mean, over the positive prompts, of
     ``log P(prompt | frame)`` among the prompt and its ``twins`` (the plain cosine for a prompt
-    without twins), minus ``flatness_weight * (off_colour + stray)`` (``flatness_statistics``;
-    0 turns it off). Texts are encoded once, here; ``scores`` runs once per saved frame.
+    without twins), minus ``flatness_weight * (off_colour + stray + missing)``
+    (``flatness_statistics``; 0 turns it off). Texts are encoded once, here; ``scores`` runs once per saved frame.
     """
 
     def __init__(self, clips: Sequence, prompt_texts: Sequence[str], weights: Sequence[float],
@@ -169,5 +174,5 @@ class FramePicker:
             pixels = images.detach().clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
             for i, image in enumerate(pixels):
                 stats = flatness_statistics(image, self.objects)
-                total[i] -= self.flatness_weight * (stats["off_colour"] + stats["stray"])
+                total[i] -= self.flatness_weight * sum(stats.values())
         return total.tolist()

@@ -61,7 +61,7 @@ def test_flatness_is_zero_for_a_clean_scene_and_sees_patches_and_specks():
     corner = (2, 2) if obj.cx > 20 or obj.cy > 20 else (55, 55)
     speck[corner[0]:corner[0] + 4, corner[1]:corner[1] + 4] = data.COLORS[obj.color]   # a second, stray part
     assert flatness_statistics(speck, 1)["stray"] > 0.02
-    assert flatness_statistics(np.full((64, 64, 3), 240, np.uint8))["stray"] == 0.0   # nothing drawn
+    assert flatness_statistics(np.full((64, 64, 3), 240, np.uint8))["stray"] == 0.0   # nothing drawn, nothing stray
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +115,15 @@ def test_without_twins_or_flatness_the_score_is_the_weighted_cosine(toy_judge):
     assert scores == pytest.approx(expected.tolist(), abs=1e-5)
     with pytest.raises(ValueError):
         FramePicker([toy_judge], ["a blur"], [-1.0])
+
+
+def test_an_empty_frame_is_not_the_best_one(toy_judge):
+    """A blank start's frame 0 shows nothing: nothing off-colour, nothing stray, and a judge
+    that cannot tell what is asked; the flatness penalty must still rank it below a drawing."""
+    scene = data.scene_at(3, 4321, "all", "single")
+    blank = np.full((64, 64, 3), data.BACKGROUND, np.uint8)
+    assert flatness_statistics(blank)["missing"] == 1.0
+    assert flatness_statistics(data.render(scene))["missing"] == 0.0
+    clean, empty = FramePicker([toy_judge], [scene.caption], [1.0], flatness_weight=20.0).scores(
+        _tensor([data.render(scene), blank]))
+    assert clean > empty
