@@ -286,10 +286,11 @@ def main() -> None:
     optimizer = [r for r in results if r["method"] == "optimizer"] or \
         [r for r in results if r["method"].startswith("optimizer")]
     firsts = [r["first_ok_seconds"] for r in optimizer if r["first_ok_seconds"] is not None]
+    passed = sum(r["first_ok_iteration"] is not None for r in optimizer)   # resumed runs have no seconds
     timed = [r["seconds"] for r in optimizer if r["seconds"] is not None] or [float("nan")]
     print(f"\n{optimizer[0]['method']}: {statistics.median(timed):.1f} s per run "
           f"(median, one thread); median {statistics.median(firsts) if firsts else float('nan'):.1f} s to the first "
-          f"frame the judge accepts ({len(firsts)} of {len(optimizer)} runs had one); "
+          f"frame the judge accepts ({passed} of {len(optimizer)} runs had one); "
           f"{args.prompts} prompts per group; {wall:.0f} s in all on {args.workers} worker(s)")
     if args.json:
         with open(args.json, "w") as f:
