@@ -4,12 +4,17 @@
     clipdraw color IMAGE... [--reference GOLD]            colorimetry
     clipdraw probe ENTITY_LIST [--templates ...]          does the generator know these names?
     clipdraw compare PROMPT_FILE | --coco ... | --flickr ...   the engines on one prompt set
+    clipdraw batch PROMPT_FILE [--seeds N]               every prompt x seed, no judging
+    clipdraw typographic IMAGE... --classes A,B --label B  the typographic attack
+
+probe, compare and batch draw their runs one after another here, or on Ray with --ray.
 
 Heavy imports (torch, the models) happen inside the commands, so ``clipdraw --help`` stays fast.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -18,11 +23,12 @@ from typing import List, Optional, Sequence
 import click
 
 from ..config import DEFAULT_CLIP, ENGINE_NAMES, TOY_DEFAULTS, engine_options   # no torch there
-from ..errors import ClipdrawError, exit_interrupted, note
+from ..errors import EXIT_FAILURE, ClipdrawError, exit_interrupted, fail, note
+from .typographic import LABEL_POSITIONS, LABEL_SIZES, REAL_TEMPLATE, TOY_TEMPLATE   # no numpy, PIL or torch there
 
 DEFAULT_EVAL_MODEL = "ViT-L/14"   # as judge.DEFAULT_EVAL_MODEL, without importing torch
 TOY_EVAL_MODEL = "toy-judge"      # as judge.TOY_EVAL_MODEL: the toy judge CLIP, which never guided
-REAL_ITERS = {"probe": 2000, "compare": 1000}   # the real world's --iters per experiment
+REAL_ITERS = {"probe": 2000, "compare": 1000, "batch": 1000}   # the real world's --iters per experiment
 
 
 def _eval_model(eval_model: Optional[str], model: str) -> str:
@@ -150,11 +156,19 @@ def color(images: Sequence[Path], reference: Optional[Path], k: int, as_json: bo
 # --------------------------------------------------------------------------- experiments: shared options
 
 
-def generation_options(function):
-    """Options every experiment shares: which generator, with what settings, judged by what."""
+def generation_options(function=None, *, judged: bool = True):
+    """Options every experiment shares: which generator, with what settings, judged by what
+    (``judged=False``: no --eval-model, for ``batch``), and where the runs are drawn (--ray)."""
+    if function is None:
+        return lambda f: generation_options(f, judged=judged)
+    eval_model = click.option(
+        "--eval-model", default=None,
+        help=f"The judging CLIP: name, path, toy-judge (the toy judge CLIP, which never guides) or "
+             f"toy (the toy guiding CLIP)  [default: {DEFAULT_EVAL_MODEL}; --model toy: {TOY_EVAL_MODEL}].")
     options = [
         click.option("--iters", type=click.IntRange(min=1), default=None,
-                     help=f"Optimization steps per run  [default: probe 2000, compare 1000; toy: {TOY_DEFAULTS['iters']}]."),
+                     help=f"Optimization steps per run  [default: probe 2000, compare and batch 1000; "
+                          f"toy: {TOY_DEFAULTS['iters']}]."),
         click.option("--save-every", type=click.IntRange(min=1), default=None,
                      help=f"Keep a frame every K iterations  [default: 50; toy: {TOY_DEFAULTS['save_every']}]."),
         click.option("--cutn", type=click.IntRange(min=1), default=None,
@@ -169,14 +183,17 @@ def generation_options(function):
         click.option("--transformer", "transformer_dir", type=click.Path(path_type=Path), default=None,
                      help="Engine transformer: folder with transformer.safetensors."),
         click.option("--mega", is_flag=True, help="Engine dallemini: dalle-mega instead of dalle-mini."),
-        click.option("--eval-model", default=None,
-                     help=f"The judging CLIP: name, path, toy-judge (the toy judge CLIP, which never guides) or "
-                          f"toy (the toy guiding CLIP)  [default: {DEFAULT_EVAL_MODEL}; --model toy: {TOY_EVAL_MODEL}]."),
+        *([eval_model] if judged else []),
         click.option("--out", type=click.Path(path_type=Path), default=None,
                      help="Experiment folder; running again into it resumes  [default: outputs/<kind>-<list>]."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda."),
         click.option("--offline", is_flag=True, help="Never touch the network."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bars."),
+        click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+                     help="Draw the runs on Ray (needs clipdraw[ray]): alone, a local Ray using every GPU (or "
+                          "--workers CPU workers); auto or ray://HOST:PORT joins a running cluster."),
+        click.option("--workers", type=click.IntRange(min=1), default=None,
+                     help="With --ray: how many workers  [default: one per GPU; without GPUs, 1]."),
     ]
     for option in reversed(options):
         function = option(function)
@@ -219,15 +236,33 @@ def default_out(kind: str, source: Path) -> Path:
     return Path("outputs") / f"{kind}-{slugify(Path(source).stem, 40)}"
 
 
-def _finish(paths: dict, interrupted: bool) -> None:
-    """The report's files on stdout; after Ctrl-C, the one line that says so (exit 130)."""
+def _finish(paths: dict, interrupted: bool, failed: Optional[dict] = None) -> None:
+    """The report's files on stdout; after Ctrl-C, the one line that says so (exit 130); when
+    runs failed every attempt (``runs.Execution.failed``), one line naming the first (exit 1)."""
     if paths:
-        click.echo(f"report: {paths['html']}")
-        for key in sorted(k for k in paths if k != "html"):
+        main = "html" if "html" in paths else next(iter(paths))
+        click.echo(f"report: {paths[main]}")
+        for key in sorted(k for k in paths if k != main):
             click.echo(f"  {key}: {paths[key]}")
     if interrupted:
         kept = "the finished runs are kept and reported" if paths else "no report: nothing was finished"
         exit_interrupted(f"interrupted: {kept}; run the same command again to go on")
+    if failed:
+        key, why = next(iter(failed.items()))
+        fail(f"{len(failed)} run(s) failed on every attempt (first: {key}: {why}); the others are kept"
+             f"{' and reported' if paths else ''}; run the same command again to retry them", EXIT_FAILURE)
+
+
+def _executor(ray_address: Optional[str], workers: Optional[int], device: str):
+    """Where an experiment's runs are drawn: a context giving None (here, one after another), or
+    a ``ray_exec.RayExecutor`` joined to Ray (shut down on leaving when it started one)."""
+    if ray_address is None:
+        if workers is not None:
+            raise ClipdrawError("--workers goes with --ray: without it the runs are drawn one after another here")
+        return contextlib.nullcontext(None)
+    from .ray_exec import RayExecutor  # noqa: PLC0415
+
+    return RayExecutor.connect(ray_address, workers, device, log=note)
 
 
 # --------------------------------------------------------------------------- probe
@@ -250,7 +285,7 @@ def probe(entity_list: Path, templates: Sequence[str], seeds: int, engine: str, 
           save_every: Optional[int], cutn: Optional[int], size: Optional[int], lr: Optional[float], model: str,
           clip_model: str, decoder: str,
           transformer_dir: Optional[Path], mega: bool, eval_model: Optional[str], out: Optional[Path], device: str,
-          offline: bool, quiet: bool) -> None:
+          offline: bool, quiet: bool, ray_address: Optional[str], workers: Optional[int]) -> None:
     """Does the generator know the names in ENTITY_LIST (one per line)?
 
     Each entity x template x seed is drawn with frames every --save-every iterations; the
@@ -264,9 +299,11 @@ def probe(entity_list: Path, templates: Sequence[str], seeds: int, engine: str, 
     refuse_unused_options([engine])
     settings = _settings("probe", iters, save_every, cutn, size, lr, model, clip_model, decoder, transformer_dir, mega)
     out = out or default_out("probe", entity_list)
-    paths, interrupted = run_probe(entity_list, templates, seeds, engine, settings, out, _eval_model(eval_model, model),
-                                   device=device, offline=offline, faces=faces, progress=not quiet, log=note)
-    _finish(paths, interrupted)
+    with _executor(ray_address, workers, device) as executor:
+        paths, execution = run_probe(entity_list, templates, seeds, engine, settings, out,
+                                     _eval_model(eval_model, model), device=device, offline=offline, faces=faces,
+                                     progress=not quiet, log=note, executor=executor)
+    _finish(paths, execution.interrupted, execution.failed)
 
 
 # --------------------------------------------------------------------------- compare
@@ -294,7 +331,7 @@ def compare(prompt_file: Optional[Path], coco: Optional[Path], flickr: Optional[
             save_every: Optional[int], cutn: Optional[int], size: Optional[int], lr: Optional[float], model: str,
             clip_model: str, decoder: str,
             transformer_dir: Optional[Path], mega: bool, eval_model: Optional[str], out: Optional[Path], device: str,
-            offline: bool, quiet: bool) -> None:
+            offline: bool, quiet: bool, ray_address: Optional[str], workers: Optional[int]) -> None:
     """The same prompts through each engine, judged by one CLIP.
 
     Prompts come from PROMPT_FILE (one per line, [group] headers), or from a captions set
@@ -326,13 +363,122 @@ def compare(prompt_file: Optional[Path], coco: Optional[Path], flickr: Optional[
     settings = _settings("compare", iters, save_every, cutn, size, lr, model, clip_model, decoder, transformer_dir,
                          mega)
     out = out or default_out("compare", sources[0])
-    paths, interrupted = run_compare(items, str(sources[0]), list(dict.fromkeys(names)), per_prompt, settings, out,
-                                     _eval_model(eval_model, model), device=device, offline=offline,
-                                     progress=not quiet, log=note, keep_frames=keep_frames)
-    _finish(paths, interrupted)
+    with _executor(ray_address, workers, device) as executor:
+        paths, execution = run_compare(items, str(sources[0]), list(dict.fromkeys(names)), per_prompt, settings,
+                                       out, _eval_model(eval_model, model), device=device, offline=offline,
+                                       progress=not quiet, log=note, keep_frames=keep_frames, executor=executor)
+    _finish(paths, execution.interrupted, execution.failed)
+
+
+# --------------------------------------------------------------------------- batch
+
+
+@click.command()
+@click.argument("prompt_file", type=click.Path(path_type=Path))
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Runs per prompt (seeds 0..N-1).")
+@click.option("--engine", type=click.Choice(list(ENGINE_NAMES)), default="optimize", show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N prompts.")
+@click.option("--keep-frames", is_flag=True,
+              help="Each run folder also keeps its frames and progress.gif (by default final.png and run.json).")
+@generation_options(judged=False)
+def batch(prompt_file: Path, seeds: int, engine: str, limit: Optional[int], keep_frames: bool, iters: Optional[int],
+          save_every: Optional[int], cutn: Optional[int], size: Optional[int], lr: Optional[float], model: str,
+          clip_model: str, decoder: str, transformer_dir: Optional[Path], mega: bool, out: Optional[Path], device: str,
+          offline: bool, quiet: bool, ray_address: Optional[str], workers: Optional[int]) -> None:
+    """Draw every prompt of PROMPT_FILE (one per line, [group] headers) at seeds 0..N-1.
+
+    The same resumable run folders as compare, without the judging: running again into --out
+    goes on where it stopped. Writes batch.csv and batch.json (every run, its image and numbers)
+    into --out. With --ray, on a local Ray or a cluster.
+    """
+    from .batch import run_batch  # noqa: PLC0415
+
+    refuse_unused_options([engine])
+    settings = _settings("batch", iters, save_every, cutn, size, lr, model, clip_model, decoder, transformer_dir, mega)
+    out = out or default_out("batch", prompt_file)
+    with _executor(ray_address, workers, device) as executor:
+        paths, execution = run_batch(prompt_file, seeds, engine, settings, out, device=device, offline=offline,
+                                     limit=limit, keep_frames=keep_frames, progress=not quiet, log=note,
+                                     executor=executor)
+    _finish(paths, execution.interrupted, execution.failed)
+
+
+# --------------------------------------------------------------------------- typographic
+
+
+def _fractions(text: str, option: str) -> List[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ClipdrawError(f"{option} {text!r} is not a comma-separated list of numbers, e.g. 0.12,0.2,0.3") from None
+
+
+@click.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--classes", required=True, help="Comma-separated classes to choose among, e.g. 'apple,ipod,banana'.")
+@click.option("--label", required=True, help="The word written on every image, e.g. iPod.")
+@click.option("--label-class", default=None,
+              help="The class the label stands for  [default: the class it names: iPod -> ipod, square -> red square].")
+@click.option("--true-class", default=None, help="What the images show  [default: each image's top class unlabelled].")
+@click.option("--template", default=None,
+              help=f"Where each class goes in its prompt, with {{}}  [default: {REAL_TEMPLATE!r}; toy CLIPs: "
+                   f"{TOY_TEMPLATE!r}].")
+@click.option("--sizes", default=",".join(f"{s:g}" for s in LABEL_SIZES), show_default=True,
+              help="Label font sizes, as fractions of the image's side.")
+@click.option("--positions", default=",".join(LABEL_POSITIONS), show_default=True,
+              help=f"Label positions: {', '.join(LABEL_POSITIONS)}.")
+@click.option("--box/--no-box", default=True, show_default=True,
+              help="Black text on a white box (the seminar's paper label; a blank box is the control), or text alone.")
+@click.option("--model", type=click.Choice(["openai", "toy"]), default="openai", show_default=True,
+              help="toy: judge with the toy judge CLIP unless --eval-model.")
+@click.option("--eval-model", default=None,
+              help=f"The judging CLIP: name, path, toy-judge or toy  [default: {DEFAULT_EVAL_MODEL}; --model toy: "
+                   f"{TOY_EVAL_MODEL}].")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Report folder  [default: outputs/typographic-<label>].")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--offline", is_flag=True, help="Never download the judging CLIP.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def typographic(images: Sequence[Path], classes: str, label: str, label_class: Optional[str],
+                true_class: Optional[str], template: Optional[str], sizes: str, positions: str, box: bool, model: str,
+                eval_model: Optional[str], out: Optional[Path], device: str, offline: bool, quiet: bool) -> None:
+    """The typographic attack: write --label on each IMAGE and see whether CLIP now reads it.
+
+    Each image (its centre square) gets the label at every size x position; the judging CLIP's
+    zero-shot probabilities over --classes before and after give the flip rate (to the label's
+    class), the change rate and the probability mass moved to the label's class. Writes
+    typographic.html, CSVs, typographic.json and the labelled images into --out.
+    """
+    from ..device import resolve_device  # noqa: PLC0415
+    from ..io import load_image  # noqa: PLC0415
+    from ..outputs import check_output_root, slugify, unique_names  # noqa: PLC0415
+    from .judge import Judge, check_eval_model  # noqa: PLC0415
+    from .typographic import check_request, parse_classes, typographic_attack, write_report  # noqa: PLC0415
+
+    class_list = parse_classes(classes)
+    size_list = _fractions(sizes, "--sizes")
+    position_list = [p.strip() for p in positions.split(",") if p.strip()]
+    check_request(class_list, label, label_class, true_class, size_list, position_list, template)
+    out = out or Path("outputs") / f"typographic-{slugify(label, 40)}"
+    check_output_root(out)
+    pictures = [load_image(path) for path in images]   # each refusal above comes before any model is loaded
+    eval_model = _eval_model(eval_model, model)
+    check_eval_model(eval_model, offline)
+    judge = Judge.load(eval_model, resolve_device(device), offline=offline)
+    result = typographic_attack(pictures, class_list, label, judge, label_class=label_class, true_class=true_class,
+                                template=template, sizes=size_list, positions=position_list, box=box,
+                                names=unique_names(slugify(Path(p).stem, 40) for p in images), progress=not quiet)
+    overall = result.summary[0]
+    flip = "none eligible" if overall["flip_rate"] is None else f"{overall['flip_rate']:.0%}"
+    click.echo(f"flip rate to {result.label_class!r}: {flip} ({overall['flipped_to_label']} of {overall['eligible']}); "
+               f"top class changed: {overall['changed']} of {overall['pairs']}; mean mass to the label's class: "
+               f"{overall['mass_to_label']:+.3f}" + (f"; word effect over a blank box: {overall['word_effect']:+.3f}"
+                                                     if "word_effect" in overall else ""))
+    _finish(write_report(result, out), interrupted=False)
 
 
 def register(group: click.Group) -> None:
     """Add the evaluation commands to clipdraw's command group."""
-    for command in (score, color, probe, compare):
+    for command in (score, color, probe, compare, batch, typographic):
         group.add_command(command)

@@ -34,7 +34,7 @@ from .color import describe
 from .datasets import Item
 from .judge import Judge, ToyVerdicts, success_rate
 from .report import Report, write_csv
-from .runs import RunSpec, write_json
+from .runs import Execution, RunSpec, failure_notes, write_json
 from .scores import clip_score, image_probabilities, r_precision, rank_of, text_probabilities
 
 POOL = 99            # negatives in the R-precision pool (CLIP R-precision's usual 99 + 1)
@@ -264,10 +264,11 @@ def _html_report(header: dict, rows: List[dict], summary: List[dict], group_summ
 
 def run_compare(items: List[Item], source: str, engines: Sequence[str], per_prompt: int, settings, out: Path,
                 eval_model: str, device: str = "auto", offline: bool = False, progress: bool = True,
-                log=print, keep_frames: bool = False) -> Tuple[Dict[str, Path], bool]:
+                log=print, keep_frames: bool = False, executor=None) -> Tuple[Dict[str, Path], Execution]:
     """The whole comparison: generate what is missing, judge every image, write the report.
     ``keep_frames``: each run folder keeps its frames and progress.gif, as ``clipdraw generate``
-    writes them (runs finished before without them are not redone)."""
+    writes them (runs finished before without them are not redone). ``executor``: where the
+    runs are drawn (``runs.execute``). Returns the written files and the ``runs.Execution``."""
     from ..device import resolve_device  # noqa: PLC0415
     from .engines import EngineLoader  # noqa: PLC0415
     from .judge import check_eval_model  # noqa: PLC0415
@@ -282,17 +283,19 @@ def run_compare(items: List[Item], source: str, engines: Sequence[str], per_prom
     open_experiment(out, "compare", settings.record())
     specs = plan(items, engines, per_prompt)
     loader = EngineLoader(settings, device=device, offline=offline, keep_frames=keep_frames)
-    records, interrupted = execute(specs, out, loader, keep_frames=keep_frames, progress=progress, log=log,
-                                   gif=keep_frames)
+    execution = execute(specs, out, loader, keep_frames=keep_frames, progress=progress, log=log, gif=keep_frames,
+                        executor=executor)
+    records = execution.records
     del loader
     if not records and not any(item.gold for item in items):
-        return {}, interrupted
+        return {}, execution
     judge = Judge.load(eval_model, resolve_device(device), offline=offline)
     rows = analyze(items, specs, records, out, judge, ToyVerdicts() if settings.model == "toy" else None)
     notes = []
     if any(r["judge_is_guide"] for r in rows):
         notes.append(f"The judging CLIP ({judge.name}) is the one that guided the optimizer: the optimize engine's "
                      "scores are not independent (pass --eval-model to judge with another CLIP).")
+    notes.extend(failure_notes(execution))
     if len(records) < len(specs):
         notes.append(f"Only {len(records)} of {len(specs)} generations are finished; run the same command again "
                      "to go on.")
@@ -303,4 +306,4 @@ def run_compare(items: List[Item], source: str, engines: Sequence[str], per_prom
               **({"analytic judge": "clipdraw.toy.judge (verdict per image, judge_success per engine)"}
                  if settings.model == "toy" else {}),
               "settings": settings.used(engines)}
-    return write_outputs(out, header, rows, items, notes), interrupted
+    return write_outputs(out, header, rows, items, notes), execution

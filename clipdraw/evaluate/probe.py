@@ -39,7 +39,7 @@ from .datasets import read_lines
 from .faces import FaceCounter, first_iteration
 from .judge import Judge, ToyVerdicts, success_rate
 from .report import PROBABILITY_LIMITS, Report, write_csv
-from .runs import RunSpec
+from .runs import Execution, RunSpec, failure_notes
 from .scores import cosine_matrix, text_probabilities
 
 DEFAULT_TEMPLATES = ("a photo of {}", "a photo of the face of {}", "{}")
@@ -311,12 +311,13 @@ def list_kind(path: Path) -> Optional[str]:
 
 def run_probe(entities_file: Path, template_values: Sequence[str], seeds: int, engine: str, settings,
               out: Path, eval_model: str, device: str = "auto", offline: bool = False, faces: Optional[bool] = None,
-              progress: bool = True, log=print) -> Tuple[Dict[str, Path], bool]:
+              progress: bool = True, log=print, executor=None) -> Tuple[Dict[str, Path], Execution]:
     """The whole probe: check inputs, generate what is missing, judge, write the report.
     ``faces``: count faces per frame; None: when the list declares people (``faces_by_default``).
+    ``executor``: where the runs are drawn (``runs.execute``; default here, one after another).
 
-    Returns the written files and whether Ctrl-C cut the generations short (the report then
-    covers the finished runs)."""
+    Returns the written files and the ``runs.Execution``: whether Ctrl-C cut the generations
+    short and which runs failed (the report then covers the finished runs)."""
     from ..device import resolve_device  # noqa: PLC0415
     from .engines import EngineLoader  # noqa: PLC0415
     from .judge import check_eval_model  # noqa: PLC0415
@@ -334,10 +335,11 @@ def run_probe(entities_file: Path, template_values: Sequence[str], seeds: int, e
     open_experiment(out, "probe", {**settings.record(), "engine": engine})
     specs = plan(entities, templates, seeds, engine)
     loader = EngineLoader(settings, device=device, offline=offline, keep_frames=True)
-    records, interrupted = execute(specs, out, loader, keep_frames=True, progress=progress, log=log)
+    execution = execute(specs, out, loader, keep_frames=True, progress=progress, log=log, executor=executor)
+    records = execution.records
     del loader   # the generator's memory is the judge's now
     if not records:
-        return {}, interrupted
+        return {}, execution
     judge = Judge.load(eval_model, resolve_device(device), offline=offline)
     text_embeds: Dict[str, np.ndarray] = {}
     verdicts = ToyVerdicts() if settings.model == "toy" else None
@@ -352,6 +354,7 @@ def run_probe(entities_file: Path, template_values: Sequence[str], seeds: int, e
     if any(r["judge_is_guide"] for r in run_rows):
         notes.append(f"The judging CLIP ({judge.name}) is the one that guided the optimizer: its scores of these "
                      "images are not independent (pass --eval-model to judge with another CLIP).")
+    notes.extend(failure_notes(execution))
     if len(records) < len(specs):
         notes.append(f"Only {len(records)} of {len(specs)} runs are finished; run the same command again to go on.")
     header = {"entities_file": str(entities_file), "entities": len(entities), "templates": templates,
@@ -362,4 +365,4 @@ def run_probe(entities_file: Path, template_values: Sequence[str], seeds: int, e
                  if verdicts is not None else {}),
               "settings": settings.used([engine])}
     return write_outputs(out, header, summarize(run_rows, entities, templates), run_rows, frame_rows, notes), \
-        interrupted
+        execution

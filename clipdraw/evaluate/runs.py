@@ -9,6 +9,10 @@ would not count: ``finished_record``) and redone next time. The folder's
 ``experiment.json`` holds the generation settings: an experiment is only resumed with the
 same ones, since mixing images made with different settings would make the comparison wrong.
 
+``execute`` hands the unfinished runs to an executor: ``SerialExecutor`` draws them one after
+another here; ``ray_exec.RayExecutor`` on Ray workers, whose results (``draw``) come back to be
+written here (``write_run``) by the same ``RunWriter`` calls, so both leave the same folders.
+
 Run folders are named from user data (prompts, dataset ids), so ``run_folder`` is the one
 gate to them: every folder this module reads, creates or deletes lies strictly inside ``out``,
 even through symbolic links, and a left-over symbolic link is removed, never followed.
@@ -18,10 +22,9 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path, PurePath
-from typing import Callable, Dict, List, Optional, Tuple
-
+from typing import Any, Callable, Dict, List, Optional
 
 from ..errors import ClipdrawError
 from ..io import atomic_write_json
@@ -152,53 +155,162 @@ def _is_whole_image(run_dir: Path, name: str) -> bool:
     return True
 
 
+@dataclass
+class Execution:
+    """What ``execute`` made of a batch: the run.json record of every finished run (by key),
+    whether Ctrl-C cut it short, and the runs that failed every attempt (key -> why)."""
+
+    records: Dict[str, dict] = field(default_factory=dict)
+    interrupted: bool = False
+    failed: Dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Batch:
+    """The pending runs of an experiment and where each goes: what an executor works through.
+
+    Executors draw (``draw``) wherever they like; the run folders are written here, in this
+    process, by ``write_run`` or, streaming, the serial loop, so every executor leaves the same
+    folders in ``out``."""
+
+    pending: List[RunSpec]
+    out: Path
+    folders: Dict[str, Path]
+    loader: EngineLoader
+    keep_frames: bool
+    gif: bool
+    bar: Any
+    execution: Execution
+
+    def finished(self, spec: RunSpec) -> None:
+        """Count ``spec`` as finished: its run.json is on disk."""
+        self.execution.records[spec.key] = json.loads((self.folders[spec.key] / "run.json").read_text(encoding="utf-8"))
+        self.bar.update(1)
+
+    def discard(self, spec: RunSpec) -> None:
+        """Remove what a run that did not finish left (and the folders it emptied)."""
+        _discard(self.folders[spec.key], self.out)
+
+
+def label(spec: RunSpec) -> str:
+    return f"{spec.engine}: {spec.prompt[:40]} (seed {spec.seed})"
+
+
+class SerialExecutor:
+    """Runs one after another in this process, each written frame by frame as it is drawn; a
+    run that fails stops the batch (after its partial folder is removed)."""
+
+    def run(self, batch: Batch) -> None:
+        bar = batch.bar
+        for spec in batch.pending:
+            run_dir = batch.folders[spec.key]
+            bar.set_postfix_str(label(spec))
+            try:
+                engine = batch.loader.get(spec.engine)   # before the folder exists: a failed load leaves none
+                remove_run_folder(run_dir)   # left over by an interrupted run: redo it
+                run_dir.mkdir(parents=True)
+                writer = RunWriter(run_dir, spec.prompt, asdict(engine.settings_at(spec.seed)), engine.describe(),
+                                   gif=batch.gif and batch.keep_frames, engine=spec.engine)
+
+                def on_frame(frame, writer=writer, name=label(spec)):   # one bar for the batch, not one per run
+                    if batch.keep_frames:
+                        writer.add_frame(frame)
+                    bar.set_postfix_str(f"{name} it {frame.iteration}, similarity {frame.similarity:.3f}")
+
+                result = engine.generate(spec.prompt, spec.seed, on_frame, progress=False)
+                if result.interrupted:
+                    raise KeyboardInterrupt
+                writer.finish(result, extra={"experiment": spec.meta})
+            except KeyboardInterrupt:
+                batch.discard(spec)
+                batch.execution.interrupted = True
+                return
+            except BaseException:
+                batch.discard(spec)
+                raise
+            batch.finished(spec)
+
+
+@dataclass
+class RunOutcome:
+    """One run drawn away from the folder it goes to (on a Ray worker): what ``write_run``
+    needs to write the folder a serial run writes. ``frames`` are every frame with its image
+    when the experiment keeps frames, else empty."""
+
+    settings: dict
+    info: dict
+    frames: List[Any]
+    result: Any
+
+
+def draw(engine, spec: RunSpec, keep_frames: bool) -> RunOutcome:
+    """Draw ``spec`` with ``engine``, keeping what ``write_run`` needs. Tensors the result holds
+    (the optimizer's latents, the transformer's tokens) are dropped: run.json does not read
+    them, and a CUDA tensor could not be unpickled on a driver without CUDA."""
+    import torch  # noqa: PLC0415
+
+    frames: List[Any] = []
+    result = engine.generate(spec.prompt, spec.seed, frames.append if keep_frames else None, progress=False)
+    if result.interrupted:
+        raise KeyboardInterrupt
+    tensors = {f.name: None for f in fields(result) if isinstance(getattr(result, f.name), torch.Tensor)}
+    return RunOutcome(asdict(engine.settings_at(spec.seed)), engine.describe(), frames, replace(result, **tensors))
+
+
+def write_run(batch: Batch, spec: RunSpec, outcome: RunOutcome) -> None:
+    """Write the run folder of a run drawn elsewhere, as the serial loop writes it (the same
+    ``RunWriter`` calls in the same order), then count it finished. A failure or Ctrl-C while
+    writing removes the partial folder and goes on up."""
+    run_dir = batch.folders[spec.key]
+    try:
+        remove_run_folder(run_dir)
+        run_dir.mkdir(parents=True)
+        writer = RunWriter(run_dir, spec.prompt, outcome.settings, outcome.info,
+                           gif=batch.gif and batch.keep_frames, engine=spec.engine)
+        for frame in outcome.frames:
+            writer.add_frame(frame)
+        writer.finish(outcome.result, extra={"experiment": spec.meta})
+    except BaseException:
+        batch.discard(spec)
+        raise
+    batch.finished(spec)
+
+
 def execute(specs: List[RunSpec], out: Path, loader: EngineLoader, keep_frames: bool, progress: bool = True,
-            log: Callable[[str], None] = print, gif: bool = False) -> Tuple[Dict[str, dict], bool]:
-    """Run every unfinished spec; return {key: run.json record} of the finished ones and
-    whether the batch was interrupted (Ctrl-C). Finished runs are never redone.
+            log: Callable[[str], None] = print, gif: bool = False, executor=None) -> Execution:
+    """Run every unfinished spec with ``executor`` (default: ``SerialExecutor``; on Ray:
+    ``clipdraw.evaluate.ray_exec.RayExecutor``). Finished runs are never redone.
 
     ``keep_frames`` writes each frame beside final.png and ``gif`` their progress.gif, as
     ``clipdraw generate`` does. An interruption is only returned, not reported: the command says
     it once, after the report. Every run folder is checked by ``run_folder`` before anything is
     read, created or deleted; one that does not finish is removed with the folders it emptied."""
     folders = {spec.key: run_folder(out, spec.key) for spec in specs}
-    records: Dict[str, dict] = {}
+    execution = Execution()
     pending = []
     for spec in specs:
         record = finished_record(folders[spec.key], spec)
         if record is not None:
-            records[spec.key] = record
+            execution.records[spec.key] = record
         else:
             pending.append(spec)
-    if records:
-        log(f"{len(records)} of {len(specs)} run(s) already finished in {out}: skipped")
-    bar = progress_bar(pending, desc="runs", unit="run", disable=not progress or not pending, dynamic_ncols=True)
-    for spec in bar:
-        run_dir = folders[spec.key]
-        bar.set_postfix_str(f"{spec.engine}: {spec.prompt[:40]} (seed {spec.seed})")
-        try:
-            engine = loader.get(spec.engine)   # before the folder exists: a failed load leaves none
-            remove_run_folder(run_dir)   # left over by an interrupted run: redo it
-            run_dir.mkdir(parents=True)
-            writer = RunWriter(run_dir, spec.prompt, asdict(engine.settings_at(spec.seed)), engine.describe(),
-                               gif=gif and keep_frames, engine=spec.engine)
-            label = f"{spec.engine}: {spec.prompt[:40]} (seed {spec.seed})"
+    if execution.records:
+        log(f"{len(execution.records)} of {len(specs)} run(s) already finished in {out}: skipped")
+    if not pending:
+        return execution
+    bar = progress_bar(total=len(pending), desc="runs", unit="run", disable=not progress, dynamic_ncols=True)
+    try:
+        (executor or SerialExecutor()).run(Batch(pending, out, folders, loader, keep_frames, gif, bar, execution))
+    finally:
+        bar.close()
+    return execution
 
-            def on_frame(frame, writer=writer, label=label):   # one bar for the batch, not one per run
-                if keep_frames:
-                    writer.add_frame(frame)
-                bar.set_postfix_str(f"{label} it {frame.iteration}, similarity {frame.similarity:.3f}")
 
-            result = engine.generate(spec.prompt, spec.seed, on_frame, progress=False)
-            if result.interrupted:
-                raise KeyboardInterrupt
-            writer.finish(result, extra={"experiment": spec.meta})
-        except KeyboardInterrupt:
-            bar.close()
-            _discard(run_dir, out)
-            return records, True
-        except BaseException:
-            _discard(run_dir, out)
-            raise
-        records[spec.key] = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-    return records, False
+def failure_notes(execution: Execution, shown: int = 5) -> List[str]:
+    """The report's note on runs that failed every attempt: how many, and the first few with why."""
+    if not execution.failed:
+        return []
+    listed = "; ".join(f"{key}: {why}" for key, why in list(execution.failed.items())[:shown])
+    more = f"; and {len(execution.failed) - shown} more" if len(execution.failed) > shown else ""
+    return [f"{len(execution.failed)} run(s) failed on every attempt and are left out ({listed}{more}); run the same "
+            "command again to retry them."]
