@@ -841,7 +841,8 @@ def test_toy_compare_reports_the_analytic_judges_verdict(tmp_path, capsys):
     assert record["judge"]["name"] == "toy-judge" and record["judge"]["path"].endswith("judge.safetensors")
     assert not any(r["judge_is_guide"] == "True" for r in rows) and record["notes"] == []
     text = " ".join(parse_page(out / "compare.html").text)
-    assert "Judging CLIP: toy-judge" in text and "Analytic judge" in text and ("judge ✓" in text or "judge ✗" in text)
+    assert "Analytic judge" in text and ("judge ✓" in text or "judge ✗" in text)
+    assert text.count("toy-judge") >= 1 and "Judging CLIP:" not in text   # said once, in the settings table
     # the optimizer ran at the toy world's defaults, with the two settings given
     settings = json.loads((out / "runs" / "optimize" / "a-red-circle" / "seed-0" / "run.json").read_text())["settings"]
     for key, value in TOY_DEFAULTS.items():
@@ -927,7 +928,8 @@ def test_toy_probe_reports_verdicts_on_final_png(tmp_path):
         assert summary["judge_success"] == (judged.count("accepted") / len(judged) if judged else None)
     assert record["judge"]["name"] == "toy-judge"
     text = " ".join(parse_page(out / "probe.html").text)
-    assert "Judging CLIP: toy-judge" in text and "AND the analytic judge accepts it" in text
+    assert "AND the analytic judge accepts it" in text
+    assert text.count("toy-judge") >= 1 and "Judging CLIP:" not in text   # said once, in the settings table
 
 
 def test_the_default_judging_clip_of_toy_runs_is_the_toy_judge(tmp_path, capsys, monkeypatch):

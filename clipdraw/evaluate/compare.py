@@ -185,7 +185,6 @@ def _html_report(header: dict, rows: List[dict], summary: List[dict], group_summ
     report.settings_table(header)
     for note in notes:
         report.paragraph(note, note=True)
-    report.paragraph(f"Judging CLIP: {header.get('judging CLIP', header['judge']['name'])}.")
     toy = any("verdict" in r for r in rows)
     if toy:
         report.paragraph("Analytic judge (toy world): clipdraw.toy.judge reads the shapes off each image, with no "

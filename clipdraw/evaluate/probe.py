@@ -230,7 +230,6 @@ def _html_report(header: Dict[str, object], summary: List[dict], run_rows: List[
     for note in notes:
         report.paragraph(note, note=True)
     toy, counted = _kinds(run_rows)
-    report.paragraph(f"Judging CLIP: {header.get('judging CLIP', header['judge']['name'])}.")
     report.heading("Summary per entity and template")
     report.paragraph("identified: share of seeds whose result (final.png: the last frame, or the frame the "
                      "generator's judge CLIP picked) the judging CLIP attributes to the entity among the list (same "
