@@ -10,7 +10,9 @@ and judge), the prompt, the frames and generic image statistics.
 
     python benchmarks/toy_success.py --prompts 20 --groups single --background-start 3 \\
         --optimizer-only --dump-frames /tmp/pk/single
-    python benchmarks/toy_picking.py /tmp/pk/single
+    python benchmarks/toy_picking.py /tmp/pk/single [--blank-frame-0]
+
+Measured in docs/toy-guidance.md ("Picking the frame").
 """
 
 from __future__ import annotations
@@ -65,7 +67,8 @@ def features(runs: List[dict], bank: List[str]) -> None:
     from clipdraw.toy.models import load_toy_clip, weights_dir  # noqa: PLC0415
 
     torch.set_num_threads(1)
-    clips = {"guide": ClipModel(load_toy_clip(weights_dir())), "judge": ClipModel(load_toy_clip(weights_dir(), "judge"))}
+    root = weights_dir()
+    clips = {"guide": ClipModel(load_toy_clip(root)), "judge": ClipModel(load_toy_clip(root, "judge"))}
     for run in runs:
         caption = run["caption"]
         twins = toy_twin_captions(caption)
@@ -79,13 +82,12 @@ def features(runs: List[dict], bank: List[str]) -> None:
                 text = clip.encode_text(texts)
                 cos = torch.stack([clip.encode_image(v) @ text.T for v in views])   # (views, F, T)
             run[f"{name}_scale"] = float(clip.model.logit_scale.exp())
+            ends = np.cumsum([1, len(twins), len(NEUTRAL), len(bank), len(extras)])
             for tag, block in (("", cos[0]), ("_aug", cos.mean(0))):
                 block = block.numpy()
                 run[f"{name}{tag}_prompt"] = block[:, 0]
-                run[f"{name}{tag}_twins"] = block[:, 1:1 + len(twins)]
-                run[f"{name}{tag}_neutral"] = block[:, 1 + len(twins):1 + len(twins) + len(NEUTRAL)]
-                run[f"{name}{tag}_bank"] = block[:, 1 + len(twins) + len(NEUTRAL):1 + len(twins) + len(NEUTRAL) + len(bank)]
-                run[f"{name}{tag}_extras"] = block[:, 1 + len(twins) + len(NEUTRAL) + len(bank):]
+                for part, start, end in zip(("twins", "neutral", "bank", "extras"), ends[:-1], ends[1:]):
+                    run[f"{name}{tag}_{part}"] = block[:, start:end]
             run[f"{name}_aug_min"] = cos[:, :, 0].min(0).values.numpy()
         picker = FramePicker([clips["judge"]], [caption], [1.0], flatness_weight=SHIPPED_FLATNESS)
         run["shipped"] = np.array(picker.scores(images))
@@ -271,7 +273,7 @@ def main() -> None:
     columns = sorted({(r["method"], r["group"]) for r in runs})
     shipped, current = "FramePicker(judge), flatness 20 (clipdraw.picking)", "judge cosine (current)"
     if shipped in names and current in names:
-        pairs = list(zip(sum((cells[c + (shipped,)] for c in columns), []), sum((cells[c + (current,)] for c in columns), [])))
+        pairs = [(a, b) for c in columns for a, b in zip(cells[c + (shipped,)], cells[c + (current,)])]
         print(f"{shipped} against {current}, run by run: better in {sum(a > b for a, b in pairs)}, "
               f"worse in {sum(a < b for a, b in pairs)}, of {len(pairs)} runs\n")
     print("| picker | " + " | ".join(f"{m} / {g}" for m, g in columns) + f" | all | frame AUC ({len(mixed)} runs) |")
