@@ -303,12 +303,12 @@ def clipdraw_step(args, device):
     """generate()'s own step: an Optimization built as generate() builds it."""
     import torch
     from clipdraw.optimize import Optimization
-    from clipdraw.prompts import parse_prompts
+    from clipdraw.prompts import parse_schedule
 
     models = _clipdraw_models(args, device)
     config = _clipdraw_config(args, args.warmup + args.steps + 1)   # + 1: the step whose FLOPs are counted
     torch.manual_seed(config.seed)
-    run = Optimization(models, parse_prompts(PROMPT), config)
+    run = Optimization(models, parse_schedule(PROMPT), config)
 
     def step(i: int) -> None:
         _, similarity = run.step(i)

@@ -268,12 +268,12 @@ def test_rerank_keeps_the_best_k_by_clip(engine):
 def test_optimizer_still_learns_after_a_dallemini_run(engine, tiny_models_cpu):
     from clipdraw.config import GenerationConfig
     from clipdraw.optimize import Optimization
-    from clipdraw.prompts import parse_prompts
+    from clipdraw.prompts import parse_schedule
 
     threads = torch.get_num_threads()
     engine.draw("a cat", DalleMiniConfig(progressive=False), progress=False)
     assert torch.is_grad_enabled() and torch.get_num_threads() == threads
-    run = Optimization(tiny_models_cpu, parse_prompts("a cat"), GenerationConfig(iters=2, size=32, cutn=2))
+    run = Optimization(tiny_models_cpu, parse_schedule("a cat"), GenerationConfig(iters=2, size=32, cutn=2))
     before = run.logits.detach().clone()
     run.step(1)
     assert (run.logits.detach() - before).abs().amax() > 0.5 * run.config.lr   # Adam's first step: lr per entry

@@ -29,7 +29,7 @@ from clipdraw.dvae import DVAEDecoder, HeldConv2d, ResidualBlock, UpsampledBlock
 from clipdraw.dvae.low_memory import ReluMasks, pack_bits, unpack_bits
 from clipdraw.models import ClipModel
 from clipdraw.optimize import Optimization, clip_autocast_dtype, generate_batch
-from clipdraw.prompts import parse_prompts
+from clipdraw.prompts import parse_schedule
 
 import tiny_models
 
@@ -212,7 +212,7 @@ def test_a_batch_optimizes_each_image_as_if_alone(tiny_models_cpu, relaxation):
         alone = generate(tiny_models_cpu, "a red circle|fog:-0.5", single, progress=False)
         np.testing.assert_allclose(result.losses, alone.losses, atol=1e-5)
         torch.manual_seed(11 + i)
-        start = Optimization(tiny_models_cpu, parse_prompts("a red circle"), single).logits.detach()
+        start = Optimization(tiny_models_cpu, parse_schedule("a red circle"), single).logits.detach()
         moved_batched, moved_alone = result.latents - start, alone.latents - start
         # Batched reductions add in another order; Adam divides by sqrt(v), so where a gradient
         # is near zero that rounding can move an element by a few thousandths of lr x iters.
@@ -222,7 +222,7 @@ def test_a_batch_optimizes_each_image_as_if_alone(tiny_models_cpu, relaxation):
 
 
 def test_batch_rows_start_from_their_seeds_latents_and_draw_their_own_cutouts(tiny_models_cpu):
-    prompts = parse_prompts("a cat")
+    prompts = parse_schedule("a cat")
     torch.manual_seed(4)
     batch = Optimization(tiny_models_cpu, prompts, GenerationConfig(seed=4, batch=3, **FAST))
     for i in range(3):
@@ -305,7 +305,7 @@ def test_cuda_step_runs_mixed_precision_and_clipdraw_never_waits_for_the_device(
 
     models = load_models(str(tiny_files["clip"]), str(tiny_files["decoder"]), device="cuda")
     torch.manual_seed(0)
-    run = Optimization(models, parse_prompts("a cat"), GenerationConfig(iters=10, relaxation="gumbel", **FAST))
+    run = Optimization(models, parse_schedule("a cat"), GenerationConfig(iters=10, relaxation="gumbel", **FAST))
     run.step(1)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("warn")

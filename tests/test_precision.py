@@ -21,7 +21,7 @@ from clipdraw.errors import ClipdrawError
 from clipdraw.dvae import DVAEDecoder, HeldConv2d, low_memory
 from clipdraw.models import load_models
 from clipdraw.optimize import Optimization, clip_autocast_dtype
-from clipdraw.prompts import parse_prompts
+from clipdraw.prompts import parse_schedule
 
 import tiny_models
 
@@ -96,7 +96,7 @@ def test_clip_runs_under_autocast_on_cpu_when_asked(tiny_files, dtype):
     config = GenerationConfig(iters=3, size=32, cutn=4, seed=0)
     try:
         torch.manual_seed(0)
-        run = Optimization(models, parse_prompts("a cat"), config)
+        run = Optimization(models, parse_schedule("a cat"), config)
         start = run.logits.detach().clone()
         loss, similarity = run.step(1)
     finally:
@@ -106,5 +106,5 @@ def test_clip_runs_under_autocast_on_cpu_when_asked(tiny_files, dtype):
     assert not torch.equal(run.logits.detach(), start)   # a step was taken
     full = load_models(str(tiny_files["clip"]), str(tiny_files["decoder"]), device="cpu", precision="float32")
     torch.manual_seed(0)
-    full_loss, _ = Optimization(full, parse_prompts("a cat"), config).step(1)
+    full_loss, _ = Optimization(full, parse_schedule("a cat"), config).step(1)
     torch.testing.assert_close(loss, full_loss, atol=5e-2, rtol=0)   # same run, lower precision
