@@ -176,6 +176,9 @@ ALL_ENGINE_OPTIONS = {name for engine in ENGINE_NAMES for name in engine_options
                                      "[default: none; toy: toy-judge].")
 @engine_option("--patience", type=click.IntRange(min=0),
                help="Stop when the judge's best frame is K saved frames old; 0: run every iteration.")
+@engine_option("--pick-flatness", type=click.FloatRange(min=0),
+               help="Rank frames by the judge's log P(prompt) among the prompt's toy twins minus this times the "
+                    "off-colour, stray and missing foreground (worlds of flat shapes); 0: the judge's cosine.")
 @engine_option("--save-every", type=click.IntRange(min=1),
                help="A frame every K iterations (transformer: K tokens)  "
                     f"[default: {ENGINE_SETTINGS['optimize']().save_every}; toy: {TOY_DEFAULTS['save_every']}; "
@@ -183,9 +186,11 @@ ALL_ENGINE_OPTIONS = {name for engine in ENGINE_NAMES for name in engine_options
 @engine_option("--batch", type=click.IntRange(min=1),
                help="Optimize N images at once, seeds SEED..SEED+N-1, each written to its own run folder.")
 @engine_option("--init-image", type=click.Path(path_type=Path),
-               help="Start from this image's dVAE tokens (read upright, centre-cut to --size); frame 0 is its redraw.")
+               help="Start from this image's dVAE tokens (read upright, centre-cut to --size); frame 0 is its redraw  "
+                    "[default: none; toy: the blank canvas].")
 @engine_option("--init-scale", type=float,
-               help="How firmly the start holds: the logit gap between the image's token and every other.")
+               help="How firmly the start holds: the logit gap between the image's token and every other  "
+                    "[default: 10.0; toy: 3.0 from the blank canvas, 10.0 from an image given].")
 @engine_option("--init-weight", type=click.FloatRange(min=0),
                help="Pixel MSE to the init image, added to the loss: keeps the result close to it.")
 @engine_option("--image-prompt", "image_prompts", multiple=True, metavar="PATH[:WEIGHT]",

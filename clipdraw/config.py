@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Iterable, List, Optional, Tuple, Union
 
 from .errors import ClipdrawError
@@ -50,6 +51,7 @@ class GenerationConfig:
     tv_weight: float = 0.0          # total-variation penalty on the image: flat regions, clean edges
     ema: float = 0.0                # frames show an exponential average of the latents (decay per step); 0: off
     patience: int = 0               # stop when the judge's best frame is this many frames old; 0: never
+    pick_flatness: float = 0.0      # the judge's ranking minus this times off-colour, stray and missing foreground
     init_std: float = 1.0           # std of the initial logits
     save_every: int = 50
     batch: int = 1                  # images optimized at once, seeds seed, seed+1, ...: one decoder pass for all
@@ -86,8 +88,9 @@ class GenerationConfig:
         for name in ("overview", "patience"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ClipdrawError(f"{name} must be a whole number >= 0, got {getattr(self, name)!r}")
-        if not self.tv_weight >= 0:
-            raise ClipdrawError(f"tv-weight must be >= 0, got {self.tv_weight}")
+        for name in ("tv_weight", "pick_flatness"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ClipdrawError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         for name, allowed in (("relaxation", RELAXATIONS), ("loss", LOSSES), ("lr_schedule", LR_SCHEDULES)):
             if getattr(self, name) not in allowed:
                 raise ClipdrawError(f"unknown {name.replace('_', '-')} {getattr(self, name)!r}: expected one of {', '.join(allowed)}")
@@ -127,14 +130,22 @@ def parse_augmentations(spec: Union[str, Iterable[str]]) -> Tuple[str, ...]:
 TOY_STAGES = ("dvae", "judge", "clip", "transformer")
 
 # The toy world's defaults where they differ from the real world's: chosen by the judge's
-# success rate in benchmarks/toy_success.py (docs/toy-guidance.md has the measurements).
+# success rate in benchmarks/toy_success.py (docs/toy-guidance.md has the measurements). A toy
+# run starts from the empty canvas (the blank scene's dVAE tokens, over the usual noise), and
+# its frames are ranked with the flatness prior of clipdraw.picking.
+TOY_BLANK = str(Path(__file__).parent / "toy" / "blank.png")
 TOY_DEFAULTS = dict(size=64, iters=300, cutn=16, save_every=10, relaxation="straight-through", cut_min_scale=0.8,
-                    overview=4, tv_weight=0.1, ema=0.0)
+                    overview=4, tv_weight=0.1, ema=0.0, pick_flatness=20.0, init_image=TOY_BLANK, init_scale=3.0)
 
 
 def toy_config(**settings) -> GenerationConfig:
-    """A GenerationConfig with the toy world's defaults, then ``settings``."""
-    return GenerationConfig(**{**TOY_DEFAULTS, **settings})
+    """A GenerationConfig with the toy world's defaults, then ``settings``. An init image given
+    replaces the blank canvas, and holds at the general ``init_scale`` unless one is given: the
+    toy's low scale suits an empty start, which the optimizer should paint over."""
+    defaults = dict(TOY_DEFAULTS)
+    if settings.get("init_image") is not None:
+        defaults.pop("init_scale")
+    return GenerationConfig(**{**defaults, **settings})
 
 
 @dataclass

@@ -28,6 +28,7 @@ from .images import read_image
 from .models import Models
 from .progress import progress_bar
 from .results import Frame, Result, best_frame, to_pil
+from .picking import frame_pickers
 from .prompts import require_something_to_draw
 from .targets import Segment, parse_schedule, schedule_targets
 
@@ -117,7 +118,7 @@ class Optimization:
     targets for the guide and the judge, with the image prompts and the edit of ``config``.
 
     ``config.init_image`` starts from that image's dVAE tokens, one-hot times
-    ``config.init_scale``; ``init_logits`` (vocab, g, g), or (batch, vocab, g, g), replaces the
+    ``config.init_scale``, added to the noise; ``init_logits`` (vocab, g, g), or (batch, vocab, g, g), replaces the
     start with given latents (for example a scene's tokens, to see whether CLIP keeps a correct
     image or pulls it elsewhere).
 
@@ -139,10 +140,11 @@ class Optimization:
         self.starts = [segment.start for segment in schedule]
         self.texts = [segment.text for segment in schedule] if len(schedule) > 1 else [None]
         self.targets, self.judge_targets = schedule_targets(models, schedule, config, self.init_pixels)  # once per run
+        self.pickers = frame_pickers(models, schedule, config)
         self.logits = torch.cat([torch.randn(1, decoder.vocab_size, grid, grid, generator=g, device=device)
                                  for g in self.generators]).mul_(config.init_std)
-        if init_logits is None and self.init_pixels is not None:
-            init_logits = image_logits(models, self.init_pixels, config.init_scale)
+        if init_logits is None and self.init_pixels is not None:   # the image's tokens, over the noise
+            self.logits += image_logits(models, self.init_pixels, config.init_scale)
         if init_logits is not None:
             shape = (decoder.vocab_size, grid, grid)
             if tuple(init_logits.shape[-3:]) != shape or init_logits.dim() not in (3, 4) or \
@@ -213,8 +215,12 @@ class Optimization:
         segment = self.segment_at(max(step - 1, 0))
         targets, embeds = self.targets[segment], self.models.clip.encode_image(images)
         similarities = targets.similarity(embeds).tolist()
-        judged = (self.judge_targets[segment].similarity(self.models.judge.encode_image(images)).tolist()
-                  if self.judge_targets is not None else [None] * len(similarities))
+        if self.pickers is not None and self.pickers[segment] is not None:
+            judged = self.pickers[segment].scores(images)
+        elif self.judge_targets is not None:
+            judged = self.judge_targets[segment].similarity(self.models.judge.encode_image(images)).tolist()
+        else:
+            judged = [None] * len(similarities)
         return [Frame(step, to_pil(image), similarity, score, scores, self.texts[segment])
                 for image, similarity, score, scores in zip(images, similarities, judged, targets.report(embeds))]
 

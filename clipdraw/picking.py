@@ -31,6 +31,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from .toy.judge import components
 from .toy.data import COLORS, OPPOSITE, POSITIONS, RELATIONS, SHAPES, SIZES, _article
 
 _NOUN = re.compile(rf"\b(?:an?|one) (?:(?:{'|'.join(SIZES)}) )?({'|'.join(COLORS)}) ({'|'.join(SHAPES)})\b")
@@ -97,8 +98,6 @@ def flatness_statistics(image: np.ndarray, objects: int = 1) -> Dict[str, float]
     frame, such as a blank start's frame 0, is flawless. All three are 0 for a clean render of a
     toy scene.
     """
-    from scipy import ndimage  # noqa: PLC0415
-
     pixels = np.asarray(image, dtype=np.float32)[..., :3]
     border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
     background = np.median(border, axis=0)
@@ -106,8 +105,7 @@ def flatness_statistics(image: np.ndarray, objects: int = 1) -> Dict[str, float]
     missing = max(0.0, 1 - float(mask.mean()) / DRAWN_SHARE)
     if not mask.any():
         return {"off_colour": 0.0, "stray": 0.0, "missing": missing}
-    labels, _ = ndimage.label(mask, structure=np.ones((3, 3)))
-    areas = np.sort(np.bincount(labels.ravel())[1:])[::-1]
+    areas = np.sort([len(rows) for rows, _ in components(mask, diagonal=True)])[::-1]
     offsets = pixels[mask] - background                                     # (n, 3)
     strong = offsets[np.linalg.norm(offsets, axis=1) > 2 * FOREGROUND_DISTANCE]   # interiors, not edges
     centres = _kmeans(strong if len(strong) >= objects else offsets, objects)
@@ -177,3 +175,14 @@ class FramePicker:
                 stats = flatness_statistics(image, self.objects)
                 total[i] -= self.flatness_weight * sum(stats.values())
         return total.tolist()
+
+
+def frame_pickers(models, schedule, config) -> Optional[List[Optional[FramePicker]]]:
+    """One ``FramePicker`` (the judge CLIP, ``config.pick_flatness``) per schedule segment, None
+    where frames keep the judge's plain cosine: no judge, no flatness weight, an edit or image
+    prompts (whose targets are not captions), or a segment with nothing to draw toward."""
+    if models.judge is None or not config.pick_flatness or config.edit_from is not None or config.image_prompts:
+        return None
+    return [FramePicker([models.judge], [p.text for p in segment.prompts], [p.weight for p in segment.prompts],
+                        flatness_weight=config.pick_flatness)
+            if any(p.weight > 0 for p in segment.prompts) else None for segment in schedule]

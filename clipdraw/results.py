@@ -28,7 +28,8 @@ class Frame:
     iteration: int
     image: Optional[Image.Image]
     similarity: float   # CLIP cosine of the whole image with the positive prompts
-    judge_score: Optional[float] = None   # the same, by the judge CLIP (Models.judge), when there is one
+    judge_score: Optional[float] = None   # the judge's ranking score (higher: better): the judge CLIP's cosine,
+                                          # or with pick_flatness clipdraw.picking.FramePicker's score
     scores: Dict[str, float] = field(default_factory=dict)   # more named cosines (an edit's to, from, original)
     prompt: Optional[str] = None          # the prompt in force, when a schedule changes it during the run
 

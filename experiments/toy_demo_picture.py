@@ -14,7 +14,7 @@ from clipdraw.toy.world import load_toy_models
 from clipdraw.toy.judge import satisfies
 
 PROMPTS = (("an image of a blue triangle", 9), ("a painting of a green triangle", 6), ("a red circle", 1))
-SHOWN = (10, 30, 60, 100, 150, 200, 300)   # iterations shown
+SHOWN = (0, 10, 30, 60, 100, 150, 200, 300)   # iterations shown (0: the blank canvas)
 
 
 def tile(frame, prompt: str, chosen: bool) -> np.ndarray:

@@ -206,7 +206,8 @@ def test_bad_schedules_are_refused(spec, message):
 def test_a_schedule_run_aims_at_each_prompt_in_turn(toy_models):
     """Frames record the prompt they were made for; the judge picks among the last prompt's frames."""
     result = generate(toy_models, "a red circle^a blue square", toy_config(iters=40, save_every=10), progress=False)
-    assert [f.prompt for f in result.frames] == ["a red circle"] * 2 + ["a blue square"] * 2
+    # frame 0 (the toy world's blank canvas) and frames 10, 20: made for the first part
+    assert [f.prompt for f in result.frames] == ["a red circle"] * 3 + ["a blue square"] * 2
     assert result.chosen_frame.prompt == "a blue square"
 
 

@@ -93,11 +93,12 @@ def _majority(cls: np.ndarray) -> np.ndarray:
     return np.where(votes.max(axis=0) >= 5, winner, cls)
 
 
-def _components(mask: np.ndarray) -> List[Tuple[np.ndarray, np.ndarray]]:
-    """4-connected components of a boolean mask, as (rows, cols) index arrays.
+def components(mask: np.ndarray, diagonal: bool = False) -> List[Tuple[np.ndarray, np.ndarray]]:
+    """4-connected (``diagonal``: 8-connected) components of a boolean mask, as (rows, cols) index arrays.
 
     A plain stack flood fill: scipy is not a dependency, and at 64x64 this costs about a millisecond.
     """
+    steps = ((-1, 0), (1, 0), (0, -1), (0, 1)) + (((-1, -1), (-1, 1), (1, -1), (1, 1)) if diagonal else ())
     h, w = mask.shape
     seen = ~mask.copy()
     found = []
@@ -111,7 +112,7 @@ def _components(mask: np.ndarray) -> List[Tuple[np.ndarray, np.ndarray]]:
             r, c = stack.pop()
             rows.append(r)
             cols.append(c)
-            for rr, cc in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)):
+            for rr, cc in ((r + dr, c + dc) for dr, dc in steps):
                 if 0 <= rr < h and 0 <= cc < w and not seen[rr, cc]:
                     seen[rr, cc] = True
                     stack.append((rr, cc))
@@ -168,7 +169,7 @@ def detect(image: np.ndarray) -> List[Detection]:
         mask = cls == index
         if mask.sum() < MIN_AREA:
             continue
-        for rows, cols in _components(mask):
+        for rows, cols in components(mask):
             if len(rows) < MIN_AREA:
                 continue
             r0, r1, c0, c1 = rows.min(), rows.max(), cols.min(), cols.max()

@@ -180,7 +180,8 @@ def optimizer_rejects(model, decoder, config: TrainConfig, seed: int, round_inde
                disable=not progress, dynamic_ncols=True)
     for k in bar:
         scene = data.scene_at(k, seed + 17 + round_index, "train", kinds[k % len(kinds)])
-        settings = toy_config(seed=seed + k, iters=config.clip_round_iters, cutn=8, save_every=20)
+        settings = toy_config(seed=seed + k, iters=config.clip_round_iters, cutn=8, save_every=20,
+                              init_image=None)   # from random latents, as the rounds were measured
         result = generate(models, scene.caption, settings, progress=False, keep_images=True)
         rejected += [np.asarray(f.image) for f in result.frames if not satisfies(scene.caption, np.asarray(f.image))]
         bar.set_postfix(rejected=len(rejected))
