@@ -387,7 +387,7 @@ def test_probe_on_the_toy_world_then_resume(tmp_path, capsys):
     assert len(summary) == 4 * 2
     assert {r["entity"] for r in summary} == {"red circle", "blue square", "green triangle", "yellow square"}
     frames = list(csv.DictReader((out / "probe_frames.csv").open()))
-    assert len(frames) == 8 * 2 and {r["iteration"] for r in frames} == {"2", "4"}
+    assert len(frames) == 8 * 3 and {r["iteration"] for r in frames} == {"0", "2", "4"}   # 0: the blank canvas
     for row in frames:
         assert 0 <= float(row["p_entity"]) <= 1 and row["identified"] in ("True", "False")
     page = parse_page(out / "probe.html")

@@ -241,7 +241,7 @@ def test_an_edit_records_its_similarities_at_every_frame(tmp_path, red_circle, m
     (["edit", "{img}", "--from", "a", "--to", "b^c", "--model", "toy"], "one plain caption|schedule"),
     (["0:a^0:b", "--model", "toy"], "must increase"),
     (["a cat", "--init-image", "{img}", "--engine", "dallemini"], "--init-image is not used by --engine dallemini"),
-    (["a cat", "--init-weight", "1", "--model", "toy"], "give --init-image too"),
+    (["a cat", "--init-weight", "1"], "give --init-image too"),   # (the toy world starts from its blank canvas)
     (["a cat", "--image-prompt", "{tmp}/none.png", "--model", "toy"], "image prompt .* does not exist"),
     (["--model", "toy"], "the prompt is empty"),
     (["a^b", "--engine", "transformer", "--model", "toy"], "schedules"),

@@ -94,7 +94,8 @@ def test_batch_on_ray_keeps_frames_and_matches_serial_then_resumes(local_ray, tm
         assert run_main(*args, "--out", serial) == 0
     assert run_main(*args, "--out", on_ray, "--ray", "--workers", "2") == 0
     drawn = files_of(serial, "runs/*/*/*/*.png")
-    assert len(drawn) == 3 * 2 * (1 + 3) and files_of(on_ray, "runs/*/*/*/*.png") == drawn   # frames too
+    # final.png and frames 0 (the toy world's blank canvas), 1, 2, 3
+    assert len(drawn) == 3 * 2 * (1 + 4) and files_of(on_ray, "runs/*/*/*/*.png") == drawn   # frames too
     assert files_of(on_ray, "runs/*/*/*/progress.gif") == files_of(serial, "runs/*/*/*/progress.gif")
     rows = rows_without(on_ray / "batch.csv", "seconds", "image")
     assert rows == rows_without(serial / "batch.csv", "seconds", "image")
