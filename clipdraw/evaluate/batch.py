@@ -11,7 +11,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from .compare import plan
 from .datasets import Item, read_prompt_file
 from .report import write_csv
-from .runs import Execution, RunSpec, execute, failure_notes, open_experiment, write_json
+from .runs import Execution, RunSpec, execute, experiment_notes, open_experiment, write_json
 
 COLUMNS = ["engine", "item", "group", "prompt", "seed", "status", "final_similarity", "judge_score", "iteration",
            "iterations_done", "seconds", "image", "error"]
@@ -62,8 +62,7 @@ def run_batch(prompt_file: Path, seeds: int, engine: str, settings, out: Path, d
     header = {"prompt_file": str(prompt_file), "prompts": len(items), "seeds": seeds, "engine": engine,
               "frames kept": keep_frames, "settings": settings.used([engine]), "runs": len(rows),
               "finished": finished, "failed": len(execution.failed),
-              "notes": failure_notes(execution) + ([f"Only {finished} of {len(rows)} runs are finished; run the "
-                                                    "same command again to go on."] if finished < len(rows) else [])}
+              "notes": experiment_notes(False, "", execution, finished, len(rows))}
     paths = {"csv": write_csv(out / "batch.csv", rows, COLUMNS)}
     write_json(out / "batch.json", {**header, "rows": rows})
     paths["json"] = out / "batch.json"

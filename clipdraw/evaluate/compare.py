@@ -34,7 +34,7 @@ from .color import describe
 from .datasets import Item
 from .judge import Judge, ToyVerdicts, success_rate
 from .report import Report, write_csv
-from .runs import Execution, RunSpec, failure_notes, write_json
+from .runs import Execution, RunSpec, experiment_notes, write_json
 from .scores import clip_score, image_probabilities, r_precision, rank_of, text_probabilities
 
 POOL = 99            # negatives in the R-precision pool (CLIP R-precision's usual 99 + 1)
@@ -290,14 +290,7 @@ def run_compare(items: List[Item], source: str, engines: Sequence[str], per_prom
         return {}, execution
     judge = Judge.load(eval_model, resolve_device(device), offline=offline)
     rows = analyze(items, specs, records, out, judge, ToyVerdicts() if settings.model == "toy" else None)
-    notes = []
-    if any(r["judge_is_guide"] for r in rows):
-        notes.append(f"The judging CLIP ({judge.name}) is the one that guided the optimizer: the optimize engine's "
-                     "scores are not independent (pass --eval-model to judge with another CLIP).")
-    notes.extend(failure_notes(execution))
-    if len(records) < len(specs):
-        notes.append(f"Only {len(records)} of {len(specs)} generations are finished; run the same command again "
-                     "to go on.")
+    notes = experiment_notes(any(r["judge_is_guide"] for r in rows), judge.name, execution, len(records), len(specs))
     header = {"source": source, "prompts": len(items), "engines": list(engines), "per_prompt": per_prompt,
               "frames kept": keep_frames,
               **({"guiding CLIP (optimize)": settings.guide_name} if "optimize" in engines else {}),

@@ -39,7 +39,7 @@ from .datasets import read_lines
 from .faces import FaceCounter, first_iteration
 from .judge import Judge, ToyVerdicts, success_rate
 from .report import PROBABILITY_LIMITS, Report, write_csv
-from .runs import Execution, RunSpec, failure_notes
+from .runs import Execution, RunSpec, experiment_notes
 from .scores import cosine_matrix, text_probabilities
 
 DEFAULT_TEMPLATES = ("a photo of {}", "a photo of the face of {}", "{}")
@@ -349,13 +349,8 @@ def run_probe(entities_file: Path, template_values: Sequence[str], seeds: int, e
                                       text_embeds, verdicts)
             run_rows.append(row)
             frame_rows.extend(frames)
-    notes = []
-    if any(r["judge_is_guide"] for r in run_rows):
-        notes.append(f"The judging CLIP ({judge.name}) is the one that guided the optimizer: its scores of these "
-                     "images are not independent (pass --eval-model to judge with another CLIP).")
-    notes.extend(failure_notes(execution))
-    if len(records) < len(specs):
-        notes.append(f"Only {len(records)} of {len(specs)} runs are finished; run the same command again to go on.")
+    notes = experiment_notes(any(r["judge_is_guide"] for r in run_rows), judge.name, execution, len(records),
+                             len(specs))
     header = {"entities_file": str(entities_file), "entities": len(entities), "templates": templates,
               "seeds": seeds, "engine": engine, "faces": "counted (OpenCV's Haar cascade)" if faces else "not counted",
               "guiding CLIP": settings.guide_name if engine == "optimize" else "none (not CLIP-guided)",

@@ -306,6 +306,19 @@ def execute(specs: List[RunSpec], out: Path, loader: EngineLoader, keep_frames: 
     return execution
 
 
+def experiment_notes(judge_is_guide: bool, judge_name: str, execution: Execution, finished: int,
+                     planned: int) -> List[str]:
+    """The notes above an experiment's report: a judge that guided, failed runs, unfinished runs."""
+    notes = []
+    if judge_is_guide:
+        notes.append(f"The judging CLIP ({judge_name}) is the one that guided the optimizer: its scores of the "
+                     "optimizer's images are not independent (pass --eval-model to judge with another CLIP).")
+    notes.extend(failure_notes(execution))
+    if finished < planned:
+        notes.append(f"Only {finished} of {planned} runs are finished; run the same command again to go on.")
+    return notes
+
+
 def failure_notes(execution: Execution, shown: int = 5) -> List[str]:
     """The report's note on runs that failed every attempt: how many, and the first few with why."""
     if not execution.failed:
