@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 import tiny_models
-from clipdraw.cli import main
+from test_reports import run_main as cli
 from clipdraw.config import GenerationConfig, toy_config
 from clipdraw.errors import ClipdrawError
 from clipdraw.images import read_image
@@ -36,12 +36,6 @@ def red_circle(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("scenes") / "red-circle.png"
     Image.fromarray(render(scene_for("a red circle", 1))).save(path)
     return path
-
-
-def cli(*args) -> int:
-    with pytest.raises(SystemExit) as done:
-        main([str(a) for a in args])
-    return done.value.code
 
 
 # --------------------------------------------------------------------------- reading images
