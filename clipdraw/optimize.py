@@ -281,10 +281,15 @@ def generate(models: Models, prompt: str, config: Optional[GenerationConfig] = N
                           keep_images=keep_images)[0]
 
 
-def check_edit(schedule: Sequence[Segment]) -> None:
-    """An edit moves from one caption to one other: its prompt is a single plain text."""
-    if len(schedule) > 1 or len(schedule[0].prompts) != 1 or schedule[0].prompts[0].weight != 1:
+def prompt_schedule(prompt: str, config: Optional[GenerationConfig] = None) -> List[Segment]:
+    """``prompt``'s schedule for a run with ``config`` (None: its form only), or one ClipdrawError
+    line: nothing to draw, a bad schedule, an edit whose prompt is not one plain caption."""
+    require_something_to_draw(prompt, config.image_prompts if config else ())
+    schedule = parse_schedule(prompt, config.iters if config else None)
+    if config is not None and config.edit_from is not None and (
+            len(schedule) > 1 or len(schedule[0].prompts) != 1 or schedule[0].prompts[0].weight != 1):
         raise ClipdrawError("an edit goes from one caption to one other: give --to one plain caption")
+    return schedule
 
 
 def generate_batch(models: Models, prompt: str, config: Optional[GenerationConfig] = None,
@@ -300,10 +305,7 @@ def generate_batch(models: Models, prompt: str, config: Optional[GenerationConfi
     in ``config``; they share the wall-clock time. Ctrl-C ends all of them, as in ``generate``.
     """
     config = config or GenerationConfig()
-    require_something_to_draw(prompt, config.image_prompts)
-    schedule = parse_schedule(prompt, config.iters)
-    if config.edit_from is not None:
-        check_edit(schedule)
+    schedule = prompt_schedule(prompt, config)
     prompts = [p for segment in schedule for p in segment.prompts]
     with seeded_rng(models.device, config.seed):   # leave the caller's RNG state untouched
         run = Optimization(models, schedule, config, init_logits)

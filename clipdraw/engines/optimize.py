@@ -6,8 +6,8 @@ from typing import Any, Dict, List, Optional
 
 from ..config import GenerationConfig, engine_options
 from ..errors import ClipdrawError
-from ..optimize import GenerationResult, check_edit, generate, generate_batch
-from ..prompts import parse_image_prompt, parse_schedule, require_something_to_draw
+from ..optimize import GenerationResult, generate, generate_batch, prompt_schedule
+from ..prompts import parse_image_prompt
 from .base import Engine, FrameHook, ModelSource
 
 
@@ -31,10 +31,7 @@ class OptimizeEngine(Engine):
 
     @classmethod
     def check_prompt(cls, prompt: str, settings: Optional[GenerationConfig] = None) -> None:
-        require_something_to_draw(prompt, settings.image_prompts if settings else ())
-        schedule = parse_schedule(prompt, settings.iters if settings else None)
-        if settings and settings.edit_from is not None:
-            check_edit(schedule)
+        prompt_schedule(prompt, settings)
 
     @classmethod
     def check_inputs(cls, settings: GenerationConfig) -> None:
