@@ -154,7 +154,7 @@ def run_task(task: Tuple[str, str, int, str, dict]) -> dict:
         from clipdraw.toy.train import map_pixels  # noqa: PLC0415
 
         encoder = _ENCODER
-        scene = data.scene_at(*overrides["scene"])
+        scene = overrides["scene"]
         with torch.no_grad():
             codes = encoder(map_pixels(data.image_batch([scene]))).argmax(1)
             out["ok"] = bool(satisfies(caption, to_pil(models.decoder.decode_tokens(codes)[0])))
@@ -261,10 +261,7 @@ def main() -> None:
                 continue
             for method in ("transformer", "random tokens"):
                 tasks.append((method, group, index, caption, {}))
-            split = "heldout" if "held-out" in group else "train"
-            scene_index = next(i for i in range(10_000) if _same(scene, i, args.seed, split))
-            tasks.append(("dVAE reconstruction", group, index, caption, {"scene": (scene_index, args.seed, split,
-                                                                                   scene.kind)}))
+            tasks.append(("dVAE reconstruction", group, index, caption, {"scene": scene}))
     started = time.perf_counter()
     with ProcessPoolExecutor(args.workers, initializer=_worker_init) as pool:
         results = list(pool.map(run_task, tasks))
@@ -304,12 +301,6 @@ def _value(text: str):
         except ValueError:
             pass
     return text
-
-
-def _same(scene, index: int, seed: int, split: str) -> bool:
-    from clipdraw.toy import data  # noqa: PLC0415
-
-    return data.scene_at(index, seed, split, scene.kind) == scene
 
 
 if __name__ == "__main__":

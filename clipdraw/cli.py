@@ -185,6 +185,9 @@ ALL_ENGINE_OPTIONS = {name for engine in ENGINE_NAMES for name in engine_options
                     "transformer: one row of the token grid].")
 @engine_option("--batch", type=click.IntRange(min=1),
                help="Optimize N images at once, seeds SEED..SEED+N-1, each written to its own run folder.")
+@engine_option("--candidates", type=click.IntRange(min=1),
+               help="Optimize N latents side by side for each image and keep the one whose best frame the judge "
+                    "ranks highest (without a judge: the guide's similarity); N times the work per step.")
 @engine_option("--init-image", type=click.Path(path_type=Path),
                help="Start from this image's dVAE tokens (read upright, centre-cut to --size); frame 0 is its redraw  "
                     "[default: none; toy: the blank canvas].")
@@ -271,8 +274,8 @@ def _draw(ctx: click.Context, prompt: str, engine: str, model: str, seed: Option
 
 EDIT_OPTIONS = ("seed", "out", "model", "device", "offline", "gif", "mp4", "quiet", "iters", "size", "cutn",
                 "cut_min_scale", "cut_pow", "overview", "augmentations", "lr", "lr_schedule", "relaxation", "tau",
-                "tau_end", "loss", "tv_weight", "ema", "judge_model", "patience", "save_every", "init_scale",
-                "init_weight", "image_prompts", "encoder", "clip_model", "decoder", "dtype", "compile", "low_memory")
+                "tau_end", "loss", "tv_weight", "ema", "judge_model", "patience", "candidates", "save_every",
+                "init_scale", "init_weight", "image_prompts", "encoder", "clip_model", "decoder", "dtype", "compile", "low_memory")
 
 
 @cli.command()

@@ -55,6 +55,7 @@ class GenerationConfig:
     init_std: float = 1.0           # std of the initial logits
     save_every: int = 50
     batch: int = 1                  # images optimized at once, seeds seed, seed+1, ...: one decoder pass for all
+    candidates: int = 1             # latents optimized side by side for each image; the judge keeps the best
     init_image: Optional[str] = None   # start from this image's dVAE tokens; frame 0 is its redraw
     init_scale: float = 10.0        # how firmly: the logit gap between the image's token and the others
     init_weight: float = 0.0        # pixel MSE to the init image, pulling the run back toward it
@@ -69,7 +70,7 @@ class GenerationConfig:
         self.augmentations = parse_augmentations(self.augmentations)
         self.image_prompts = (self.image_prompts,) if isinstance(self.image_prompts, str) else tuple(self.image_prompts)
         self._check_inputs()
-        for name in ("iters", "cutn", "size", "save_every", "batch"):
+        for name in ("iters", "cutn", "size", "save_every", "batch", "candidates"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ClipdrawError(f"{name.replace('_', '-')} must be a positive whole number, got {value!r}")
@@ -125,9 +126,9 @@ def parse_augmentations(spec: Union[str, Iterable[str]]) -> Tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-# The toy world's training stages, in order: the judge CLIP before the guide, which is the
-# only one that meets the optimizer during training.
-TOY_STAGES = ("dvae", "judge", "clip", "transformer")
+# The toy world's training stages, in order: the guide CLIP before the judge, which learns to
+# rank the guide's drawings (clipdraw.toy.train_clip.train_judge).
+TOY_STAGES = ("dvae", "clip", "judge", "transformer")
 
 # The toy world's defaults where they differ from the real world's: chosen by the judge's
 # success rate in benchmarks/toy_success.py (docs/toy-guidance.md has the measurements). A toy

@@ -4,8 +4,9 @@
            -> cutouts + augmentations -> CLIP -> loss -> Adam step
 
 Everything here is one loop over those stages; models are loaded elsewhere (models.py) and
-outputs written elsewhere (outputs.py). The loop runs ``config.batch`` images at once, one
-row of latents each, so that one decoder pass and one CLIP pass serve them all.
+outputs written elsewhere (outputs.py). The loop runs ``config.batch`` images at once, each
+as ``config.candidates`` rows of latents, so that one decoder pass and one CLIP pass serve them
+all; the judge keeps each image's best candidate.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, ContextManager, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -42,6 +44,8 @@ class GenerationResult(Result):
     latents: Optional[torch.Tensor] = field(default=None, repr=False)
     batch_index: Optional[int] = None   # place in a batched run (config.batch > 1), whose seconds it shares
     stopped_early: bool = False         # the judge's best frame grew older than config.patience frames
+    candidate: Optional[int] = None     # config.candidates > 1: which candidate the judge kept
+    candidate_scores: List[Optional[float]] = field(default_factory=list)   # each candidate's, as ranked
 
     def summary(self) -> dict:
         chosen, last = self.chosen_frame, self.frames[-1] if self.frames else None
@@ -51,6 +55,8 @@ class GenerationResult(Result):
                               "stopped_early": self.stopped_early}}
                    if last is not None and last.judge_score is not None else {}),
                 **({"batch_index": self.batch_index} if self.batch_index is not None else {}),
+                **({"candidates": {"chosen": self.candidate, "scores": self.candidate_scores}}
+                   if self.candidate is not None else {}),
                 "losses": self.losses, "similarities": self.similarities}
 
 
@@ -110,9 +116,10 @@ COMPILE_BACKEND = "inductor"   # the tests swap in "aot_eager": the same tracing
 
 
 class Optimization:
-    """``config.batch`` images being optimized together: their latent logits (one row each),
-    the Adam state, and the frozen models that score them. Build it after seeding: it draws
-    the initial latents, row i from seed + i exactly as a run of that seed alone would.
+    """``config.batch`` images being optimized together: their latent logits, ``config.candidates``
+    rows each (image i's are rows i * candidates ...), the Adam state, and the frozen models that
+    score them. Build it after seeding: it draws the initial latents, image i's first candidate
+    from seed + i exactly as a run of that seed alone would (``candidate_seed``).
 
     ``schedule``: the prompt's segments (``clipdraw.targets.parse_schedule``); each becomes
     targets for the guide and the judge, with the image prompts and the edit of ``config``.
@@ -134,7 +141,9 @@ class Optimization:
                                 f"got {config.size}")
         grid = config.size // decoder.upsample_factor
         self.models, self.config = models, config
-        self.generators = [torch.Generator(device=device).manual_seed(config.seed + i) for i in range(config.batch)]
+        self.rows = config.batch * config.candidates
+        self.generators = [torch.Generator(device=device).manual_seed(candidate_seed(config, row))
+                           for row in range(self.rows)]
         self.init_pixels = (read_image(config.init_image, config.size, "init image").to(device)
                             if config.init_image else None)
         self.starts = [segment.start for segment in schedule]
@@ -151,7 +160,8 @@ class Optimization:
                     (init_logits.dim() == 4 and init_logits.shape[0] not in (1, config.batch)):
                 raise ClipdrawError(f"initial logits must be shaped (vocab, grid, grid) = {shape} or have one row "
                                     f"per image, got {tuple(init_logits.shape)}")
-            self.logits = init_logits.to(device, torch.float32).expand_as(self.logits).clone()
+            init_logits = init_logits.to(device, torch.float32).reshape(-1, *shape)
+            self.logits = init_logits.repeat_interleave(config.candidates, 0).expand_as(self.logits).clone()
         # Channels-last, the decoder's layout: the relaxed tokens come out in it and need no copy.
         self.logits = self.logits.contiguous(memory_format=torch.channels_last).requires_grad_(True)
         # Fused: one pass over the logits instead of several with full-size temporaries (at 512 px
@@ -182,7 +192,7 @@ class Optimization:
                                            compiler=self.compiler)
         with self.clip_precision():
             embeds = self.encode(self.cutouts(image), low_memory=self.config.low_memory)  # views -> CLIP
-        views = embeds.view(self.config.batch, self.config.cutn, -1)             # image i: rows i*cutn...
+        views = embeds.view(self.rows, self.config.cutn, -1)             # row i: views i*cutn...
         targets = self.targets[self.segment_at(step - 1)]
         loss, similarity = targets.loss(views, self.config.loss), targets.similarity(views).mean(-1)
         if self.config.tv_weight:
@@ -223,6 +233,16 @@ class Optimization:
             judged = [None] * len(similarities)
         return [Frame(step, to_pil(image), similarity, score, scores, self.texts[segment])
                 for image, similarity, score, scores in zip(images, similarities, judged, targets.report(embeds))]
+
+
+def candidate_seed(config: GenerationConfig, row: int) -> int:
+    """The seed of a row of latents: image i's first candidate has seed + i, as a run of that
+    seed alone; candidate j > 0 a 32-bit hash of (seed + i, j) (the CPU generator keeps 32 bits
+    of a seed, so an offset of 2**32 would repeat the first), far from the small seeds people type."""
+    image, candidate = divmod(row, config.candidates)
+    if candidate == 0:
+        return config.seed + image
+    return int(np.random.SeedSequence([config.seed + image, candidate]).generate_state(1)[0])
 
 
 def image_logits(models: Models, image: torch.Tensor, scale: float) -> torch.Tensor:
@@ -303,27 +323,33 @@ def generate_batch(models: Models, prompt: str, config: Optional[GenerationConfi
     cutouts, noise and Adam state; only the random crops differ from that run's, so it is
     as good an image, not the same one. Results come in seed order, each with its own seed
     in ``config``; they share the wall-clock time. Ctrl-C ends all of them, as in ``generate``.
+
+    With ``config.candidates`` K > 1 each image is K latents optimized side by side, and the
+    result is the candidate whose best frame the judge ranks highest (the guide's similarity of
+    the last frame when there is no judge): the reranking DALL-E and dalle-mini do, on the
+    optimizer's runs. ``on_frame`` then receives the kept candidate's frames when the run ends.
     """
     config = config or GenerationConfig()
     schedule = prompt_schedule(prompt, config)
     prompts = [p for segment in schedule for p in segment.prompts]
+    live = config.candidates == 1   # else frames reach on_frame once the judge has chosen
     with seeded_rng(models.device, config.seed):   # leave the caller's RNG state untouched
         run = Optimization(models, schedule, config, init_logits)
-        frames: List[List[Frame]] = [[] for _ in range(config.batch)]
-        holding: List[List[int]] = [[] for _ in range(config.batch)]   # where frames[i] still has its image
+        frames: List[List[Frame]] = [[] for _ in range(run.rows)]
+        holding: List[List[int]] = [[] for _ in range(run.rows)]   # where frames[row] still has its image
         losses, similarities = [], []
 
         def keep(step: int) -> None:
-            for index, frame in enumerate(run.snapshot(step)):
-                kept = frames[index]
+            for row, frame in enumerate(run.snapshot(step)):
+                kept = frames[row]
                 if kept and kept[-1].iteration == step:
                     continue   # already kept (an interruption inside on_frame)
                 kept.append(frame)
-                holding[index].append(len(kept) - 1)
-                if on_frame:
-                    on_frame(index, frame)
-                if not keep_images:
-                    holding[index] = drop_images(kept, holding[index])
+                holding[row].append(len(kept) - 1)
+                if on_frame and live:
+                    on_frame(row, frame)
+                if not keep_images and live:
+                    holding[row] = drop_images(kept, holding[row])
 
         interrupted = stopped_early = False
         if run.init_pixels is not None:
@@ -354,16 +380,41 @@ def generate_batch(models: Models, prompt: str, config: Optional[GenerationConfi
         done = run.updates   # not len(losses): an interruption may fall between the update and its record
         if any(not kept or kept[-1].iteration != done for kept in frames):   # what an interruption left unsaved
             keep(done)
+        scores = [[candidate_score(kept) for kept in frames[i * config.candidates:(i + 1) * config.candidates]]
+                  for i in range(config.batch)]
+        chosen = [i * config.candidates + best_candidate(row_scores) for i, row_scores in enumerate(scores)]
+        if on_frame and not live:
+            for image, row in enumerate(chosen):
+                for frame in frames[row]:
+                    on_frame(image, frame)
         if not keep_images:   # again: a Ctrl-C inside on_frame skips it there
             holding = [drop_images(kept, held) for kept, held in zip(frames, holding)]
 
     loss_rows = torch.stack(losses).T.tolist() if losses else [[] for _ in frames]
     similarity_rows = torch.stack(similarities).T.tolist() if similarities else [[] for _ in frames]
     return [GenerationResult(
-        prompt=prompt, prompts=prompts, config=replace(config, seed=config.seed + i), image=best_frame(frames[i]).image,
-        frames=frames[i], losses=loss_rows[i], similarities=similarity_rows[i], iterations_done=done,
-        seconds=seconds, interrupted=interrupted, latents=run.logits[i:i + 1].detach(),
-        batch_index=i if config.batch > 1 else None, stopped_early=stopped_early) for i in range(config.batch)]
+        prompt=prompt, prompts=prompts, config=replace(config, seed=config.seed + i),
+        image=best_frame(frames[row]).image,
+        frames=frames[row], losses=loss_rows[row], similarities=similarity_rows[row], iterations_done=done,
+        seconds=seconds, interrupted=interrupted, latents=run.logits[row:row + 1].detach(),
+        batch_index=i if config.batch > 1 else None, stopped_early=stopped_early,
+        candidate=row % config.candidates if config.candidates > 1 else None,
+        candidate_scores=scores[i] if config.candidates > 1 else [])
+        for i, row in enumerate(chosen)]
+
+
+def candidate_score(frames: Sequence[Frame]) -> Optional[float]:
+    """How a candidate ranks: its best frame's judge score, or without a judge its last frame's
+    similarity to the guide (which flatters: a guide grading its own work)."""
+    best = best_frame(frames)
+    if best is None:
+        return None
+    return best.judge_score if best.judge_score is not None else best.similarity
+
+
+def best_candidate(scores: Sequence[Optional[float]]) -> int:
+    """The first of the highest scores (None ranks last)."""
+    return max(range(len(scores)), key=lambda j: (scores[j] is not None, scores[j] or 0.0, -j))
 
 
 ESTIMATE_AFTER = 3          # steps timed before a run's length is estimated (the first one warms up)

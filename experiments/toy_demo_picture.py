@@ -1,5 +1,5 @@
 """The README's picture (docs/images/toy-demo.png): optimizer frames for three toy prompts at the
-toy defaults, the judge CLIP's pick boxed, the analytic judge's verdict under each frame.
+toy defaults (the kept candidate's), the judge's pick boxed, the analytic judge's verdict under each frame.
 
     python experiments/toy_demo_picture.py
 """
@@ -38,8 +38,10 @@ def main() -> None:
         tiles = [tile(f, prompt, f.iteration == result.chosen_frame.iteration)
                  for f in result.frames if f.iteration in SHOWN]
         label = Image.new("RGB", (136 * len(tiles), 18), "white")
+        kept = "" if result.candidate is None else f" of candidate {result.candidate + 1} of {len(result.candidate_scores)}"
         ImageDraw.Draw(label).text((4, 3), f'"{prompt}" seed {seed}: final.png is the boxed frame '
-                                           f"(judge CLIP pick {result.chosen_frame.iteration})", fill=(0, 0, 0))
+                                           f"(the judge's pick: it {result.chosen_frame.iteration}{kept})",
+                                   fill=(0, 0, 0))
         rows += [np.asarray(label), np.concatenate(tiles, 1)]
     Image.fromarray(np.concatenate(rows, 0)).save("docs/images/toy-demo.png")
 

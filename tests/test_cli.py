@@ -175,6 +175,26 @@ def test_a_batch_writes_one_run_folder_per_seed(tmp_path, tiny_files):
     assert not np.array_equal(*finals)
 
 
+def test_candidates_write_one_run_folder_of_the_judges_pick(tmp_path, tiny_files):
+    import tiny_models
+
+    judge = tiny_models.save_tiny_clip(tmp_path / "judge.pt", seed=1)
+    out = tmp_path / "out"
+    result = run_cli("a cat", *tiny_args(tiny_files, out, "--iters", 4, "--save-every", 2, "--seed", 3,
+                                          "--candidates", 3, "--judge-model", judge), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert [p.name for p in out.iterdir()] == ["a-cat-3"]
+    run_dir = out / "a-cat-3"
+    record = json.loads((run_dir / "run.json").read_text())
+    scores = record["candidates"]["scores"]
+    assert len(scores) == 3 and record["candidates"]["chosen"] == scores.index(max(scores))
+    assert record["final"]["judge_score"] == pytest.approx(max(scores))
+    assert [f["iteration"] for f in record["frames"]] == [2, 4] and record["settings"]["candidates"] == 3
+    with Image.open(run_dir / "progress.gif") as gif:
+        assert gif.n_frames == 2
+    assert f"of candidate {record['candidates']['chosen'] + 1} of 3" in result.stdout
+
+
 def test_ctrl_c_keeps_frames_and_writes_the_gif(tmp_path, tiny_files):
     out = tmp_path / "out"
     command = [sys.executable, "-m", "clipdraw", "a long run", *map(str, tiny_args(

@@ -16,8 +16,10 @@ from clipdraw import ClipdrawError, GenerationConfig, generate
 from clipdraw.augment import Cutouts
 from clipdraw.config import TOY_DEFAULTS, toy_config
 from clipdraw.models import ClipModel
-from clipdraw.optimize import Frame, Optimization, best_frame, judged_stale, relax, to_pil, total_variation
+from clipdraw.optimize import (Frame, Optimization, best_frame, generate_batch, judged_stale, relax, to_pil,
+                               total_variation)
 from clipdraw.outputs import RunWriter, make_run_dir
+from clipdraw.targets import parse_schedule
 
 FAST = dict(size=32, cutn=2, augmentations="none")
 
@@ -309,6 +311,64 @@ def test_a_clip_judge_scores_each_frame_with_its_own_embeddings(tiny_models_cpu)
             expected = (judge.encode_image(image) @ text.T).item()
         assert kept.judge_score == pytest.approx(expected, abs=1e-2)
     assert any(abs(f.judge_score - f.similarity) > 1e-3 for f in result.frames)   # another model than the guide
+
+
+# --------------------------------------------------------------------------- candidates
+
+
+class RowJudge(ScriptedJudge):
+    """A scripted judge that scores each image of a call apart: call n scores row r ``scores[n][r]``."""
+
+    def encode_image(self, images, low_memory=False):
+        row = torch.tensor(self.scores[min(self.calls, len(self.scores) - 1)][:images.shape[0]])
+        self.calls += 1
+        return torch.stack([row, (1 - row * row).sqrt()], 1)
+
+
+def test_candidates_keep_the_one_whose_best_frame_the_judge_ranks_highest(tiny_models_cpu):
+    # Two images of three candidates each, two saved frames: image 0's candidates peak at
+    # 0.2, 0.5, 0.9 (the third wins), image 1's at 0.6, 0.2, 0.25 (the first wins).
+    script = [[0.1, 0.5, 0.2, 0.6, 0.1, 0.2], [0.2, 0.4, 0.9, 0.1, 0.2, 0.25]]
+    config = GenerationConfig(iters=4, seed=3, save_every=2, batch=2, candidates=3, lr=0.3, **FAST)
+    seen = []
+    results = generate_batch(replace(tiny_models_cpu, judge=RowJudge(script)), "a cup", config, progress=False,
+                             on_frame=lambda i, frame: seen.append((i, frame.iteration, frame.judge_score)))
+    assert [r.candidate for r in results] == [2, 0] and [r.config.seed for r in results] == [3, 4]
+    assert results[0].candidate_scores == pytest.approx([0.2, 0.5, 0.9])
+    assert results[1].candidate_scores == pytest.approx([0.6, 0.2, 0.25])
+    assert [f.judge_score for f in results[0].frames] == pytest.approx([0.2, 0.9])
+    assert [f.judge_score for f in results[1].frames] == pytest.approx([0.6, 0.1])
+    assert results[0].chosen_frame is results[0].frames[1] and results[1].chosen_frame is results[1].frames[0]
+    # Only the kept candidate's frames reach on_frame, once the judge has chosen; its images stay.
+    assert [(i, it) for i, it, _ in seen] == [(0, 2), (0, 4), (1, 2), (1, 4)]
+    assert [s for _, _, s in seen] == pytest.approx([0.2, 0.9, 0.6, 0.1])
+    assert results[1].image is not None and results[1].image is results[1].frames[0].image
+    assert results[0].summary()["candidates"] == {"chosen": 2, "scores": results[0].candidate_scores}
+    assert "candidates" not in generate(tiny_models_cpu, "a cup", GenerationConfig(iters=1, **FAST),
+                                        progress=False).summary()
+
+
+def test_the_first_candidate_starts_as_its_seed_alone_and_the_others_elsewhere(tiny_models_cpu):
+    schedule = parse_schedule("a cat")
+    torch.manual_seed(0)
+    rows = Optimization(tiny_models_cpu, schedule, GenerationConfig(seed=7, batch=2, candidates=3, **FAST)).logits
+    starts = {}
+    for seed in (7, 8, 9):
+        torch.manual_seed(seed)
+        starts[seed] = Optimization(tiny_models_cpu, schedule, GenerationConfig(seed=seed, **FAST)).logits
+    assert torch.equal(rows[0:1], starts[7]) and torch.equal(rows[3:4], starts[8])   # each image's first candidate
+    others = [rows[r] for r in (1, 2, 4, 5)]
+    assert all(not torch.equal(a, b) for k, a in enumerate(others) for b in others[k + 1:] + list(starts.values()))
+    with pytest.raises(ClipdrawError, match="candidates"):
+        GenerationConfig(candidates=0)
+
+
+def test_without_a_judge_candidates_are_ranked_by_the_guides_last_similarity(tiny_models_cpu):
+    config = GenerationConfig(iters=3, seed=1, save_every=3, candidates=3, lr=0.3, **FAST)
+    result = generate(tiny_models_cpu, "a red apple", config, progress=False)
+    assert result.candidate_scores[result.candidate] == max(result.candidate_scores)
+    assert result.frames[-1].similarity == pytest.approx(max(result.candidate_scores))
+    assert len(set(result.candidate_scores)) == 3
 
 
 # --------------------------------------------------------------------------- patience

@@ -17,7 +17,8 @@ from clipdraw.toy.models import WEIGHTS_DIR, load_weights
 from clipdraw.toy.train import TrainConfig, train_all
 
 TINY = TrainConfig(dvae_steps=3, dvae_batch=8, clip_steps=3, clip_batch=16, clip_rounds=1, clip_round_prompts=2,
-                   clip_round_iters=4, clip_round_steps=2, gpt_images=32, gpt_steps=3, gpt_batch=8)
+                   clip_round_iters=4, clip_round_steps=2, judge_frame_prompts=2, judge_frame_iters=20,
+                   judge_frame_steps=2, judge_frames_per_step=4, gpt_images=32, gpt_steps=3, gpt_batch=8)
 
 
 def test_scenes_are_pure_functions_of_their_arguments():
@@ -68,9 +69,12 @@ def test_training_writes_half_precision_weights_and_logs(tiny_world):
     root, summary = tiny_world
     assert set(summary["seconds"]) == {"dvae", "judge", "clip", "transformer"}
     assert {e["stage"] for e in summary["log"]} == {"dvae", "judge", "clip", "transformer"}
-    # The guide met the optimizer in a round; the judge (another seed) never did.
+    # The guide met the optimizer in a round; the judge (another seed) learned from the guide's frames.
     rounds = [e for e in summary["log"] if "round" in e]
     assert [e["stage"] for e in rounds] == ["clip"] and rounds[0]["rejected_images"] >= 0
+    drawn = [e for e in summary["log"] if "labelled_frames" in e]
+    assert [e["stage"] for e in drawn] == ["judge"]
+    assert drawn[0]["labelled_frames"] + drawn[0]["empty_frames"] > 0
     guide, judge = load_weights("clip", root)[0], load_weights("judge", root)[0]
     assert guide.keys() == judge.keys() and not all(torch.equal(guide[k], judge[k]) for k in guide)
     state, meta = load_weights("transformer", root)
@@ -78,6 +82,21 @@ def test_training_writes_half_precision_weights_and_logs(tiny_world):
     from safetensors import safe_open
     with safe_open(str(root / "dvae.safetensors"), framework="pt") as f:
         assert all(f.get_tensor(k).dtype == torch.float16 for k in f.keys() if "weight" in k or k.endswith(".w"))
+
+
+def test_the_judges_frames_are_the_guides_drawings_named_for_what_they_show(tiny_world):
+    from clipdraw.toy.judge import detect, parse_caption, satisfies
+    from clipdraw.toy.models import load_toy_clip, load_toy_dvae
+    from clipdraw.toy.train_clip import labelled_frames
+
+    root, _ = tiny_world
+    images, captions, empty = labelled_frames(load_toy_clip(root), load_toy_dvae(root), TINY, 0, progress=False)
+    assert len(images) == len(captions) and len(images) + len(empty) > 0
+    as_pixels = lambda batch: (batch.permute(0, 2, 3, 1) * 255).round().byte().numpy()
+    for image, caption in zip(as_pixels(images), captions):
+        assert satisfies(caption, image), caption
+        assert not {(o.color, o.shape) for o in parse_caption(caption).objects} & data.HELDOUT_PAIRS
+    assert all(detect(image) == [] for image in as_pixels(empty))
 
 
 def test_training_is_deterministic_by_seed(tiny_world, tmp_path):

@@ -66,6 +66,8 @@ class OptimizeEngine(Engine):
         chosen = result.chosen_frame
         parts = [f"it {chosen.iteration} of {result.iterations_done}"
                  + (", the judge's pick" if chosen.judge_score is not None else "")
+                 + (f" of candidate {result.candidate + 1} of {len(result.candidate_scores)}"
+                    if result.candidate is not None else "")
                  + (", stopped early" if result.stopped_early else ""),
                  f"guide CLIP similarity of the whole image {chosen.similarity:.4f}"]
         if chosen.judge_score is not None:

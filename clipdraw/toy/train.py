@@ -24,7 +24,7 @@ from ..dvae import gumbel_noise, map_pixels, softmax_over_vocabulary, straight_t
 from ..progress import progress_bar
 from . import data
 from .models import (GPT, GPT_CONFIG, WEIGHTS_DIR, WordTokenizer, build_dvae, clip_state_for_saving,
-                     cosine_lr, load_toy_dvae, save_weights)
+                     cosine_lr, load_toy_clip, load_toy_dvae, save_weights)
 
 
 @dataclass
@@ -53,7 +53,11 @@ class TrainConfig:
     clip_round_iters: int = 120        # optimizer iterations per caption in a round
     clip_round_lr: float = 0.3         # peak learning rate of a round, as a share of clip_lr
     clip_bank_per_step: int = 16       # rejected images among each step's negatives
-    judge_seed: int = 1                # the judge CLIP's seed offset: same recipe, never a guide, no rounds
+    judge_seed: int = 1                # the judge CLIP's seed offset: same recipe, never a guide
+    judge_frame_prompts: int = 0       # captions the guide draws for the judge (labelled_frames); 0: off (no better)
+    judge_frame_iters: int = 300       # optimizer iterations per caption (the toy default)
+    judge_frame_steps: int = 150       # judge training steps on those frames, after its first training
+    judge_frames_per_step: int = 48    # labelled frames in each of those steps' batches
     gpt_images: int = 24000
     gpt_steps: int = 2500
     gpt_batch: int = 64
@@ -169,7 +173,7 @@ def fit_transformer(texts: torch.Tensor, codes: torch.Tensor, text_vocab: int, i
 
 # What ``clipdraw toy train --scale`` multiplies (0.01 for a smoke run).
 SCALED_SETTINGS = ("dvae_steps", "clip_steps", "clip_round_steps", "clip_round_prompts", "clip_round_iters",
-                   "gpt_steps", "gpt_images")
+                   "judge_frame_prompts", "judge_frame_iters", "judge_frame_steps", "gpt_steps", "gpt_images")
 
 
 def train_all(config: Optional[TrainConfig] = None, out: Path = WEIGHTS_DIR, stages=TOY_STAGES,
@@ -196,20 +200,20 @@ def _train_stages(config: TrainConfig, out: Path, stages, progress: bool) -> dic
                  **{f"decoder.{k}": v for k, v in decoder.state_dict().items()}}
         save_weights(out / "dvae.safetensors", state, meta)
         seconds["dvae"] = time.perf_counter() - start
-    from .train_clip import caption_token_rows, train_clip, train_guide  # noqa: PLC0415  (it builds on this module)
+    from .train_clip import caption_token_rows, train_guide, train_judge  # noqa: PLC0415  (it builds on this module)
 
     rows = caption_token_rows([s.caption for split in ("train", "heldout") for kind in data.SCENE_KINDS
                                for s in data.scenes(400, config.seed, split, kind)])
-    for stage, file in (("judge", "judge"), ("clip", "clip")):
+    for stage in ("clip", "judge"):   # the guide first: the judge learns from the guide's drawings
         if stage in stages:
             start = time.perf_counter()
-            dvae = load_toy_dvae(out)   # the saved one, as the optimizer will see it
+            dvae = load_toy_dvae(out)   # the saved ones, as the optimizer will see them
             if stage == "clip":
                 model = train_guide(config, log, dvae, progress)
-            else:   # same recipe, another seed, no rounds: it never sees what the guide draws
-                model = train_clip(config, log, progress, seed=config.seed + config.judge_seed, dvae=dvae,
-                                   name="judge")
-            save_weights(out / f"{file}.safetensors", clip_state_for_saving(model, rows), meta)
+            else:
+                guide = load_toy_clip(out) if config.judge_frame_prompts else None
+                model = train_judge(config, log, dvae, guide, progress)
+            save_weights(out / f"{stage}.safetensors", clip_state_for_saving(model, rows), meta)
             seconds[stage] = time.perf_counter() - start
     if "transformer" in stages:
         start = time.perf_counter()

@@ -85,12 +85,14 @@ def contrastive_loss(model, images: torch.Tensor, negatives: torch.Tensor, text_
 
 
 def train_clip(config: TrainConfig, log: list, progress: bool = True, seed: Optional[int] = None,
-               dvae=None, name: str = "clip", model=None, steps: Optional[int] = None, bank=None, step_offset: int = 0):
+               dvae=None, name: str = "clip", model=None, steps: Optional[int] = None, bank=None, step_offset: int = 0,
+               labelled: Optional[Tuple[torch.Tensor, List[str]]] = None):
     """Contrastive CLIP on (render, caption) pairs, with clip's own tokenizer, trained to be a
     guide whose gradient draws: each scene meets its twin (one word changed, data.twin) and a
     near-miss caption, images no caption describes, the dVAE's redraws of the renders, and,
     after a warm-up, PGD perturbations that make its gradients follow shapes, not pixels
-    (adversarial training; Santurkar et al. 2019)."""
+    (adversarial training; Santurkar et al. 2019). ``labelled`` (images, captions): more
+    pairs, ``config.judge_frames_per_step`` of them in each batch (``labelled_frames``)."""
     from ..weights import import_clip  # noqa: PLC0415
 
     clip = import_clip()
@@ -119,6 +121,11 @@ def train_clip(config: TrainConfig, log: list, progress: bool = True, seed: Opti
             chosen = torch.rand(len(scenes), generator=generator) < config.clip_redraw
             if chosen.any():
                 pixels[chosen] = redraw(pixels[chosen], *dvae)
+        captions = [s.caption for s in scenes]
+        if labelled is not None and len(labelled[1]):
+            chosen = torch.randint(len(labelled[1]), (config.judge_frames_per_step,), generator=generator)
+            pixels = torch.cat([pixels, labelled[0][chosen]])
+            captions += [labelled[1][j] for j in chosen.tolist()]
         pixels = _augment(pixels, generator)
         negatives = negative_images(config.clip_negative_images, generator, dvae, seed, i)
         if bank is not None and len(bank):   # the optimizer's own images that the analytic judge rejected
@@ -127,8 +134,8 @@ def train_clip(config: TrainConfig, log: list, progress: bool = True, seed: Opti
         negatives = _augment(negatives, generator)
         # Each image also meets a near-miss caption (one attribute changed) among its candidates.
         wrong = [data.hard_negative(s, rng) for s in scenes] if config.clip_hard_negatives else []
-        texts = clip.tokenize([s.caption for s in scenes] + wrong, context_length=context, truncate=True)
-        same = torch.tensor([[a.caption == b.caption for b in scenes] for a in scenes], dtype=torch.float)
+        texts = clip.tokenize(captions + wrong, context_length=context, truncate=True)
+        same = torch.tensor([[a == b for b in captions] for a in captions], dtype=torch.float)
         targets = same / same.sum(1, keepdim=True)
         text_features = F.normalize(model.encode_text(texts), dim=-1)
         if eps > 0 and i >= robust_from:
@@ -139,7 +146,7 @@ def train_clip(config: TrainConfig, log: list, progress: bool = True, seed: Opti
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        n = len(scenes)
+        n = len(captions)
         accuracy = (F.pad(targets, (0, logits.shape[1] - n))[torch.arange(n), logits[:n].argmax(1)] > 0).float().mean().item()
         return {"loss": loss.item(), "acc": accuracy}
 
@@ -190,16 +197,80 @@ def optimizer_rejects(model, decoder, config: TrainConfig, seed: int, round_inde
     return torch.from_numpy(np.stack(rejected)).permute(0, 3, 1, 2).float() / 255
 
 
+def labelled_frames(guide, dvae, config: TrainConfig, seed: int,
+                    progress: bool = True) -> Tuple[torch.Tensor, List[str], torch.Tensor]:
+    """The frames the optimizer draws for training captions, guided by ``guide`` through ``dvae``
+    (encoder, decoder) at the toy defaults, each captioned with what the analytic judge sees in
+    it (``judge.describe``): the images a judge CLIP must rank, named for what they show, not
+    for what was asked. Returns
+    (images, captions, images that show nothing). Frames showing a held-out colour-shape pair
+    are left out, so that those pairs stay unseen."""
+    from ..config import toy_config  # noqa: PLC0415
+    from ..dvae import DVAEDecoder, DVAEEncoder  # noqa: PLC0415
+    from ..models import ClipModel, Models  # noqa: PLC0415
+    from ..optimize import generate  # noqa: PLC0415
+    from .judge import describe_detections, detect  # noqa: PLC0415
+
+    encoder, decoder = (copy.deepcopy(part) for part in dvae)   # the toy defaults start from the blank canvas
+    models = Models(clip=ClipModel(copy.deepcopy(guide)), decoder=DVAEDecoder(decoder), encoder=DVAEEncoder(encoder),
+                    device=torch.device("cpu"))
+    kinds = ("single", "single", "relation")
+    images, captions, empty = [], [], []
+    bar = progress_bar(range(config.judge_frame_prompts), desc="judge frames", unit="prompt",
+                       disable=not progress, dynamic_ncols=True)
+    for k in bar:
+        scene = data.scene_at(k, seed + 23, "train", kinds[k % len(kinds)])
+        settings = toy_config(seed=seed + 1000 + k, iters=config.judge_frame_iters, candidates=1, pick_flatness=0.0)
+        for frame in generate(models, scene.caption, settings, progress=False, keep_images=True).frames:
+            pixels = np.asarray(frame.image)
+            found = detect(pixels)
+            if any((d.color, d.shape) in data.HELDOUT_PAIRS for d in found):
+                continue
+            (images if found else empty).append(pixels)
+            if found:
+                captions.append(describe_detections(found))
+        bar.set_postfix(frames=len(images))
+
+    def stack(arrays):
+        if not arrays:
+            return torch.zeros(0, 3, data.IMAGE_SIZE, data.IMAGE_SIZE)
+        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255
+    return stack(images), captions, stack(empty)
+
+
+def train_judge(config: TrainConfig, log: list, dvae, guide=None, progress: bool = True, model=None):
+    """The judge CLIP: the guide's recipe from another seed (or ``model``), then, with ``guide``
+    and ``config.judge_frame_prompts``, trained on the guide's own frames labelled by the
+    analytic judge (``labelled_frames``), so that it ranks the drawings it will be shown."""
+    seed = config.seed + config.judge_seed
+    if model is None:
+        model = train_clip(config, log, progress, seed=seed, dvae=dvae, name="judge")
+        _round_to_half(model)
+    if guide is None or not config.judge_frame_prompts:
+        return model
+    images, captions, empty = labelled_frames(guide, dvae, config, seed, progress)
+    log.append({"stage": "judge", "step": config.clip_steps, "labelled_frames": len(captions),
+                "empty_frames": len(empty)})
+    return train_clip(config, log, progress, seed=seed, dvae=dvae, model=model, steps=config.judge_frame_steps,
+                      bank=empty, step_offset=config.clip_steps, name="judge", labelled=(images, captions))
+
+
+def _round_to_half(model) -> None:
+    """The weights as they are saved (half precision): training on from a model saved and
+    reloaded then continues exactly as one run through."""
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.half().float())
+
+
 def train_guide(config: TrainConfig, log: list, dvae, progress: bool = True, model=None):
     """The guiding CLIP: train_clip (or start from ``model``), then rounds of optimizer-in-the-loop
     hard negatives. The rounds start from the weights in the precision they are saved in, so a
     first training saved and reloaded continues exactly as one run through."""
     if model is None:
         model = train_clip(config, log, progress, dvae=dvae)
-        with torch.no_grad():
-            for tensor in model.state_dict().values():
-                if tensor.is_floating_point():
-                    tensor.copy_(tensor.half().float())
+        _round_to_half(model)
     bank = torch.zeros(0, 3, data.IMAGE_SIZE, data.IMAGE_SIZE)
     for r in range(config.clip_rounds):
         bank = torch.cat([bank, optimizer_rejects(model, dvae[1], config, config.seed, r, progress)])
