@@ -3,7 +3,8 @@
 
 ``--candidates K`` (``GenerationConfig.candidates``) optimizes K latents per image and keeps the
 candidate whose best frame the judge ranks highest. This benchmark runs the K candidates of each
-prompt as one batch (seeds 10 i, 10 i + 1, ...: the same loop, every candidate's frames kept)
+prompt as one batch (seeds 10 i, 10 i + 1, ..., plus ``--seed-offset``: the same loop, every
+candidate's frames kept)
 and reports, per prompt group of ``toy_success.py``, how often the analytic judge accepts:
 
 * the pick across all candidates (what ``--candidates K`` returns);
@@ -49,8 +50,8 @@ def run_prompt(task) -> dict:
     from clipdraw.optimize import best_candidate, candidate_score, generate_batch  # noqa: PLC0415
     from clipdraw.toy.judge import satisfies  # noqa: PLC0415
 
-    group, index, caption, candidates, overrides = task
-    config = toy_config(**{**overrides, "seed": 10 * index, "batch": candidates, "candidates": 1})
+    group, index, caption, candidates, offset, overrides = task
+    config = toy_config(**{**overrides, "seed": 10 * index + offset, "batch": candidates, "candidates": 1})
     start = time.perf_counter()
     results = generate_batch(_MODELS, caption, config, progress=False, keep_images=True)
     seconds = time.perf_counter() - start
@@ -67,6 +68,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=999, help="prompt seed (the models trained on seeds 0-13)")
     parser.add_argument("--groups", default="single", help="kinds of prompt to run")
     parser.add_argument("--candidates", type=int, default=4)
+    parser.add_argument("--seed-offset", type=int, default=0,
+                        help="prompt i's candidates have seeds 10 i + offset, ...: another sample of the same runs")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="change a toy default (e.g. --set cutn=8)")
@@ -75,7 +78,7 @@ def main() -> None:
 
     overrides = {name: _value(value) for name, value in (item.split("=", 1) for item in args.set)}
     groups = {g: v for g, v in prompt_sets(args.prompts, args.seed).items() if g.split(",")[0] in args.groups}
-    tasks = [(g, i, caption, args.candidates, overrides) for g, prompts in groups.items()
+    tasks = [(g, i, caption, args.candidates, args.seed_offset, overrides) for g, prompts in groups.items()
              for i, (caption, _) in enumerate(prompts)]
     started = time.perf_counter()
     with ProcessPoolExecutor(args.workers, initializer=_worker_init) as pool:

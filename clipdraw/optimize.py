@@ -237,12 +237,12 @@ class Optimization:
 
 def candidate_seed(config: GenerationConfig, row: int) -> int:
     """The seed of a row of latents: image i's first candidate has seed + i, as a run of that
-    seed alone; candidate j > 0 a 32-bit hash of (seed + i, j) (the CPU generator keeps 32 bits
-    of a seed, so an offset of 2**32 would repeat the first), far from the small seeds people type."""
+    seed alone; candidate j > 0 a 32-bit hash of (seed + i, j), unlikely to be another run's
+    seed (the CPU generator keeps 32 bits of a seed: an offset of 2**32 would repeat the first)."""
     image, candidate = divmod(row, config.candidates)
     if candidate == 0:
         return config.seed + image
-    return int(np.random.SeedSequence([config.seed + image, candidate]).generate_state(1)[0])
+    return int(np.random.SeedSequence([(config.seed + image) % 2 ** 64, candidate]).generate_state(1)[0])
 
 
 def image_logits(models: Models, image: torch.Tensor, scale: float) -> torch.Tensor:
