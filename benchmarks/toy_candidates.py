@@ -28,20 +28,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from toy_success import _value, prompt_sets  # noqa: E402
-
-_MODELS = None   # loaded once per worker process
-
-
-def _worker_init() -> None:
-    global _MODELS
-    import torch  # noqa: PLC0415
-
-    from clipdraw.toy.world import load_toy_models  # noqa: PLC0415
-
-    torch.set_num_threads(1)
-    torch.set_flush_denormal(True)
-    _MODELS = load_toy_models("cpu")
+import toy_success  # noqa: E402  (its prompts, and its workers: one thread each, the toy models loaded once)
 
 
 def run_prompt(task) -> dict:
@@ -53,7 +40,7 @@ def run_prompt(task) -> dict:
     group, index, caption, candidates, offset, overrides = task
     config = toy_config(**{**overrides, "seed": 10 * index + offset, "batch": candidates, "candidates": 1})
     start = time.perf_counter()
-    results = generate_batch(_MODELS, caption, config, progress=False, keep_images=True)
+    results = generate_batch(toy_success._MODELS, caption, config, progress=False, keep_images=True)
     seconds = time.perf_counter() - start
     picks = [bool(satisfies(caption, r.chosen_frame.image)) for r in results]
     chosen = best_candidate([candidate_score(r.frames) for r in results])
@@ -76,12 +63,12 @@ def main() -> None:
     parser.add_argument("--json", help="write every prompt's result here")
     args = parser.parse_args()
 
-    overrides = {name: _value(value) for name, value in (item.split("=", 1) for item in args.set)}
-    groups = {g: v for g, v in prompt_sets(args.prompts, args.seed).items() if g.split(",")[0] in args.groups}
+    overrides = {name: toy_success._value(value) for name, value in (item.split("=", 1) for item in args.set)}
+    groups = {g: v for g, v in toy_success.prompt_sets(args.prompts, args.seed).items() if g.split(",")[0] in args.groups}
     tasks = [(g, i, caption, args.candidates, args.seed_offset, overrides) for g, prompts in groups.items()
              for i, (caption, _) in enumerate(prompts)]
     started = time.perf_counter()
-    with ProcessPoolExecutor(args.workers, initializer=_worker_init) as pool:
+    with ProcessPoolExecutor(args.workers, initializer=toy_success._worker_init) as pool:
         results = list(pool.map(run_prompt, tasks))
     wall = time.perf_counter() - started
 
