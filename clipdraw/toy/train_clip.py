@@ -5,7 +5,7 @@ and its measurements: docs/toy-guidance.md."""
 from __future__ import annotations
 
 import copy
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -168,33 +168,51 @@ def perturb(model, pixels: torch.Tensor, negatives: torch.Tensor, text_features:
     return (pixels + delta).clamp(0, 1).detach()
 
 
+def _guide_drawings(guide, decoder, count: int, scene_seed: int, settings_at: Callable[[int], object], desc: str,
+                    status: Callable[[], dict], encoder=None, progress: bool = True):
+    """Draw ``count`` training captions (single, single, relation, ...) with clipdraw's own
+    optimizer guided by copies of ``guide`` and the dVAE; yields (caption, every saved frame as
+    an (H, W, 3) array) per caption, the bar showing ``status()`` after each."""
+    from ..dvae import DVAEDecoder, DVAEEncoder  # noqa: PLC0415
+    from ..models import ClipModel, Models  # noqa: PLC0415
+    from ..optimize import generate  # noqa: PLC0415
+
+    models = Models(clip=ClipModel(copy.deepcopy(guide)), decoder=DVAEDecoder(copy.deepcopy(decoder)),
+                    encoder=None if encoder is None else DVAEEncoder(copy.deepcopy(encoder)),
+                    device=torch.device("cpu"))
+    kinds = ("single", "single", "relation")
+    bar = progress_bar(range(count), desc=desc, unit="prompt", disable=not progress, dynamic_ncols=True)
+    for k in bar:
+        scene = data.scene_at(k, scene_seed, "train", kinds[k % len(kinds)])
+        result = generate(models, scene.caption, settings_at(k), progress=False, keep_images=True)
+        yield scene.caption, [np.asarray(f.image) for f in result.frames]
+        bar.set_postfix(**status())
+
+
+def _as_batch(arrays: List[np.ndarray]) -> torch.Tensor:
+    """(H, W, 3) uint8 arrays -> (n, 3, H, W) in [0, 1], an empty batch for none."""
+    if not arrays:
+        return torch.zeros(0, 3, data.IMAGE_SIZE, data.IMAGE_SIZE)
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255
+
+
 def optimizer_rejects(model, decoder, config: TrainConfig, seed: int, round_index: int,
                       progress: bool = True) -> torch.Tensor:
     """Draw training captions with clipdraw's own optimizer guided by ``model``, and return the
     saved frames that the analytic judge rejects for their caption: the images this guide
     wrongly likes, to be shown to it as wrong answers in the next round."""
     from ..config import toy_config  # noqa: PLC0415
-    from ..dvae import DVAEDecoder  # noqa: PLC0415
-    from ..models import ClipModel, Models  # noqa: PLC0415
-    from ..optimize import generate  # noqa: PLC0415
     from .judge import satisfies  # noqa: PLC0415
 
-    guide = copy.deepcopy(model)
-    models = Models(clip=ClipModel(guide), decoder=DVAEDecoder(copy.deepcopy(decoder)), device=torch.device("cpu"))
-    kinds = ("single", "single", "relation")
-    rejected = []
-    bar = progress_bar(range(config.clip_round_prompts), desc=f"optimizer round {round_index + 1}", unit="prompt",
-               disable=not progress, dynamic_ncols=True)
-    for k in bar:
-        scene = data.scene_at(k, seed + 17 + round_index, "train", kinds[k % len(kinds)])
-        settings = toy_config(seed=seed + k, iters=config.clip_round_iters, cutn=8, save_every=20,
-                              init_image=None)   # from random latents, as the rounds were measured
-        result = generate(models, scene.caption, settings, progress=False, keep_images=True)
-        rejected += [np.asarray(f.image) for f in result.frames if not satisfies(scene.caption, np.asarray(f.image))]
-        bar.set_postfix(rejected=len(rejected))
-    if not rejected:
-        return torch.zeros(0, 3, data.IMAGE_SIZE, data.IMAGE_SIZE)
-    return torch.from_numpy(np.stack(rejected)).permute(0, 3, 1, 2).float() / 255
+    rejected: List[np.ndarray] = []
+    drawings = _guide_drawings(
+        model, decoder, config.clip_round_prompts, seed + 17 + round_index,
+        lambda k: toy_config(seed=seed + k, iters=config.clip_round_iters, cutn=8, save_every=20,
+                             init_image=None),   # from random latents, as the rounds were measured
+        f"optimizer round {round_index + 1}", lambda: {"rejected": len(rejected)}, progress=progress)
+    for caption, frames in drawings:
+        rejected += [pixels for pixels in frames if not satisfies(caption, pixels)]
+    return _as_batch(rejected)
 
 
 def labelled_frames(guide, dvae, config: TrainConfig, seed: int,
@@ -202,40 +220,26 @@ def labelled_frames(guide, dvae, config: TrainConfig, seed: int,
     """The frames the optimizer draws for training captions, guided by ``guide`` through ``dvae``
     (encoder, decoder) at the toy defaults, each captioned with what the analytic judge sees in
     it (``judge.describe``): the images a judge CLIP must rank, named for what they show, not
-    for what was asked. Returns
-    (images, captions, images that show nothing). Frames showing a held-out colour-shape pair
-    are left out, so that those pairs stay unseen."""
+    for what was asked. Returns (images, captions, images that show nothing). Frames showing a
+    held-out colour-shape pair are left out, so that those pairs stay unseen."""
     from ..config import toy_config  # noqa: PLC0415
-    from ..dvae import DVAEDecoder, DVAEEncoder  # noqa: PLC0415
-    from ..models import ClipModel, Models  # noqa: PLC0415
-    from ..optimize import generate  # noqa: PLC0415
     from .judge import describe_detections, detect  # noqa: PLC0415
 
-    encoder, decoder = (copy.deepcopy(part) for part in dvae)   # the toy defaults start from the blank canvas
-    models = Models(clip=ClipModel(copy.deepcopy(guide)), decoder=DVAEDecoder(decoder), encoder=DVAEEncoder(encoder),
-                    device=torch.device("cpu"))
-    kinds = ("single", "single", "relation")
     images, captions, empty = [], [], []
-    bar = progress_bar(range(config.judge_frame_prompts), desc="judge frames", unit="prompt",
-                       disable=not progress, dynamic_ncols=True)
-    for k in bar:
-        scene = data.scene_at(k, seed + 23, "train", kinds[k % len(kinds)])
-        settings = toy_config(seed=seed + 1000 + k, iters=config.judge_frame_iters, candidates=1, pick_flatness=0.0)
-        for frame in generate(models, scene.caption, settings, progress=False, keep_images=True).frames:
-            pixels = np.asarray(frame.image)
+    encoder, decoder = dvae   # the toy defaults start from the blank canvas: the encoder reads it
+    drawings = _guide_drawings(
+        guide, decoder, config.judge_frame_prompts, seed + 23,
+        lambda k: toy_config(seed=seed + 1000 + k, iters=config.judge_frame_iters, candidates=1, pick_flatness=0.0),
+        "judge frames", lambda: {"frames": len(images)}, encoder=encoder, progress=progress)
+    for _, frames in drawings:
+        for pixels in frames:
             found = detect(pixels)
             if any((d.color, d.shape) in data.HELDOUT_PAIRS for d in found):
                 continue
             (images if found else empty).append(pixels)
             if found:
                 captions.append(describe_detections(found))
-        bar.set_postfix(frames=len(images))
-
-    def stack(arrays):
-        if not arrays:
-            return torch.zeros(0, 3, data.IMAGE_SIZE, data.IMAGE_SIZE)
-        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255
-    return stack(images), captions, stack(empty)
+    return _as_batch(images), captions, _as_batch(empty)
 
 
 def train_judge(config: TrainConfig, log: list, dvae, guide=None, progress: bool = True, model=None):
