@@ -48,6 +48,7 @@ TRICKS = {   # the toy default each row undoes (clipdraw.config.TOY_DEFAULTS)
     "latent EMA": {"ema": 0.0},
     "straight-through tokens": {"relaxation": "softmax"},
     "large cuts": {"cut_min_scale": 0.5},
+    "affine and perspective augmentations": {"augmentations": "noise"},
 }
 
 
@@ -285,9 +286,10 @@ def main() -> None:
     firsts = [r["first_ok_seconds"] for r in optimizer if r["first_ok_seconds"] is not None]
     passed = sum(r["first_ok_iteration"] is not None for r in optimizer)   # resumed runs have no seconds
     timed = [r["seconds"] for r in optimizer if r["seconds"] is not None] or [float("nan")]
-    print(f"\n{optimizer[0]['method']}: {statistics.median(timed):.1f} s per run "
-          f"(median, one thread); median {statistics.median(firsts) if firsts else float('nan'):.1f} s to the first "
-          f"frame the judge accepts ({passed} of {len(optimizer)} runs had one); "
+    first = (f"median {statistics.median(firsts):.1f} s to the first frame the judge accepts" if firsts
+             else "no timed run had a frame the judge accepts")
+    print(f"\n{optimizer[0]['method']}: {statistics.median(timed):.1f} s per run (median, one thread); {first} "
+          f"({passed} of {len(optimizer)} runs had one); "
           f"{args.prompts} prompts per group; {wall:.0f} s in all on {args.workers} worker(s)")
     if args.json:
         with open(args.json, "w") as f:

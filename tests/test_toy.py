@@ -276,6 +276,77 @@ def test_negative_images_rarely_show_their_scene():
     assert accepted / total < 0.15   # a corrupted token can land where the judge does not look
 
 
+def _as_tensor(images) -> torch.Tensor:
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
+
+
+def test_a_silhouette_keeps_shapes_and_places_and_drops_colours():
+    from clipdraw.toy.train_clip import silhouettes
+
+    scene = data.scene_at(5, 4321, "all", "relation")
+    recoloured = data.Scene(scene.kind, tuple(data.Shape(o.shape, "yellow", o.size, o.cx, o.cy) for o in scene.objects),
+                            scene.caption)
+    darker = data.render(scene).astype(float)   # a darker ground: the border says what the background is
+    darker[(darker == data.BACKGROUND).all(-1)] = np.array(data.BACKGROUND) * 0.8
+    shown = silhouettes(_as_tensor([data.render(scene), data.render(recoloured), darker.astype(np.uint8)]))
+    assert torch.equal(shown[0], shown[1]) and torch.equal(shown[0], shown[2])
+    ink = ((shown[0].permute(1, 2, 0).numpy() * 255).round() != data.BACKGROUND).any(-1)
+    assert (ink == (data.render(scene) != data.BACKGROUND).any(-1)).all()   # every drawn pixel, and only those
+    assert len(np.unique(shown[0].reshape(3, -1).T.numpy(), axis=0)) == 2
+    colours = [o.color for o in scene.objects]
+    assert data.without_colours(scene.caption) == scene.caption.replace(colours[0] + " ", "").replace(colours[1] + " ", "")
+
+
+def test_the_judge_trains_on_silhouettes_when_asked_and_reproducibly():
+    from dataclasses import replace
+
+    from clipdraw.toy.models import load_toy_dvae
+    from clipdraw.toy.train_clip import train_judge
+
+    config = replace(TINY, clip_steps=2, clip_batch=4, judge_frame_prompts=0)
+    dvae = load_toy_dvae()
+    weights = [train_judge(replace(config, judge_silhouettes=share), [], dvae, progress=False).state_dict()
+               for share in (0.0, 0.5, 0.5)]
+    plain, shaped, again = weights
+    assert all(torch.equal(shaped[k], again[k]) for k in shaped)
+    assert not all(torch.equal(plain[k], shaped[k]) for k in plain)
+
+
+def test_the_guide_can_train_on_the_optimizers_views_reproducibly():
+    from dataclasses import replace
+
+    from clipdraw.toy.train_clip import train_clip
+
+    config = replace(TINY, clip_steps=2, clip_batch=4)
+    weights = [train_clip(replace(config, clip_view_augmentations=views), [], progress=False).state_dict()
+               for views in (False, True, True)]
+    plain, viewed, again = weights
+    assert all(torch.equal(viewed[k], again[k]) for k in viewed)
+    assert not all(torch.equal(plain[k], viewed[k]) for k in plain)
+
+
+def test_silhouette_rows_lose_their_colour_words_and_no_near_miss_becomes_a_caption():
+    from clipdraw.toy.train_clip import _as_silhouettes
+
+    rng = np.random.default_rng(0)
+    scenes = [data.scene_at(i, 9, "train") for i in range(12)]
+    scenes += [data.twin(s, rng) for s in scenes]
+    pixels = data.image_batch(scenes)
+    captions = [s.caption for s in scenes]
+    wrong = [data.hard_negative(s, rng) for s in scenes]
+    negatives = pixels[:4].clone()
+    out, negatives_out, captions_out, wrong_out = _as_silhouettes(
+        pixels, negatives, captions, wrong, len(scenes), 0.5, torch.Generator().manual_seed(0))
+    shown = [i for i, (a, b) in enumerate(zip(captions, captions_out)) if a != b]
+    assert 0 < len(shown) < len(scenes)
+    for i in range(len(scenes)):
+        grey = bool((out[i, 0] == out[i, 1]).all() and (out[i, 1] == out[i, 2]).all())
+        assert grey == (i in shown)   # a silhouette is ink on the grey ground; a toy render is coloured
+        assert captions_out[i] == (data.without_colours(captions[i]) if i in shown else captions[i])
+    assert not set(wrong_out) & set(captions_out)
+    assert set(wrong) - set(captions) <= set(wrong_out)
+
+
 # --------------------------------------------------------------------------- the CLI's toy commands
 
 

@@ -47,6 +47,7 @@ class TrainConfig:
     clip_robust_eps: float = 0.03      # L-inf radius of PGD perturbations in [0, 1] pixels; 0: off
     clip_robust_steps: int = 2
     clip_robust_from: float = 0.2      # share of the steps before PGD starts
+    clip_view_augmentations: bool = False   # images also get the optimizer's cutout augmentations (augment.py)
     clip_rounds: int = 0               # optimizer-in-the-loop rounds after the first training (guide only; 2 measured worse)
     clip_round_prompts: int = 24       # captions the optimizer draws per round
     clip_round_steps: int = 150        # training steps per round, with the rejected images as negatives
@@ -54,6 +55,7 @@ class TrainConfig:
     clip_round_lr: float = 0.3         # peak learning rate of a round, as a share of clip_lr
     clip_bank_per_step: int = 16       # rejected images among each step's negatives
     judge_seed: int = 1                # the judge CLIP's seed offset: same recipe, never a guide
+    judge_silhouettes: float = 0.0     # share of the judge's scenes shown as silhouettes, captions without colours
     judge_frame_prompts: int = 0       # captions the guide draws for the judge (labelled_frames); 0: off (no better)
     judge_frame_iters: int = 300       # optimizer iterations per caption (the toy default)
     judge_frame_steps: int = 150       # judge training steps on those frames, after its first training

@@ -11,12 +11,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..augment import build_augmentations
+from ..config import DEFAULT_AUGMENTATIONS
 from ..dvae import decoder_output_to_pixels
 from ..models import CLIP_MEAN, CLIP_STD
+from ..picking import FOREGROUND_DISTANCE
 from ..progress import progress_bar
 from . import data
 from .models import build_clip, cosine_lr
 from .train import TrainConfig, map_pixels, scene_batch, train_loop
+
+SILHOUETTE_INK = (60, 60, 60)   # the one colour of every shape in a silhouette
+
 
 def _augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Light shifts and noise: CLIP should judge content, not exact pixels."""
@@ -86,13 +92,17 @@ def contrastive_loss(model, images: torch.Tensor, negatives: torch.Tensor, text_
 
 def train_clip(config: TrainConfig, log: list, progress: bool = True, seed: Optional[int] = None,
                dvae=None, name: str = "clip", model=None, steps: Optional[int] = None, bank=None, step_offset: int = 0,
-               labelled: Optional[Tuple[torch.Tensor, List[str]]] = None):
+               labelled: Optional[Tuple[torch.Tensor, List[str]]] = None, silhouette_share: float = 0.0):
     """Contrastive CLIP on (render, caption) pairs, with clip's own tokenizer, trained to be a
     guide whose gradient draws: each scene meets its twin (one word changed, data.twin) and a
     near-miss caption, images no caption describes, the dVAE's redraws of the renders, and,
     after a warm-up, PGD perturbations that make its gradients follow shapes, not pixels
     (adversarial training; Santurkar et al. 2019). ``labelled`` (images, captions): more
-    pairs, ``config.judge_frames_per_step`` of them in each batch (``labelled_frames``)."""
+    pairs, ``config.judge_frames_per_step`` of them in each batch (``labelled_frames``).
+    ``silhouette_share``: that share of the scenes (and of the wrong images) shown as
+    ``silhouettes`` with their colour words taken out, so that shape is learnt apart from colour,
+    for the colour-shape pairs held out of training too (the judge's:
+    ``TrainConfig.judge_silhouettes``)."""
     from ..weights import import_clip  # noqa: PLC0415
 
     clip = import_clip()
@@ -107,6 +117,7 @@ def train_clip(config: TrainConfig, log: list, progress: bool = True, seed: Opti
     eps = config.clip_robust_eps
     robust_from = int(config.clip_robust_from * steps) if step_offset == 0 else 0
     peak = config.clip_lr if step_offset == 0 else config.clip_lr * config.clip_round_lr
+    view_augmentations = build_augmentations(DEFAULT_AUGMENTATIONS) if config.clip_view_augmentations else None
 
     def step(i: int) -> Dict[str, float]:
         for group in optimizer.param_groups:
@@ -132,8 +143,15 @@ def train_clip(config: TrainConfig, log: list, progress: bool = True, seed: Opti
             chosen = torch.randint(len(bank), (min(config.clip_bank_per_step, len(bank)),), generator=generator)
             negatives = torch.cat([negatives, bank[chosen]])
         negatives = _augment(negatives, generator)
+        if view_augmentations is not None:   # rotated and distorted as the optimizer's views are
+            with torch.random.fork_rng():
+                torch.manual_seed(int(rng.integers(2 ** 62)))
+                pixels, negatives = view_augmentations(pixels), view_augmentations(negatives)
         # Each image also meets a near-miss caption (one attribute changed) among its candidates.
         wrong = [data.hard_negative(s, rng) for s in scenes] if config.clip_hard_negatives else []
+        if silhouette_share > 0:
+            pixels, negatives, captions, wrong = _as_silhouettes(pixels, negatives, captions, wrong, len(scenes),
+                                                                 silhouette_share, generator)
         texts = clip.tokenize(captions + wrong, context_length=context, truncate=True)
         same = torch.tensor([[a == b for b in captions] for a in captions], dtype=torch.float)
         targets = same / same.sum(1, keepdim=True)
@@ -152,6 +170,35 @@ def train_clip(config: TrainConfig, log: list, progress: bool = True, seed: Opti
 
     train_loop(name, steps, step, log, progress)
     return model.eval().requires_grad_(False)
+
+
+def silhouettes(images: torch.Tensor) -> torch.Tensor:
+    """Images (B, 3, H, W) in [0, 1] as silhouettes: each foreground pixel (far from the border's
+    median colour, as ``picking.flatness_statistics`` reads it) ink, the rest the toy background.
+    Shapes, places and relations stay; colours go."""
+    border = torch.cat([images[:, :, 0], images[:, :, -1], images[:, :, :, 0], images[:, :, :, -1]], dim=2)
+    background = border.median(dim=2).values[..., None, None]
+    foreground = (images - background).norm(dim=1, keepdim=True) * 255 > FOREGROUND_DISTANCE
+    ink = torch.tensor(SILHOUETTE_INK, dtype=images.dtype).view(1, 3, 1, 1) / 255
+    paper = torch.tensor(data.BACKGROUND, dtype=images.dtype).view(1, 3, 1, 1) / 255
+    return torch.where(foreground, ink, paper)
+
+
+def _as_silhouettes(pixels: torch.Tensor, negatives: torch.Tensor, captions: List[str], wrong: List[str],
+                    scenes: int, share: float, generator: torch.Generator):
+    """A batch with ``share`` of its first ``scenes`` images and of its wrong images turned into
+    silhouettes, those images' captions and near misses without colour words; near misses that
+    became some image's caption are dropped (a colour twin's silhouette is the scene's)."""
+    shown = torch.rand(scenes, generator=generator) < share
+    pixels = pixels.clone()
+    pixels[:scenes][shown] = silhouettes(pixels[:scenes][shown])
+    dark = torch.rand(negatives.shape[0], generator=generator) < share
+    negatives = negatives.clone()
+    negatives[dark] = silhouettes(negatives[dark])
+    captions = [data.without_colours(c) if j < scenes and shown[j] else c for j, c in enumerate(captions)]
+    wrong = wrong + [data.without_colours(w) for w, s in zip(wrong, shown.tolist()) if s]
+    kept = set(captions)
+    return pixels, negatives, captions, [w for w in dict.fromkeys(wrong) if w not in kept]
 
 
 def perturb(model, pixels: torch.Tensor, negatives: torch.Tensor, text_features: torch.Tensor, targets: torch.Tensor,
@@ -248,7 +295,8 @@ def train_judge(config: TrainConfig, log: list, dvae, guide=None, progress: bool
     analytic judge (``labelled_frames``), so that it ranks the drawings it will be shown."""
     seed = config.seed + config.judge_seed
     if model is None:
-        model = train_clip(config, log, progress, seed=seed, dvae=dvae, name="judge")
+        model = train_clip(config, log, progress, seed=seed, dvae=dvae, name="judge",
+                           silhouette_share=config.judge_silhouettes)
         _round_to_half(model)
     if guide is None or not config.judge_frame_prompts:
         return model

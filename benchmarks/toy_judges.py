@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""How well does a toy judge CLIP read pictures the way the analytic judge does?
+
+The judge CLIP never guides; it picks the optimizer's result among its frames and scores
+`compare` and `probe` reports. This measures, for each judge given (a weights folder holding a
+judge.safetensors; "shipped" is the package's own):
+
+* shape on clean renders: for single-object scenes (seed 4242), how often the judge's cosine
+  prefers the right one of "a <colour> circle / square / triangle", on colour-shape pairs seen
+  in training and on the held-out pairs;
+* ranking the transformer's samples: for each benchmark prompt (toy_success.py's, prompt seed
+  999), 8 samples of the toy transformer; among those the analytic judge accepts and rejects,
+  how often the judge CLIP scores an accepted one higher (AUC; 0.5 is chance), by its cosine
+  and by the contrastive score frames are picked with (clipdraw.picking.FramePicker);
+* ranking optimizer frames: the same AUC over the frames that `toy_success.py --dump-frames`
+  or `toy_candidates.py` saved (--frames DIR, optional).
+
+    python benchmarks/toy_judges.py shipped /path/to/other/weights [--frames DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from toy_success import prompt_sets  # noqa: E402
+
+
+def _images(arrays) -> torch.Tensor:
+    return torch.from_numpy(np.stack([np.asarray(a) for a in arrays])).permute(0, 3, 1, 2).float() / 255
+
+
+def _auc(tally: List[int], scores: np.ndarray, accepted: np.ndarray) -> None:
+    """Add to ``tally`` [wins, pairs] the accepted-over-rejected pairs of one prompt."""
+    good, bad = scores[accepted], scores[~accepted]
+    tally[0] += float((good[:, None] > bad[None]).sum() + 0.5 * (good[:, None] == bad[None]).sum())
+    tally[1] += len(good) * len(bad)
+
+
+def shape_accuracy(judge, split: str, n: int = 120) -> float:
+    from clipdraw.toy import data  # noqa: PLC0415
+
+    scenes = [data.scene_at(i, 4242, split, "single") for i in range(n)]
+    embeds = judge.encode_image(_images([data.render(s) for s in scenes]))
+    right = 0
+    for embed, scene in zip(embeds, scenes):
+        color = scene.objects[0].color
+        texts = judge.encode_text([f"a {color} {shape}" for shape in data.SHAPES])
+        right += data.SHAPES[int((texts @ embed).argmax())] == scene.objects[0].shape
+    return right / n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("judges", nargs="+", help='weights folders with a judge.safetensors, or "shipped"')
+    parser.add_argument("--samples", type=int, default=8, help="transformer samples per prompt")
+    parser.add_argument("--prompts", type=int, default=20, help="prompts per group")
+    parser.add_argument("--frames", help="a folder of dumped optimizer frames (.npz) to rank as well")
+    args = parser.parse_args()
+
+    from clipdraw.engines.transformer import TransformerEngine  # noqa: PLC0415
+    from clipdraw.picking import FramePicker  # noqa: PLC0415
+    from clipdraw.toy.judge import satisfies  # noqa: PLC0415
+    from clipdraw.toy.world import load_toy_judge, load_toy_models  # noqa: PLC0415
+
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    cpu = torch.device("cpu")
+    judges = {name: load_toy_judge(cpu, None if name == "shipped" else Path(name))[0] for name in args.judges}
+    rows: Dict[str, Dict[str, str]] = {name: {} for name in judges}
+    for name, judge in judges.items():
+        for split, label in (("train", "shape, seen pairs"), ("heldout", "shape, held-out pairs")):
+            rows[name][label] = f"{100 * shape_accuracy(judge, split):.0f}%"
+
+    engine = TransformerEngine(load_toy_models("cpu"))
+    cosine = {name: [0, 0] for name in judges}
+    contrastive = {name: [0, 0] for name in judges}
+    for items in prompt_sets(args.prompts, 999).values():
+        for caption, _ in items:
+            pictures = [engine.generate(caption, seed, progress=False).image for seed in range(args.samples)]
+            accepted = np.array([satisfies(caption, np.asarray(p)) for p in pictures])
+            if accepted.all() or not accepted.any():
+                continue
+            images = _images(pictures)
+            for name, judge in judges.items():
+                _auc(cosine[name], (judge.encode_image(images) @ judge.encode_text([caption]).T)[:, 0].numpy(), accepted)
+                _auc(contrastive[name], np.array(FramePicker([judge], [caption], [1.0]).scores(images)), accepted)
+    for name in judges:
+        rows[name]["transformer samples, cosine AUC"] = f"{cosine[name][0] / max(cosine[name][1], 1):.3f}"
+        rows[name]["transformer samples, contrastive AUC"] = f"{contrastive[name][0] / max(contrastive[name][1], 1):.3f}"
+
+    if args.frames:
+        frames = {name: [0, 0] for name in judges}
+        for path in sorted(glob.glob(str(Path(args.frames) / "*.npz"))):
+            dump = np.load(path)
+            caption, accepted = str(dump["caption"]), dump["accepted"].reshape(-1)
+            if accepted.all() or not accepted.any():
+                continue
+            images = _images(dump["images"].reshape(-1, *dump["images"].shape[-3:]))
+            for name, judge in judges.items():
+                _auc(frames[name], np.array(FramePicker([judge], [caption], [1.0]).scores(images)), accepted)
+        for name in judges:
+            rows[name]["optimizer frames, contrastive AUC"] = f"{frames[name][0] / max(frames[name][1], 1):.3f}"
+
+    columns = list(next(iter(rows.values())))
+    print("| judge | " + " | ".join(columns) + " |")
+    print("| --- " * (len(columns) + 1) + "|")
+    for name, row in rows.items():
+        print(f"| {name} | " + " | ".join(row[c] for c in columns) + " |")
+    print(f"\n{args.prompts} prompts per group, {args.samples} transformer samples each; "
+          f"{time.perf_counter() - start:.0f} s in all")
+
+
+if __name__ == "__main__":
+    main()
