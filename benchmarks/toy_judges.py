@@ -74,7 +74,13 @@ def main() -> None:
     torch.set_num_threads(1)
     start = time.perf_counter()
     cpu = torch.device("cpu")
-    judges = {name: load_toy_judge(cpu, None if name == "shipped" else Path(name))[0] for name in args.judges}
+    from clipdraw.errors import ClipdrawError  # noqa: PLC0415
+
+    try:
+        judges = {name: load_toy_judge(cpu, None if name == "shipped" else Path(name))[0] for name in args.judges}
+    except ClipdrawError as error:
+        print(f"toy_judges: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     rows: Dict[str, Dict[str, str]] = {name: {} for name in judges}
     for name, judge in judges.items():
         for split, label in (("train", "shape, seen pairs"), ("heldout", "shape, held-out pairs")):
