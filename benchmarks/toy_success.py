@@ -11,7 +11,8 @@ learned model) says whether it satisfies the caption:
   judge CLIP (never a guide) ranks best;
 * optimizer, last frame: the same runs' last frame, as if no judge chose;
 * optimizer without <trick> (--tricks): the defaults with one measured trick undone, to show
-  what each contributes;
+  what each contributes; optimizer with <trick>: one of the peers' tricks that the defaults
+  leave off, added;
 * transformer: the toy autoregressive model, one sample;
 * random tokens: a uniformly random dVAE token grid, decoded (the floor);
 * dVAE reconstruction: the scene's own render, encoded and decoded: the ceiling of any method
@@ -29,6 +30,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
@@ -43,12 +45,17 @@ HELDOUT_TEMPLATES = {   # data.py's training templates never use these words
 }
 TRICKS = {   # the toy default each row undoes (clipdraw.config.TOY_DEFAULTS)
     "judge-picked frame": None,   # computed from the same runs: "optimizer, last frame"
+    "the blank canvas": {"init_image": None},
+    "flatness in the pick": {"pick_flatness": 0.0},
     "overview cuts": {"overview": 0},
     "total variation": {"tv_weight": 0.0},
-    "latent EMA": {"ema": 0.0},
     "straight-through tokens": {"relaxation": "softmax"},
     "large cuts": {"cut_min_scale": 0.5},
     "affine and perspective augmentations": {"augmentations": "noise"},
+}
+TRICKS_OFF = {   # the peers' tricks the toy defaults leave off: each row adds one
+    "latent EMA (0.9)": {"ema": 0.9},
+    "learning-rate decay (cosine)": {"lr_schedule": "cosine"},
 }
 
 
@@ -96,7 +103,20 @@ def prompt_sets(n: int, seed: int) -> Dict[str, list]:
 _MODELS = _ENCODER = None   # loaded once per worker process
 
 
-def _worker_init() -> None:
+def _load_guide(path: str):
+    """A toy CLIP saved as ``clipdraw toy train`` saves one (NAME.safetensors in any folder)."""
+    from pathlib import Path  # noqa: PLC0415
+
+    from clipdraw.models import ClipModel  # noqa: PLC0415
+    from clipdraw.toy.models import load_toy_clip  # noqa: PLC0415
+
+    file = Path(path)
+    if not file.is_file() or file.suffix != ".safetensors":
+        raise ValueError("not a .safetensors file")
+    return ClipModel(load_toy_clip(file.parent, file.stem))
+
+
+def _worker_init(guides: Tuple[str, ...] = ()) -> None:
     global _MODELS, _ENCODER
     import torch  # noqa: PLC0415
 
@@ -107,6 +127,10 @@ def _worker_init() -> None:
     from clipdraw.toy.models import load_toy_dvae  # noqa: PLC0415
 
     _MODELS = load_toy_models("cpu")
+    if guides:   # more toy CLIPs guiding beside the shipped one, as one ensemble
+        from clipdraw.models import ClipEnsemble  # noqa: PLC0415
+
+        _MODELS.clip = ClipEnsemble([_MODELS.clip, *map(_load_guide, guides)])
     _ENCODER, _ = load_toy_dvae()
 
 
@@ -238,7 +262,17 @@ def main() -> None:
                         help="with --background-start: skip the optimizer row that starts from random latents")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="change a toy default for every optimizer row (a trial: e.g. --set iters=500)")
+    parser.add_argument("--guide", action="append", default=[], metavar="FILE",
+                        help="a toy CLIP (.safetensors) that guides beside the shipped one, as an ensemble")
     args = parser.parse_args()
+    from clipdraw.errors import ClipdrawError  # noqa: PLC0415
+
+    for path in args.guide:   # a bad file: one line and exit 2 here, not a traceback from every worker
+        try:
+            _load_guide(path)
+        except (OSError, ValueError, KeyError, ClipdrawError) as error:
+            print(f"toy_success: --guide {path}: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
 
     groups = {g: v for g, v in prompt_sets(args.prompts, args.seed).items() if g.split(",")[0] in args.groups}
     trial = {name: _value(value) for name, value in (item.split("=", 1) for item in args.set)}
@@ -246,6 +280,7 @@ def main() -> None:
     if args.tricks:
         methods.update({f"optimizer without {name}": {**trial, **undo} for name, undo in TRICKS.items()
                         if undo is not None})
+        methods.update({f"optimizer with {name}": {**trial, **added} for name, added in TRICKS_OFF.items()})
     methods.update({f"optimizer from background ({k:g})": {**trial, "background_start": k}
                     for k in args.background_start})
     if args.background_only and args.background_start:
@@ -264,7 +299,7 @@ def main() -> None:
                 tasks.append((method, group, index, caption, {}))
             tasks.append(("dVAE reconstruction", group, index, caption, {"scene": scene}))
     started = time.perf_counter()
-    with ProcessPoolExecutor(args.workers, initializer=_worker_init) as pool:
+    with ProcessPoolExecutor(args.workers, initializer=_worker_init, initargs=(tuple(args.guide),)) as pool:
         results = list(pool.map(run_task, tasks))
     wall = time.perf_counter() - started
 

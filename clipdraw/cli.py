@@ -206,7 +206,8 @@ ALL_ENGINE_OPTIONS = {name for engine in ENGINE_NAMES for name in engine_options
 @engine_option("--low-memory", is_flag=True,
                help="Keep one bit per decoder ReLU value instead of its activations (backward by hand, by bands of "
                     "rows) and recompute CLIP's: less memory for large --size.")
-@engine_option("--clip-model", help=f"CLIP model name or checkpoint path (dallemini: for scoring and --rerank)  "
+@engine_option("--clip-model", help=f"CLIP model name or checkpoint path; several separated by commas guide together "
+                                    f"(ViT-B/32,ViT-B/16: the mean of their cosines). dallemini: for scoring and --rerank  "
                                     f"[default: {DEFAULT_CLIP}].")
 @engine_option("--decoder", help=f"dVAE decoder name or decoder.pkl path  [default: {DEFAULT_DECODER}].")
 @engine_option("--dtype", type=click.Choice(["auto", *DALLEMINI_DTYPES]),
@@ -241,6 +242,10 @@ def _draw(ctx: click.Context, prompt: str, engine: str, model: str, seed: Option
     # Cheap checks first, before torch is imported: nothing is loaded or written for a bad command.
     refuse_other_engines_options(ctx, engine, options)
     given = {name: value for name, value in options.items() if ctx.get_parameter_source(name) not in DEFAULT_SOURCES}
+    real_only = [name for name in ("clip_model", "decoder", "encoder") if name in given]
+    if model == "toy" and real_only and engine != "dallemini":
+        raise ClipdrawError(f"--{real_only[0].replace('_', '-')} names a real model; --model toy draws with the toy "
+                            "world's own CLIP and dVAE")
     own_fields = {f.name for f in fields(ENGINE_SETTINGS[engine])}
     settings_given = {k: str(v) if isinstance(v, Path) else v for k, v in given.items() if k in own_fields}
     settings_given.update(settings_set or {})

@@ -126,6 +126,14 @@ def parse_augmentations(spec: Union[str, Iterable[str]]) -> Tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def clip_model_names(spec: str) -> List[str]:
+    """``"ViT-B/32, ViT-B/16"`` -> ["ViT-B/32", "ViT-B/16"]: the guiding CLIPs, each named once."""
+    names = list(dict.fromkeys(part.strip() for part in spec.split(",") if part.strip()))
+    if not names:
+        raise ClipdrawError(f"--clip-model names no CLIP: {spec!r}")
+    return names
+
+
 # The toy world's training stages, in order: the guide CLIP before the judge, which learns to
 # rank the guide's drawings (clipdraw.toy.train_clip.train_judge).
 TOY_STAGES = ("dvae", "clip", "judge", "transformer")

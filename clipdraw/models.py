@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from . import weights
+from .config import clip_model_names
 from .device import resolve_device, resolve_precision
 from .dvae import DVAEDecoder, DVAEEncoder
 
@@ -76,6 +77,28 @@ class ClipModel(nn.Module):
             self.image_blocks.recompute = False
 
 
+class ClipEnsemble(nn.Module):
+    """Several CLIPs guiding as one (``--clip-model ViT-B/32,ViT-B/16``): each member's unit
+    embedding divided by sqrt(K), concatenated. The result is a unit vector whose cosine with an
+    ensemble text embedding is the mean of the members' cosines, so targets, losses and reports
+    work on it unchanged, and the gradient is the average of the members' gradients: a
+    direction that fools one CLIP and not the others counts for less."""
+
+    def __init__(self, members: Sequence[ClipModel]):
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError("an ensemble needs at least two CLIPs")
+        self.members = nn.ModuleList(members)
+        self.input_resolution = max(m.input_resolution for m in members)   # each member resizes to its own
+        self.weight = len(members) ** -0.5
+
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        return torch.cat([m.encode_text(texts) for m in self.members], dim=-1) * self.weight
+
+    def encode_image(self, images: torch.Tensor, low_memory: bool = False) -> torch.Tensor:
+        return torch.cat([m.encode_image(images, low_memory=low_memory) for m in self.members], dim=-1) * self.weight
+
+
 @dataclass
 class Models:
     """Everything a generation needs, loaded once and reused across prompts."""
@@ -94,26 +117,43 @@ def load_models(clip_model: str = weights.DEFAULT_CLIP, decoder: str = weights.D
                 precision: Union[str, torch.dtype, None] = "auto") -> Models:
     """Resolve (download if needed), verify and load CLIP and the dVAE decoder onto ``device``.
 
+    ``clip_model``: a name or path, or several separated by commas ("ViT-B/32,ViT-B/16"), which
+    then guide together (``ClipEnsemble``).
     ``precision``: 'auto' (float16 on CUDA, float32 elsewhere), 'float32', 'float16' or
     'bfloat16': the dVAE decoder's weights and CLIP's autocast during generation."""
     target = device if isinstance(device, torch.device) else resolve_device(device)
     dtype = precision if isinstance(precision, torch.dtype) or precision is None else resolve_precision(precision)
-    sources = {"decoder": weights.locate(decoder, "dvae"), "clip": weights.locate(clip_model, "clip")}
+    clip_names = clip_model_names(clip_model)
+    requested = {"decoder": decoder, **{f"clip{i}": name for i, name in enumerate(clip_names)}}
+    sources = {key: weights.locate(name, "dvae" if key == "decoder" else "clip") for key, name in requested.items()}
     given = {key: source for key, source in sources.items() if isinstance(source, Path)}
     modules = {key: _load_module(key, path) for key, path in given.items()}   # a bad file stops us before downloads
     paths = {**given, **weights.fetch_all({k: s for k, s in sources.items() if k not in given}, offline=offline)}
     modules.update({key: _load_module(key, path) for key, path in paths.items() if key not in modules})
     names = {key: str(source) if key in given else source.name for key, source in sources.items()}
-    decoder_path, decoder_name, clip_path, clip_name = paths["decoder"], names["decoder"], paths["clip"], names["clip"]
     dvae = DVAEDecoder(modules["decoder"]).set_precision(dtype).to(target)
-    clip = ClipModel(modules["clip"]).to(target)
+    clip, clip_info = _guide([(modules[f"clip{i}"], names[f"clip{i}"], paths[f"clip{i}"])
+                              for i in range(len(clip_names))], target)
     info = {
-        "clip": {"name": clip_name, "path": str(clip_path), "input_resolution": clip.input_resolution},
-        "decoder": {"name": decoder_name, "path": str(decoder_path), "vocab_size": dvae.vocab_size,
+        "clip": clip_info,
+        "decoder": {"name": names["decoder"], "path": str(paths["decoder"]), "vocab_size": dvae.vocab_size,
                     "upsample_factor": dvae.upsample_factor,
                     "dtype": str(dvae.compute_dtype).removeprefix("torch.")},
     }
     return Models(clip=clip, decoder=dvae, device=target, info=info, precision=dtype)
+
+
+def _guide(loaded: Sequence[Tuple[nn.Module, str, Path]], device: torch.device
+           ) -> Tuple[Union[ClipModel, ClipEnsemble], dict]:
+    """(module, name, path) of each CLIP -> the one CLIP, or their ensemble, and its run.json entry."""
+    members = [ClipModel(module).to(device) for module, _, _ in loaded]
+    described = [{"name": name, "path": str(path), "input_resolution": clip.input_resolution}
+                 for clip, (_, name, path) in zip(members, loaded)]
+    if len(members) == 1:
+        return members[0], described[0]
+    ensemble = ClipEnsemble(members)
+    return ensemble, {"name": ",".join(d["name"] for d in described), "members": described,
+                      "input_resolution": ensemble.input_resolution}
 
 
 def _load_module(kind: str, path: Path) -> nn.Module:
@@ -122,15 +162,16 @@ def _load_module(kind: str, path: Path) -> nn.Module:
 
 
 def load_clip(clip_model: str = weights.DEFAULT_CLIP, device: Union[str, torch.device] = "auto",
-              offline: bool = False) -> Tuple[ClipModel, dict]:
-    """CLIP alone, resolved and loaded as ``load_models`` does: what dalle-mini's reranking needs.
+              offline: bool = False) -> Tuple[Union[ClipModel, ClipEnsemble], dict]:
+    """CLIP alone (several, separated by commas, as one ``ClipEnsemble``), resolved and loaded as
+    ``load_models`` does: what dalle-mini's reranking needs.
 
     Returns the model and its run.json description.
     """
     target = device if isinstance(device, torch.device) else resolve_device(device)
-    clip_path, clip_name = weights.resolve(clip_model, "clip", offline=offline)
-    clip = ClipModel(weights.load_clip_module(clip_path)).to(target)
-    return clip, {"name": clip_name, "path": str(clip_path), "input_resolution": clip.input_resolution}
+    sources = [weights.locate(name, "clip") for name in clip_model_names(clip_model)]   # every name, before downloads
+    found = [weights.materialize(source, offline=offline) for source in sources]
+    return _guide([(weights.load_clip_module(path), name, path) for path, name in found], target)
 
 
 def load_encoder(encoder: str = weights.DEFAULT_ENCODER, device: Union[str, torch.device] = "auto",

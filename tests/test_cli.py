@@ -16,6 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
+import tiny_models
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -48,6 +50,10 @@ CHEAP_BAD_INPUTS = [
     (["a cat", "--size", "100"], "multiple of 8"),
     (["a cat", "--augs", "blur"], "unknown augmentation"),
     (["a cat", "--clip-model", "ViT-Z/99"], "unknown CLIP model"),
+    (["a cat", "--clip-model", "ViT-B/32,ViT-Z/99"], "unknown CLIP model 'ViT-Z/99'"),
+    (["a cat", "--clip-model", " , "], "names no CLIP"),
+    (["a cat", "--model", "toy", "--clip-model", "ViT-B/16"], "--clip-model names a real model; --model toy"),
+    (["a cat", "--model", "toy", "--decoder", "openai"], "--decoder names a real model"),
     (["a cat", "--decoder", "/nonexistent/decoder.pkl"], "no such dvae weight file"),
     (["a cat", "--offline"], "https://cdn.openai.com/dall-e/decoder.pkl"),
     (["a cat", "--lr", "-1"], "lr must be positive"),
@@ -154,6 +160,18 @@ def test_dtype_runs_the_decoder_in_half_precision_on_a_cpu(tmp_path, tiny_files)
     assert result.returncode == 0, result.stderr
     record = json.loads((out / "a-cat-1" / "run.json").read_text())
     assert record["models"]["decoder"]["dtype"] == "bfloat16" and record["iterations_done"] == 2
+
+
+def test_two_clip_models_guide_one_run_and_run_json_names_both(tmp_path, tiny_files):
+    other = tiny_models.save_tiny_clip(tmp_path / "other-clip.pt", seed=1)
+    out = tmp_path / "out"
+    args = tiny_args(tiny_files, out, "--iters", 2, "--seed", 1)
+    args[1] = f"{tiny_files['clip']},{other}"
+    result = run_cli("a cat", *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    record = json.loads((out / "a-cat-1" / "run.json").read_text())
+    assert [m["path"] for m in record["models"]["clip"]["members"]] == [str(tiny_files["clip"]), str(other)]
+    assert record["iterations_done"] == 2 and -1 <= record["final_similarity"] <= 1
 
 
 def test_a_batch_writes_one_run_folder_per_seed(tmp_path, tiny_files):

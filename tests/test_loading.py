@@ -10,7 +10,8 @@ import torch
 
 from clipdraw import ClipdrawError
 from clipdraw.dvae import DVAEDecoder
-from clipdraw.models import ClipModel, load_models
+from clipdraw.config import clip_model_names
+from clipdraw.models import ClipEnsemble, ClipModel, load_clip, load_models
 from clipdraw.weights import load_clip_module, load_dvae_module, resolve
 
 import tiny_models
@@ -144,3 +145,30 @@ def test_decoder_and_clip_wrappers_reject_nothing_silently(tiny_files):
         decoder(torch.zeros(1, 100, 2, 2))   # wrong vocabulary: dall_e's own check still applies
     clip = ClipModel(tiny_models.make_tiny_clip())
     assert clip.context_length == 77
+
+
+def test_several_clip_models_guide_together_as_the_mean_of_their_cosines(tiny_files, tmp_path):
+    other = tiny_models.save_tiny_clip(tmp_path / "other-clip.pt", seed=1)
+    models = load_models(f"{tiny_files['clip']}, {other}", str(tiny_files["decoder"]), device="cpu")
+    assert isinstance(models.clip, ClipEnsemble) and len(models.clip.members) == 2
+    assert [m["path"] for m in models.info["clip"]["members"]] == [str(tiny_files["clip"]), str(other)]
+    images, texts = torch.rand(3, 3, 32, 32), ["a red circle", "a blue square"]
+    joint = models.clip.encode_image(images) @ models.clip.encode_text(texts).T
+    each = [m.encode_image(images) @ m.encode_text(texts).T for m in models.clip.members]
+    assert torch.allclose(models.clip.encode_image(images).norm(dim=-1), torch.ones(3), atol=1e-5)
+    assert torch.allclose(joint, (each[0] + each[1]) / 2, atol=1e-5)
+    assert not torch.allclose(each[0], each[1], atol=1e-3)   # two different CLIPs, not one twice
+    alone, info = load_clip(f"{tiny_files['clip']},{other}", device="cpu")   # dalle-mini's scorer, the same way
+    assert isinstance(alone, ClipEnsemble) and info["members"] == models.info["clip"]["members"]
+    assert torch.allclose(alone.encode_image(images) @ alone.encode_text(texts).T, joint, atol=1e-6)
+
+
+def test_an_ensemble_names_each_clip_once_and_refuses_a_bad_one_before_loading(tiny_files, tmp_path):
+    assert clip_model_names(" ViT-B/32 ,ViT-B/16,ViT-B/32") == ["ViT-B/32", "ViT-B/16"]
+    with pytest.raises(ClipdrawError, match="names no CLIP"):
+        clip_model_names(" , ")
+    with pytest.raises(ClipdrawError, match="unknown CLIP model 'ViT-Z/99'"):
+        load_models(f"{tiny_files['clip']},ViT-Z/99", str(tiny_files["decoder"]), device="cpu")
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+    one = load_models(f"{tiny_files['clip']},{tiny_files['clip']}", str(tiny_files["decoder"]), device="cpu")
+    assert isinstance(one.clip, ClipModel)   # the same CLIP twice is one CLIP

@@ -9,7 +9,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
-from ..config import DEFAULT_CLIP, DEFAULT_DECODER, ENGINE_NAMES, TOY_DEFAULTS, GenerationConfig, engine_settings
+from ..config import (DEFAULT_CLIP, DEFAULT_DECODER, ENGINE_NAMES, TOY_DEFAULTS, GenerationConfig, clip_model_names,
+                      engine_settings)
 from ..errors import ClipdrawError
 
 
@@ -107,8 +108,9 @@ class EngineSettings:
         if self.model != "toy" and {"optimize", "transformer"} & set(engines):
             from .. import weights  # noqa: PLC0415
 
-            named = {kind: weights.locate(name, kind)
-                     for name, kind in ((self.clip_model, "clip"), (self.decoder, "dvae"))}
+            named = {f"{kind} {name}": weights.locate(name, kind)
+                     for name, kind in [*((n, "clip") for n in clip_model_names(self.clip_model)),
+                                        (self.decoder, "dvae")]}
             if offline:   # every missing file in one line: which URL to fetch, where to put it
                 weights.fetch_all({kind: source for kind, source in named.items()
                                    if isinstance(source, weights.WeightFile) and not source.path().is_file()},
