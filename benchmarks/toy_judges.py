@@ -50,11 +50,11 @@ def shape_accuracy(judge, split: str, n: int = 120) -> float:
 
     scenes = [data.scene_at(i, 4242, split, "single") for i in range(n)]
     embeds = judge.encode_image(_images([data.render(s) for s in scenes]))
+    texts = {color: judge.encode_text([f"a {color} {shape}" for shape in data.SHAPES])   # once per colour
+             for color in {s.objects[0].color for s in scenes}}
     right = 0
     for embed, scene in zip(embeds, scenes):
-        color = scene.objects[0].color
-        texts = judge.encode_text([f"a {color} {shape}" for shape in data.SHAPES])
-        right += data.SHAPES[int((texts @ embed).argmax())] == scene.objects[0].shape
+        right += data.SHAPES[int((texts[scene.objects[0].color] @ embed).argmax())] == scene.objects[0].shape
     return right / n
 
 

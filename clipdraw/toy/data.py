@@ -8,6 +8,7 @@ training entirely, to test whether models compose attributes they saw only apart
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
@@ -230,16 +231,12 @@ def image_batch(batch: Sequence[Scene]):
 def without_colours(caption: str) -> str:
     """The caption with its colour words taken out ("a red circle above a blue square" -> "a circle
     above a square"): what a silhouette of the scene shows."""
-    import re  # noqa: PLC0415
-
     return re.sub(rf"\b(?:{'|'.join(COLORS)}) ", "", caption)
 
 
 def _swap_word(caption: str, old: str, new: str, count: int = 0) -> str:
     """Replace the word ``old`` (and its plural) by ``new`` in a caption (the first ``count``
     times; 0: all), fixing a/an before it."""
-    import re  # noqa: PLC0415
-
     caption = re.sub(rf"\b{old}(s?)\b", lambda m: new + m.group(1), caption, count=count)
     return re.sub(rf"\b(a|an) {new}\b", f"{_article(new)} {new}", caption)
 
