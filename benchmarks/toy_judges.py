@@ -13,9 +13,12 @@ judge.safetensors; "shipped" is the package's own):
   how often the judge CLIP scores an accepted one higher (AUC; 0.5 is chance), by its cosine
   and by the contrastive score frames are picked with (clipdraw.picking.FramePicker);
 * ranking optimizer frames: the same AUC over the frames that `toy_success.py --dump-frames`
-  or `toy_candidates.py` saved (--frames DIR, optional).
+  or `toy_candidates.py` saved (--frames DIR, optional, repeatable), and how many runs end on
+  a frame the analytic judge accepts when that judge picks (``FramePicker`` with the toy
+  defaults' flatness weight; across a run's candidates, the best frame of all, as
+  ``--candidates`` keeps). The judge never guides, so re-scoring saved frames is exact.
 
-    python benchmarks/toy_judges.py shipped /path/to/other/weights [--frames DIR]
+    python benchmarks/toy_judges.py shipped /path/to/other/weights [--frames DIR ...] [--samples 0]
 """
 
 from __future__ import annotations
@@ -61,11 +64,13 @@ def shape_accuracy(judge, split: str, n: int = 120) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("judges", nargs="+", help='weights folders with a judge.safetensors, or "shipped"')
-    parser.add_argument("--samples", type=int, default=8, help="transformer samples per prompt")
+    parser.add_argument("--samples", type=int, default=8, help="transformer samples per prompt (0: skip them)")
     parser.add_argument("--prompts", type=int, default=20, help="prompts per group")
-    parser.add_argument("--frames", help="a folder of dumped optimizer frames (.npz) to rank as well")
+    parser.add_argument("--frames", action="append", default=[],
+                        help="a folder of dumped optimizer frames (.npz) to rank and pick from as well (repeatable)")
     args = parser.parse_args()
 
+    from clipdraw.config import TOY_DEFAULTS  # noqa: PLC0415
     from clipdraw.engines.transformer import TransformerEngine  # noqa: PLC0415
     from clipdraw.picking import FramePicker  # noqa: PLC0415
     from clipdraw.toy.judge import satisfies  # noqa: PLC0415
@@ -86,10 +91,10 @@ def main() -> None:
         for split, label in (("train", "shape, seen pairs"), ("heldout", "shape, held-out pairs")):
             rows[name][label] = f"{100 * shape_accuracy(judge, split):.0f}%"
 
-    engine = TransformerEngine(load_toy_models("cpu"))
+    engine = TransformerEngine(load_toy_models("cpu")) if args.samples else None
     cosine = {name: [0, 0] for name in judges}
     contrastive = {name: [0, 0] for name in judges}
-    for items in prompt_sets(args.prompts, 999).values():
+    for items in prompt_sets(args.prompts, 999).values() if engine else ():
         for caption, _ in items:
             pictures = [engine.generate(caption, seed, progress=False).image for seed in range(args.samples)]
             accepted = np.array([satisfies(caption, np.asarray(p)) for p in pictures])
@@ -99,22 +104,28 @@ def main() -> None:
             for name, judge in judges.items():
                 _auc(cosine[name], (judge.encode_image(images) @ judge.encode_text([caption]).T)[:, 0].numpy(), accepted)
                 _auc(contrastive[name], np.array(FramePicker([judge], [caption], [1.0]).scores(images)), accepted)
-    for name in judges:
+    for name in judges if engine else ():
         rows[name]["transformer samples, cosine AUC"] = f"{cosine[name][0] / max(cosine[name][1], 1):.3f}"
         rows[name]["transformer samples, contrastive AUC"] = f"{contrastive[name][0] / max(contrastive[name][1], 1):.3f}"
 
-    if args.frames:
+    for folder in args.frames:
         frames = {name: [0, 0] for name in judges}
-        for path in sorted(glob.glob(str(Path(args.frames) / "*.npz"))):
+        picked = {name: 0 for name in judges}
+        paths = sorted(glob.glob(str(Path(folder) / "*.npz")))
+        for path in paths:
             dump = np.load(path)
-            caption, accepted = str(dump["caption"]), dump["accepted"].reshape(-1)
-            if accepted.all() or not accepted.any():
-                continue
+            caption, accepted = str(dump["caption"]), dump["accepted"].reshape(-1)   # candidates' frames in a row
             images = _images(dump["images"].reshape(-1, *dump["images"].shape[-3:]))
             for name, judge in judges.items():
-                _auc(frames[name], np.array(FramePicker([judge], [caption], [1.0]).scores(images)), accepted)
+                if not accepted.all() and accepted.any():
+                    _auc(frames[name], np.array(FramePicker([judge], [caption], [1.0]).scores(images)), accepted)
+                scores = np.array(FramePicker([judge], [caption], [1.0], flatness_weight=TOY_DEFAULTS["pick_flatness"])
+                                  .scores(images))
+                picked[name] += int(accepted[int(np.argmax(scores))])
+        label = Path(folder).name
         for name in judges:
-            rows[name]["optimizer frames, contrastive AUC"] = f"{frames[name][0] / max(frames[name][1], 1):.3f}"
+            rows[name][f"{label}: frames, contrastive AUC"] = f"{frames[name][0] / max(frames[name][1], 1):.3f}"
+            rows[name][f"{label}: picks accepted"] = f"{picked[name]} / {len(paths)}"
 
     columns = list(next(iter(rows.values())))
     print("| judge | " + " | ".join(columns) + " |")

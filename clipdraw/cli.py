@@ -17,8 +17,8 @@ import click
 from click.core import ParameterSource
 
 from .config import (DALLEMINI_DTYPES, DEFAULT_CLIP, DEFAULT_DECODER, EDIT_METHODS, ENGINE_NAMES, ENGINE_SETTINGS,
-                     LOSSES, LR_SCHEDULES, RELAXATIONS, SOURCE_OPTIONS, TOY_DEFAULTS, GenerationConfig, engine_options,
-                     engine_settings)
+                     LOSSES, LR_SCHEDULES, REAL_MODEL_OPTIONS, RELAXATIONS, SOURCE_OPTIONS, TOY_DEFAULTS,
+                     GenerationConfig, engine_options, engine_settings, toy_refusal)
 from .errors import EXIT_USAGE, ClipdrawError, exit_interrupted, note
 
 
@@ -242,10 +242,9 @@ def _draw(ctx: click.Context, prompt: str, engine: str, model: str, seed: Option
     # Cheap checks first, before torch is imported: nothing is loaded or written for a bad command.
     refuse_other_engines_options(ctx, engine, options)
     given = {name: value for name, value in options.items() if ctx.get_parameter_source(name) not in DEFAULT_SOURCES}
-    real_only = [name for name in ("clip_model", "decoder", "encoder") if name in given]
+    real_only = [name for name in REAL_MODEL_OPTIONS if name in given]
     if model == "toy" and real_only and engine != "dallemini":
-        raise ClipdrawError(f"--{real_only[0].replace('_', '-')} names a real model; --model toy draws with the toy "
-                            "world's own CLIP and dVAE")
+        raise toy_refusal(real_only[0])
     own_fields = {f.name for f in fields(ENGINE_SETTINGS[engine])}
     settings_given = {k: str(v) if isinstance(v, Path) else v for k, v in given.items() if k in own_fields}
     settings_given.update(settings_set or {})

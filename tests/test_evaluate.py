@@ -506,6 +506,9 @@ def test_bad_experiment_input(tmp_path, capsys, coco_set):
         (["compare", TOY_ENTITIES, "--model", "toy", "--engines", "optimize,magic"], "unknown engine 'magic'"),
         (["compare", TOY_ENTITIES, "--engines", "transformer"], "needs --model toy"),
         (["compare", TOY_ENTITIES, "--engines", "optimize", "--offline"], "CLIP model ViT-B/32 is not in the cache"),
+        (["compare", TOY_ENTITIES, "--model", "toy", "--clip-model", "ViT-B/16"], "--clip-model names a real model"),
+        (["probe", TOY_ENTITIES, "--model", "toy", "--decoder", "openai"], "--decoder names a real model"),
+        (["batch", TOY_ENTITIES, "--model", "toy", "--clip-model", "RN50"], "--clip-model names a real model"),
         (["color", tmp_path / "absent.png"], "does not exist"),
     ]
     for args, pattern in cases:

@@ -22,7 +22,8 @@ from typing import List, Optional, Sequence
 
 import click
 
-from ..config import DEFAULT_CLIP, ENGINE_NAMES, TOY_DEFAULTS, engine_options   # no torch there
+from ..config import (DEFAULT_CLIP, ENGINE_NAMES, REAL_MODEL_OPTIONS, TOY_DEFAULTS, engine_options,   # no torch there
+                      toy_refusal)
 from ..errors import EXIT_FAILURE, ClipdrawError, exit_interrupted, fail, note
 from .typographic import LABEL_POSITIONS, LABEL_SIZES, REAL_TEMPLATE, TOY_TEMPLATE   # no numpy, PIL or torch there
 
@@ -215,6 +216,18 @@ def refuse_unused_options(engines: Sequence[str]) -> None:
                                 f"{' or '.join(takers)}")
 
 
+def refuse_real_models_for_toy(model: str) -> None:
+    """With ``--model toy``, one line for a real model's option given (--clip-model, --decoder):
+    the toy world draws with its own CLIP and dVAE, and silently ignoring them would mislead."""
+    from click.core import ParameterSource  # noqa: PLC0415
+
+    ctx = click.get_current_context()
+    for name in REAL_MODEL_OPTIONS if model == "toy" else ():
+        if name in ctx.params and ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT,
+                                                                         ParameterSource.DEFAULT_MAP):
+            raise toy_refusal(name)
+
+
 def _settings(kind: str, iters: Optional[int], save_every: Optional[int], cutn: Optional[int], size: Optional[int],
               lr: Optional[float], model: str, clip_model: str, decoder: str, transformer_dir: Optional[Path],
               mega: bool):
@@ -297,6 +310,7 @@ def probe(entity_list: Path, templates: Sequence[str], seeds: int, engine: str, 
     from .probe import run_probe  # noqa: PLC0415
 
     refuse_unused_options([engine])
+    refuse_real_models_for_toy(model)
     settings = _settings("probe", iters, save_every, cutn, size, lr, model, clip_model, decoder, transformer_dir, mega)
     out = out or default_out("probe", entity_list)
     with _executor(ray_address, workers, device) as executor:
@@ -360,6 +374,7 @@ def compare(prompt_file: Optional[Path], coco: Optional[Path], flickr: Optional[
     names = [n.strip() for n in (engines or ("optimize,transformer" if model == "toy" else "optimize,dallemini"))
              .split(",") if n.strip()]
     refuse_unused_options(list(dict.fromkeys(names)))
+    refuse_real_models_for_toy(model)
     settings = _settings("compare", iters, save_every, cutn, size, lr, model, clip_model, decoder, transformer_dir,
                          mega)
     out = out or default_out("compare", sources[0])
@@ -395,6 +410,7 @@ def batch(prompt_file: Path, seeds: int, engine: str, limit: Optional[int], keep
     from .batch import run_batch  # noqa: PLC0415
 
     refuse_unused_options([engine])
+    refuse_real_models_for_toy(model)
     settings = _settings("batch", iters, save_every, cutn, size, lr, model, clip_model, decoder, transformer_dir, mega)
     out = out or default_out("batch", prompt_file)
     with _executor(ray_address, workers, device) as executor:
