@@ -18,7 +18,7 @@ from click.core import ParameterSource
 
 from .config import (DALLEMINI_DTYPES, DEFAULT_CLIP, DEFAULT_DECODER, EDIT_METHODS, ENGINE_NAMES, ENGINE_SETTINGS,
                      LOSSES, LR_SCHEDULES, REAL_MODEL_OPTIONS, RELAXATIONS, SOURCE_OPTIONS, TOY_DEFAULTS,
-                     GenerationConfig, engine_options, engine_settings, toy_refusal)
+                     GenerationConfig, engine_options, engine_settings)
 from .errors import EXIT_USAGE, ClipdrawError, exit_interrupted, note
 
 
@@ -134,6 +134,16 @@ def refuse_other_engines_options(ctx: click.Context, engine: str, names) -> None
             raise ClipdrawError(f"{flag} is not used by --engine {engine}: it is for --engine {' or '.join(takers)}")
 
 
+def refuse_real_models_for_toy(ctx: click.Context, model: str) -> None:
+    """With ``--model toy``, one line for a real model's option given (--clip-model, --decoder,
+    --encoder): the toy world draws with its own CLIP and dVAE, and ignoring them would mislead.
+    generate, edit, compare, probe and batch all check here."""
+    for name in REAL_MODEL_OPTIONS if model == "toy" else ():
+        if name in ctx.params and ctx.get_parameter_source(name) not in DEFAULT_SOURCES:
+            raise ClipdrawError(f"--{name.replace('_', '-')} names a real model; --model toy draws with the toy "
+                                "world's own CLIP and dVAE")
+
+
 ALL_ENGINE_OPTIONS = {name for engine in ENGINE_NAMES for name in engine_options(engine)}
 
 
@@ -242,9 +252,8 @@ def _draw(ctx: click.Context, prompt: str, engine: str, model: str, seed: Option
     # Cheap checks first, before torch is imported: nothing is loaded or written for a bad command.
     refuse_other_engines_options(ctx, engine, options)
     given = {name: value for name, value in options.items() if ctx.get_parameter_source(name) not in DEFAULT_SOURCES}
-    real_only = [name for name in REAL_MODEL_OPTIONS if name in given]
-    if model == "toy" and real_only and engine != "dallemini":
-        raise toy_refusal(real_only[0])
+    if engine != "dallemini":   # which refuses --model toy itself, with the reason
+        refuse_real_models_for_toy(ctx, model)
     own_fields = {f.name for f in fields(ENGINE_SETTINGS[engine])}
     settings_given = {k: str(v) if isinstance(v, Path) else v for k, v in given.items() if k in own_fields}
     settings_given.update(settings_set or {})

@@ -150,12 +150,6 @@ TOY_DEFAULTS = dict(size=64, iters=300, cutn=16, save_every=10, relaxation="stra
 REAL_MODEL_OPTIONS = ("clip_model", "decoder", "encoder")   # name real weights; the toy world has its own
 
 
-def toy_refusal(option: str) -> ClipdrawError:
-    """The one line for ``option`` (one of REAL_MODEL_OPTIONS) given with ``--model toy``."""
-    return ClipdrawError(f"--{option.replace('_', '-')} names a real model; --model toy draws with the toy world's "
-                         "own CLIP and dVAE")
-
-
 def toy_config(**settings) -> GenerationConfig:
     """A GenerationConfig with the toy world's defaults, then ``settings``. An init image given
     replaces the blank canvas, and holds at the general ``init_scale`` unless one is given: the

@@ -22,8 +22,7 @@ from typing import List, Optional, Sequence
 
 import click
 
-from ..config import (DEFAULT_CLIP, ENGINE_NAMES, REAL_MODEL_OPTIONS, TOY_DEFAULTS, engine_options,   # no torch there
-                      toy_refusal)
+from ..config import DEFAULT_CLIP, ENGINE_NAMES, TOY_DEFAULTS, engine_options   # no torch there
 from ..errors import EXIT_FAILURE, ClipdrawError, exit_interrupted, fail, note
 from .typographic import LABEL_POSITIONS, LABEL_SIZES, REAL_TEMPLATE, TOY_TEMPLATE   # no numpy, PIL or torch there
 
@@ -216,18 +215,6 @@ def refuse_unused_options(engines: Sequence[str]) -> None:
                                 f"{' or '.join(takers)}")
 
 
-def refuse_real_models_for_toy(model: str) -> None:
-    """With ``--model toy``, one line for a real model's option given (--clip-model, --decoder):
-    the toy world draws with its own CLIP and dVAE, and silently ignoring them would mislead."""
-    from click.core import ParameterSource  # noqa: PLC0415
-
-    ctx = click.get_current_context()
-    for name in REAL_MODEL_OPTIONS if model == "toy" else ():
-        if name in ctx.params and ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT,
-                                                                         ParameterSource.DEFAULT_MAP):
-            raise toy_refusal(name)
-
-
 def _settings(kind: str, iters: Optional[int], save_every: Optional[int], cutn: Optional[int], size: Optional[int],
               lr: Optional[float], model: str, clip_model: str, decoder: str, transformer_dir: Optional[Path],
               mega: bool):
@@ -308,9 +295,10 @@ def probe(entity_list: Path, templates: Sequence[str], seeds: int, engine: str, 
     --out; running again resumes. Faces are counted for lists that declare '# kind: people'.
     """
     from .probe import run_probe  # noqa: PLC0415
+    from ..cli import refuse_real_models_for_toy  # noqa: PLC0415 (cli imports this module as it loads)
 
     refuse_unused_options([engine])
-    refuse_real_models_for_toy(model)
+    refuse_real_models_for_toy(click.get_current_context(), model)
     settings = _settings("probe", iters, save_every, cutn, size, lr, model, clip_model, decoder, transformer_dir, mega)
     out = out or default_out("probe", entity_list)
     with _executor(ray_address, workers, device) as executor:
@@ -356,6 +344,7 @@ def compare(prompt_file: Optional[Path], coco: Optional[Path], flickr: Optional[
     """
     from .compare import run_compare  # noqa: PLC0415
     from .datasets import read_coco, read_flickr, read_prompt_file  # noqa: PLC0415
+    from ..cli import refuse_real_models_for_toy  # noqa: PLC0415 (cli imports this module as it loads)
 
     sources = [s for s in (prompt_file, coco, flickr) if s is not None]
     if len(sources) != 1:
@@ -374,7 +363,7 @@ def compare(prompt_file: Optional[Path], coco: Optional[Path], flickr: Optional[
     names = [n.strip() for n in (engines or ("optimize,transformer" if model == "toy" else "optimize,dallemini"))
              .split(",") if n.strip()]
     refuse_unused_options(list(dict.fromkeys(names)))
-    refuse_real_models_for_toy(model)
+    refuse_real_models_for_toy(click.get_current_context(), model)
     settings = _settings("compare", iters, save_every, cutn, size, lr, model, clip_model, decoder, transformer_dir,
                          mega)
     out = out or default_out("compare", sources[0])
@@ -408,9 +397,10 @@ def batch(prompt_file: Path, seeds: int, engine: str, limit: Optional[int], keep
     into --out. With --ray, on a local Ray or a cluster.
     """
     from .batch import run_batch  # noqa: PLC0415
+    from ..cli import refuse_real_models_for_toy  # noqa: PLC0415 (cli imports this module as it loads)
 
     refuse_unused_options([engine])
-    refuse_real_models_for_toy(model)
+    refuse_real_models_for_toy(click.get_current_context(), model)
     settings = _settings("batch", iters, save_every, cutn, size, lr, model, clip_model, decoder, transformer_dir, mega)
     out = out or default_out("batch", prompt_file)
     with _executor(ray_address, workers, device) as executor:
