@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from toy_picking import ranked_pairs  # noqa: E402
 from toy_success import prompt_sets  # noqa: E402
 
 
@@ -41,11 +42,12 @@ def _images(arrays) -> torch.Tensor:
     return torch.from_numpy(np.stack([np.asarray(a) for a in arrays])).permute(0, 3, 1, 2).float() / 255
 
 
-def _auc(tally: List[int], scores: np.ndarray, accepted: np.ndarray) -> None:
-    """Add to ``tally`` [wins, pairs] the accepted-over-rejected pairs of one prompt."""
-    good, bad = scores[accepted], scores[~accepted]
-    tally[0] += float((good[:, None] > bad[None]).sum() + 0.5 * (good[:, None] == bad[None]).sum())
-    tally[1] += len(good) * len(bad)
+def _auc(tally: List[float], scores: np.ndarray, accepted: np.ndarray) -> None:
+    """Add to ``tally`` [wins, pairs] the accepted-over-rejected pairs of one prompt or run: the
+    AUCs here pool the pairs of all of them (``toy_picking.py`` averages per-run AUCs instead)."""
+    wins, pairs = ranked_pairs(scores, accepted)
+    tally[0] += wins
+    tally[1] += pairs
 
 
 def shape_accuracy(judge, split: str, n: int = 120) -> float:
@@ -72,7 +74,7 @@ def main() -> None:
 
     from clipdraw.config import TOY_DEFAULTS  # noqa: PLC0415
     from clipdraw.engines.transformer import TransformerEngine  # noqa: PLC0415
-    from clipdraw.picking import FramePicker  # noqa: PLC0415
+    from clipdraw.picking import FramePicker, flatness_penalties, toy_object_count  # noqa: PLC0415
     from clipdraw.toy.judge import satisfies  # noqa: PLC0415
     from clipdraw.toy.world import load_toy_judge, load_toy_models  # noqa: PLC0415
 
@@ -92,8 +94,8 @@ def main() -> None:
             rows[name][label] = f"{100 * shape_accuracy(judge, split):.0f}%"
 
     engine = TransformerEngine(load_toy_models("cpu")) if args.samples else None
-    cosine = {name: [0, 0] for name in judges}
-    contrastive = {name: [0, 0] for name in judges}
+    cosine = {name: [0.0, 0] for name in judges}
+    contrastive = {name: [0.0, 0] for name in judges}
     for items in prompt_sets(args.prompts, 999).values() if engine else ():
         for caption, _ in items:
             pictures = [engine.generate(caption, seed, progress=False).image for seed in range(args.samples)]
@@ -109,19 +111,20 @@ def main() -> None:
         rows[name]["transformer samples, contrastive AUC"] = f"{contrastive[name][0] / max(contrastive[name][1], 1):.3f}"
 
     for folder in args.frames:
-        frames = {name: [0, 0] for name in judges}
+        frames = {name: [0.0, 0] for name in judges}
         picked = {name: 0 for name in judges}
         paths = sorted(glob.glob(str(Path(folder) / "*.npz")))
         for path in paths:
             dump = np.load(path)
             caption, accepted = str(dump["caption"]), dump["accepted"].reshape(-1)   # candidates' frames in a row
             images = _images(dump["images"].reshape(-1, *dump["images"].shape[-3:]))
+            weight = TOY_DEFAULTS["pick_flatness"]   # FramePicker.scores, its flatness computed once for all judges
+            penalty = torch.tensor([weight * p for p in flatness_penalties(images, toy_object_count(caption))])
             for name, judge in judges.items():
+                clip_scores = FramePicker([judge], [caption], [1.0]).clip_scores(images)
                 if not accepted.all() and accepted.any():
-                    _auc(frames[name], np.array(FramePicker([judge], [caption], [1.0]).scores(images)), accepted)
-                scores = np.array(FramePicker([judge], [caption], [1.0], flatness_weight=TOY_DEFAULTS["pick_flatness"])
-                                  .scores(images))
-                picked[name] += int(accepted[int(np.argmax(scores))])
+                    _auc(frames[name], clip_scores.numpy(), accepted)
+                picked[name] += int(accepted[int(np.argmax((clip_scores - penalty).numpy()))])
         label = Path(folder).name
         for name in judges:
             rows[name][f"{label}: frames, contrastive AUC"] = f"{frames[name][0] / max(frames[name][1], 1):.3f}"

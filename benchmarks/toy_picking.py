@@ -21,7 +21,7 @@ import argparse
 import glob
 import os
 from collections import defaultdict
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 
@@ -216,12 +216,20 @@ PICKERS: Dict[str, Callable[[dict], np.ndarray]] = {
 }
 
 
-def within_run_auc(score: np.ndarray, accepted: np.ndarray) -> float:
-    """How often an accepted frame outscores a rejected one of the same run (ties count half):
-    a picker's skill measured on every frame, not only on the one it picks."""
+def ranked_pairs(score: np.ndarray, accepted: np.ndarray) -> Tuple[float, int]:
+    """(wins, pairs) over the (accepted, rejected) pairs of one run's frames or one prompt's
+    pictures: a win when the accepted one scores higher, half a win for a tie."""
     good, bad = score[accepted.astype(bool)], score[~accepted.astype(bool)]
     good, bad = np.nan_to_num(good, neginf=-1e9)[:, None], np.nan_to_num(bad, neginf=-1e9)[None, :]
-    return float(((good > bad) + 0.5 * (good == bad)).mean())
+    return float((good > bad).sum() + 0.5 * (good == bad).sum()), good.size * bad.size
+
+
+def within_run_auc(score: np.ndarray, accepted: np.ndarray) -> float:
+    """How often an accepted frame outscores a rejected one of the same run: a picker's skill
+    measured on every frame, not only on the one it picks. This page's "frame AUC" is its mean
+    over the runs that have both; ``toy_judges.py`` pools the pairs of all runs instead."""
+    wins, pairs = ranked_pairs(score, accepted)
+    return wins / pairs
 
 
 def pick(score: np.ndarray) -> int:

@@ -26,7 +26,7 @@ weighted cosine the optimizer used before: the real world is unchanged unless as
 from __future__ import annotations
 
 import re
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -86,6 +86,16 @@ def toy_object_count(prompt: str) -> int:
     return max(1, len(_NOUN.findall(prompt)))
 
 
+def foreground(pixels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(background colour, foreground mask) of an (H, W, 3) image in 0..255: the background is
+    the border's median colour, the foreground every pixel farther than FOREGROUND_DISTANCE from
+    it. The one rule for "what is drawn" on a plain ground (also ``toy.train_clip.silhouettes``)."""
+    pixels = np.asarray(pixels, dtype=np.float32)[..., :3]
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    background = np.median(border, axis=0)
+    return background, np.linalg.norm(pixels - background, axis=-1) > FOREGROUND_DISTANCE
+
+
 def flatness_statistics(image: np.ndarray, objects: int = 1) -> Dict[str, float]:
     """Statistics of one frame (H, W, 3 uint8) that need no palette and no shape rules.
 
@@ -99,9 +109,7 @@ def flatness_statistics(image: np.ndarray, objects: int = 1) -> Dict[str, float]
     toy scene.
     """
     pixels = np.asarray(image, dtype=np.float32)[..., :3]
-    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-    background = np.median(border, axis=0)
-    mask = np.linalg.norm(pixels - background, axis=-1) > FOREGROUND_DISTANCE
+    background, mask = foreground(pixels)
     missing = max(0.0, 1 - float(mask.mean()) / DRAWN_SHARE)
     if not mask.any():
         return {"off_colour": 0.0, "stray": 0.0, "missing": missing}
@@ -162,6 +170,14 @@ class FramePicker:
     @torch.no_grad()
     def scores(self, images: torch.Tensor) -> List[float]:
         """One score per image of (B, 3, H, W) in [0, 1]; higher is better."""
+        total = self.clip_scores(images)
+        if self.flatness_weight:
+            total -= torch.tensor([self.flatness_weight * p for p in flatness_penalties(images, self.objects)])
+        return total.tolist()
+
+    @torch.no_grad()
+    def clip_scores(self, images: torch.Tensor) -> torch.Tensor:
+        """The CLIP term alone, (B,) float32 on the CPU: what ``scores`` is without flatness."""
         total = torch.zeros(images.shape[0])
         for clip, texts, scale in zip(self.clips, self.texts, self.scales):
             embeds = clip.encode_image(images)
@@ -169,12 +185,14 @@ class FramePicker:
                 cos = (embeds @ text.T).float().cpu()                       # (B, 1 + twins)
                 part = cos[:, 0] if cos.shape[1] == 1 else torch.log_softmax(cos * scale, dim=-1)[:, 0]
                 total += weight * part
-        if self.flatness_weight:
-            pixels = images.detach().clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-            for i, image in enumerate(pixels):
-                stats = flatness_statistics(image, self.objects)
-                total[i] -= self.flatness_weight * sum(stats.values())
-        return total.tolist()
+        return total
+
+
+def flatness_penalties(images: torch.Tensor, objects: int) -> List[float]:
+    """off_colour + stray + missing (``flatness_statistics``) of each image of (B, 3, H, W) in
+    [0, 1], as 8-bit pixels: the CLIP-free part of ``FramePicker.scores``, before its weight."""
+    pixels = images.detach().clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    return [sum(flatness_statistics(image, objects).values()) for image in pixels]
 
 
 def frame_pickers(models, schedule, config) -> Optional[List[Optional[FramePicker]]]:

@@ -15,7 +15,7 @@ from ..augment import build_augmentations
 from ..config import DEFAULT_AUGMENTATIONS
 from ..dvae import decoder_output_to_pixels
 from ..models import CLIP_MEAN, CLIP_STD
-from ..picking import FOREGROUND_DISTANCE
+from ..picking import foreground
 from ..progress import progress_bar
 from . import data
 from .models import build_clip, cosine_lr
@@ -173,15 +173,14 @@ def train_clip(config: TrainConfig, log: list, progress: bool = True, seed: Opti
 
 
 def silhouettes(images: torch.Tensor) -> torch.Tensor:
-    """Images (B, 3, H, W) in [0, 1] as silhouettes: each foreground pixel (far from the border's
-    median colour, as ``picking.flatness_statistics`` reads it) ink, the rest the toy background.
-    Shapes, places and relations stay; colours go."""
-    border = torch.cat([images[:, :, 0], images[:, :, -1], images[:, :, :, 0], images[:, :, :, -1]], dim=2)
-    background = border.median(dim=2).values[..., None, None]
-    foreground = (images - background).norm(dim=1, keepdim=True) * 255 > FOREGROUND_DISTANCE
+    """Images (B, 3, H, W) in [0, 1] as silhouettes: each foreground pixel (``picking.foreground``,
+    the rule the pick's flatness statistics use) ink, the rest the toy background. Shapes,
+    places and relations stay; colours go."""
+    pixels = images.detach().permute(0, 2, 3, 1).mul(255).cpu().numpy()
+    drawn = torch.from_numpy(np.stack([foreground(image)[1] for image in pixels])).unsqueeze(1).to(images.device)
     ink = torch.tensor(SILHOUETTE_INK, dtype=images.dtype).view(1, 3, 1, 1) / 255
     paper = torch.tensor(data.BACKGROUND, dtype=images.dtype).view(1, 3, 1, 1) / 255
-    return torch.where(foreground, ink, paper)
+    return torch.where(drawn, ink, paper)
 
 
 def _as_silhouettes(pixels: torch.Tensor, negatives: torch.Tensor, captions: List[str], wrong: List[str],
