@@ -76,9 +76,9 @@ def rows_without(path: Path, *columns: str) -> list:
 def test_compare_on_ray_gives_the_serial_images_and_report(local_ray, tmp_path, prompts):
     serial, on_ray = tmp_path / "serial", tmp_path / "ray"
     args = ["compare", prompts, "--engines", "optimize,transformer", *TOY]
-    with torch_threads(1):   # each of 2 workers on 2 CPUs has one thread
+    with torch_threads(1):   # each of 2 workers on 2 CPUs has one thread; the driver scores the report
         assert run_main(*args, "--out", serial) == 0
-    assert run_main(*args, "--out", on_ray, "--ray", "--workers", "2") == 0
+        assert run_main(*args, "--out", on_ray, "--ray", "--workers", "2") == 0
     images = files_of(serial, "runs/*/*/*/final.png")
     assert len(images) == 3 * 2 and files_of(on_ray, "runs/*/*/*/final.png") == images   # bit-identical
     for name in ("compare_images.csv", "compare_summary.csv"):
