@@ -118,13 +118,13 @@ def main() -> None:
             dump = np.load(path)
             caption, accepted = str(dump["caption"]), dump["accepted"].reshape(-1)   # candidates' frames in a row
             images = _images(dump["images"].reshape(-1, *dump["images"].shape[-3:]))
-            weight = TOY_DEFAULTS["pick_flatness"]   # FramePicker.scores, its flatness computed once for all judges
-            penalty = torch.tensor([weight * p for p in flatness_penalties(images, toy_object_count(caption))])
+            penalties = flatness_penalties(images, toy_object_count(caption))   # no CLIP in them: once for all judges
             for name, judge in judges.items():
-                clip_scores = FramePicker([judge], [caption], [1.0]).clip_scores(images)
+                picker = FramePicker([judge], [caption], [1.0], flatness_weight=TOY_DEFAULTS["pick_flatness"])
+                clip_scores = picker.clip_scores(images)
                 if not accepted.all() and accepted.any():
                     _auc(frames[name], clip_scores.numpy(), accepted)
-                picked[name] += int(accepted[int(np.argmax((clip_scores - penalty).numpy()))])
+                picked[name] += int(accepted[int(np.argmax(picker.total(clip_scores, penalties).numpy()))])
         label = Path(folder).name
         for name in judges:
             rows[name][f"{label}: frames, contrastive AUC"] = f"{frames[name][0] / max(frames[name][1], 1):.3f}"

@@ -170,10 +170,15 @@ class FramePicker:
     @torch.no_grad()
     def scores(self, images: torch.Tensor) -> List[float]:
         """One score per image of (B, 3, H, W) in [0, 1]; higher is better."""
-        total = self.clip_scores(images)
-        if self.flatness_weight:
-            total -= torch.tensor([self.flatness_weight * p for p in flatness_penalties(images, self.objects)])
-        return total.tolist()
+        penalties = flatness_penalties(images, self.objects) if self.flatness_weight else []
+        return self.total(self.clip_scores(images), penalties).tolist()
+
+    def total(self, clip_scores: torch.Tensor, penalties: Sequence[float]) -> torch.Tensor:
+        """The score from its parts (``clip_scores``, ``flatness_penalties``), for callers that
+        reuse a part: the penalties do not depend on the CLIP."""
+        if not self.flatness_weight:
+            return clip_scores
+        return clip_scores - torch.tensor([self.flatness_weight * p for p in penalties])
 
     @torch.no_grad()
     def clip_scores(self, images: torch.Tensor) -> torch.Tensor:

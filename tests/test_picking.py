@@ -105,8 +105,8 @@ def test_the_flatness_penalty_ranks_a_clean_scene_above_the_same_scene_with_a_sp
     assert flat[0] > flat[1]
     assert flat[1] - plain[1] < flat[0] - plain[0] - 0.5   # the speck cost its frame more than the clean one
     # The parts that benchmarks/toy_judges.py re-scores saved frames with make the same score, bit for bit.
-    parts = FramePicker([toy_judge], [scene.caption], [1.0]).clip_scores(images) - torch.tensor(
-        [20.0 * p for p in flatness_penalties(images, toy_object_count(scene.caption))])
+    picker = FramePicker([toy_judge], [scene.caption], [1.0], flatness_weight=20.0)
+    parts = picker.total(picker.clip_scores(images), flatness_penalties(images, toy_object_count(scene.caption)))
     assert parts.tolist() == flat
 
 
