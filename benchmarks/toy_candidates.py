@@ -14,6 +14,9 @@ and reports, per prompt group of ``toy_success.py``, how often the analytic judg
 
     python benchmarks/toy_candidates.py --prompts 20 --candidates 4 --set cutn=4 --set overview=1
 
+``--dump-frames DIR`` keeps every candidate's frames and verdicts, for pickers across the
+candidates tried offline (``toy_picking.py DIR --across``).
+
 Measured in docs/toy-guidance.md ("Several candidates, one pick").
 """
 
@@ -38,12 +41,18 @@ def run_prompt(task) -> dict:
     from clipdraw.toy.judge import satisfies  # noqa: PLC0415
 
     group, index, caption, candidates, offset, overrides = task
+    overrides = dict(overrides)
+    dump = overrides.pop("dump_frames", None)
     config = toy_config(**{**overrides, "seed": 10 * index + offset, "batch": candidates, "candidates": 1})
     start = time.perf_counter()
     results = generate_batch(toy_success._MODELS, caption, config, progress=False, keep_images=True)
     seconds = time.perf_counter() - start
     picks = [bool(satisfies(caption, r.chosen_frame.image)) for r in results]
     chosen = best_candidate([candidate_score(r.frames) for r in results])
+    if dump:   # every candidate's frames, for pickers tried offline (toy_picking.py --across)
+        for j, r in enumerate(results):
+            toy_success.dump_frames(dump, {"method": f"candidate{j}", "group": group, "index": index,
+                                           "caption": caption}, r.frames, [satisfies(caption, f.image) for f in r.frames])
     return {"group": group, "index": index, "caption": caption, "seconds": seconds, "picks": picks,
             "across": picks[chosen], "chosen": chosen,
             "ever": any(satisfies(caption, f.image) for r in results for f in r.frames)}
@@ -61,9 +70,14 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="change a toy default (e.g. --set cutn=8)")
     parser.add_argument("--json", help="write every prompt's result here")
+    parser.add_argument("--dump-frames", metavar="DIR",
+                        help="write every candidate's frames and verdicts here (benchmarks/toy_picking.py --across)")
     args = parser.parse_args()
 
     overrides = {name: toy_success._value(value) for name, value in (item.split("=", 1) for item in args.set)}
+    if args.dump_frames:
+        os.makedirs(args.dump_frames, exist_ok=True)
+        overrides["dump_frames"] = args.dump_frames
     groups = {g: v for g, v in toy_success.prompt_sets(args.prompts, args.seed).items() if g.split(",")[0] in args.groups}
     tasks = [(g, i, caption, args.candidates, args.seed_offset, overrides) for g, prompts in groups.items()
              for i, (caption, _) in enumerate(prompts)]
@@ -74,7 +88,8 @@ def main() -> None:
 
     rows = (("pick across the candidates", lambda r: r["across"]), ("first candidate alone", lambda r: r["picks"][0]),
             ("some candidate's pick accepted", lambda r: any(r["picks"])), ("some frame accepted", lambda r: r["ever"]))
-    print(f"{args.candidates} candidates, toy defaults" + (f" with {overrides}" if overrides else ""))
+    settings = {k: v for k, v in overrides.items() if k != "dump_frames"}
+    print(f"{args.candidates} candidates, toy defaults" + (f" with {settings}" if settings else ""))
     print("| | " + " | ".join(groups) + " |")
     print("|" + " --- |" * (len(groups) + 1))
     for name, hit in rows:

@@ -11,6 +11,9 @@ and judge), the prompt, the frames and generic image statistics.
     python benchmarks/toy_success.py --prompts 20 --groups single --background-start 3 \\
         --optimizer-only --dump-frames /tmp/pk/single
     python benchmarks/toy_picking.py /tmp/pk/single [--blank-frame-0]
+    python benchmarks/toy_candidates.py --prompts 20 --candidates 4 --set cutn=4 --set overview=1 \\
+        --dump-frames /tmp/pk/candidates
+    python benchmarks/toy_picking.py /tmp/pk/candidates --across
 
 Measured in docs/toy-guidance.md ("Picking the frame").
 """
@@ -247,6 +250,117 @@ def blank_first(run: dict) -> None:
     run["accepted"] = np.concatenate([[False], run["accepted"]])
 
 
+def window_min(score: np.ndarray) -> np.ndarray:
+    """Each frame's score as the lowest of it and its two neighbours: a frame counts only when
+    the frames around it agree."""
+    padded = np.concatenate([score[:1], score, score[-1:]])
+    return np.minimum(np.minimum(padded[:-2], padded[1:-1]), padded[2:])
+
+
+def best_frames(candidates: List[dict], key: str) -> List[np.ndarray]:
+    return [run["images"][pick(run[key])].astype(np.float32) for run in candidates]
+
+
+ACROSS: Dict[str, Callable[[List[dict]], Tuple[int, int]]] = {}
+"""Pickers across a prompt's candidates: (candidate, frame) from every candidate's frames."""
+
+
+def _frame_picker(score: Callable[[dict], np.ndarray]) -> Callable[[List[dict]], Tuple[int, int]]:
+    def choose(candidates: List[dict]) -> Tuple[int, int]:
+        scores = [score(run) for run in candidates]
+        j = max(range(len(candidates)), key=lambda k: (scores[k].max(), -k))
+        return j, pick(scores[j])
+    return choose
+
+
+def _candidate_then_frame(rank: Callable[[dict], float]) -> Callable[[List[dict]], Tuple[int, int]]:
+    def choose(candidates: List[dict]) -> Tuple[int, int]:
+        j = max(range(len(candidates)), key=lambda k: (rank(candidates[k]), -k))
+        return j, pick(candidates[j]["shipped"])
+    return choose
+
+
+def _consensus(candidates: List[dict]) -> Tuple[int, int]:
+    """The candidate whose best frame is nearest, in pixels, to the other candidates' best
+    frames: what most candidates drew."""
+    frames = best_frames(candidates, "shipped")
+    distance = [sum(np.abs(a - b).mean() for b in frames) for a in frames]
+    j = int(np.argmin(distance))
+    return j, pick(candidates[j]["shipped"])
+
+
+def silhouette(image: np.ndarray, size: int = 16) -> np.ndarray:
+    """The foreground's mask cropped to its bounding box and resized to size x size: its shape,
+    wherever it was drawn."""
+    from PIL import Image  # noqa: PLC0415
+
+    from clipdraw.picking import foreground  # noqa: PLC0415
+
+    mask = foreground(image)[1]
+    if not mask.any():
+        return np.zeros((size, size), np.float32)
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    crop = mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].astype(np.uint8) * 255
+    return np.asarray(Image.fromarray(crop).resize((size, size), Image.BILINEAR), np.float32) / 255
+
+
+def _shape_consensus(candidates: List[dict]) -> Tuple[int, int]:
+    """The candidate whose best frame's silhouette is nearest the other candidates': the shape
+    most of them drew, wherever they drew it."""
+    shapes = [silhouette(frame.astype(np.uint8)) for frame in best_frames(candidates, "shipped")]
+    distance = [sum(np.abs(a - b).mean() for b in shapes) for a in shapes]
+    j = int(np.argmin(distance))
+    return j, pick(candidates[j]["shipped"])
+
+
+def _consensus_with_score(weight: float) -> Callable[[List[dict]], Tuple[int, int]]:
+    """The candidates' best scores, less ``weight`` x their silhouettes' mean distance to the others'."""
+    def choose(candidates: List[dict]) -> Tuple[int, int]:
+        shapes = [silhouette(frame.astype(np.uint8)) for frame in best_frames(candidates, "shipped")]
+        rank = [run["shipped"].max() - weight * np.mean([np.abs(a - b).mean() for b in shapes])
+                for run, a in zip(candidates, shapes)]
+        j = int(np.argmax(rank))
+        return j, pick(candidates[j]["shipped"])
+    return choose
+
+
+ACROSS.update({
+    "FramePicker across every frame (--candidates)": _frame_picker(lambda r: r["shipped"]),
+    "FramePicker, smoothed over 3 frames": _frame_picker(lambda r: smooth(r["shipped"])),
+    "FramePicker, lowest of 3 neighbouring frames": _frame_picker(lambda r: window_min(r["shipped"])),
+    "FramePicker, lowest of 3, iteration >= 100": _frame_picker(lambda r: later(window_min(r["shipped"]), r, 100)),
+    "candidate of the best median frame, its best frame": _candidate_then_frame(lambda r: float(np.median(r["shipped"]))),
+    "candidate of the best mean of its top 5 frames": _candidate_then_frame(
+        lambda r: float(np.sort(r["shipped"])[-5:].mean())),
+    "consensus: best frame nearest the others' best frames": _consensus,
+    "shape consensus: best frame's silhouette nearest the others'": _shape_consensus,
+    "best score - 5 x silhouette distance to the others": _consensus_with_score(5.0),
+    "best score - 20 x silhouette distance to the others": _consensus_with_score(20.0),
+})
+
+
+def across_table(runs: List[dict]) -> None:
+    """Per prompt group: how often each picker across a prompt's candidates picks an accepted
+    frame, beside the first candidate alone and the ceilings."""
+    prompts: Dict[tuple, List[dict]] = defaultdict(list)
+    for run in sorted(runs, key=lambda r: r["method"]):
+        prompts[(run["group"], int(run["index"]))].append(run)
+    groups = sorted({g for g, _ in prompts})
+    rows = {"some frame accepted": lambda c: any(r["accepted"].any() for r in c),
+            "some candidate's own pick accepted": lambda c: any(r["accepted"][pick(r["shipped"])] for r in c),
+            "first candidate alone": lambda c: bool(c[0]["accepted"][pick(c[0]["shipped"])])}
+    rows.update({name: (lambda choose: lambda c: bool(c[choose(c)[0]]["accepted"][choose(c)[1]]))(choose)
+                 for name, choose in ACROSS.items()})
+    count = len(next(iter(prompts.values())))
+    print(f"{count} candidates a prompt\n")
+    print("| picker | " + " | ".join(groups) + " | all |")
+    print("|" + " --- |" * (len(groups) + 2))
+    for name, hit in rows.items():
+        cells = [[hit(c) for (g, _), c in prompts.items() if g == group] for group in groups]
+        print(f"| {name} | " + " | ".join(f"{sum(x)} / {len(x)}" for x in cells)
+              + f" | {sum(map(sum, cells))} / {sum(map(len, cells))} |")
+
+
 def toy_caption_bank(n: int) -> List[str]:
     from clipdraw.toy import data  # noqa: PLC0415
 
@@ -260,6 +374,9 @@ def main() -> None:
                         help="put a blank frame (rejected) before each run's frames, as a blank start's frame 0 "
                              "would be: a picker must not choose it")
     parser.add_argument("--pickers", help="comma-separated picker names (default: all)")
+    parser.add_argument("--across", action="store_true",
+                        help="the folders hold several candidates per prompt (toy_candidates.py --dump-frames): "
+                             "pick across them")
     args = parser.parse_args()
 
     runs = load_runs(args.folders)
@@ -267,6 +384,9 @@ def main() -> None:
         for run in runs:
             blank_first(run)
     features(runs, toy_caption_bank(64))
+    if args.across:
+        across_table(runs)
+        return
     names = list(PICKERS) if not args.pickers else args.pickers.split(",")
     cells: Dict[tuple, List[int]] = defaultdict(list)
     for run in runs:

@@ -13,6 +13,8 @@ learned model) says whether it satisfies the caption:
 * optimizer without <trick> (--tricks): the defaults with one measured trick undone, to show
   what each contributes; optimizer with <trick>: one of the peers' tricks that the defaults
   leave off, added;
+* optimizer from the transformer's sample (--transformer-start K): the optimizer started from
+  the transformer row's tokens (one-hot times K, plus unit noise), the two paradigms in turn;
 * transformer: the toy autoregressive model, one sample;
 * random tokens: a uniformly random dVAE token grid, decoded (the floor);
 * dVAE reconstruction: the scene's own render, encoded and decoded: the ceiling of any method
@@ -152,11 +154,18 @@ def run_task(task: Tuple[str, str, int, str, dict]) -> dict:
     if method.startswith("optimizer"):
         overrides = dict(overrides)
         background = overrides.pop("background_start", None)
+        from_transformer = overrides.pop("transformer_start", None)
         dump = overrides.pop("dump_frames", None)
         if dump and os.path.exists(dump_path(dump, out)):
             return read_dump(dump_path(dump, out), out)
         config = replace(toy_config(seed=index), **overrides)
         init = None if background is None else background_logits(background, models.decoder.vocab_size, index)
+        if from_transformer is not None:   # the other paradigm's picture (the transformer row's), then CLIP guidance
+            sample = TransformerEngine(models).generate(caption, index, progress=False)
+            out["transformer_ok"] = bool(satisfies(caption, sample.image))
+            grid = int(round(sample.tokens.numel() ** 0.5))
+            init = token_logits(sample.tokens.view(grid, grid).cpu(), from_transformer, models.decoder.vocab_size,
+                                index)
         result = generate(models, caption, config, progress=False, keep_images=True, init_logits=init)
         seconds = time.perf_counter() - start
         out["ok"] = bool(satisfies(caption, result.image))
@@ -238,6 +247,13 @@ def background_logits(scale: float, vocab: int, seed: int):
     blank = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255
     with torch.no_grad():
         codes = _ENCODER(map_pixels(blank)).argmax(1)[0]
+    return token_logits(codes, scale, vocab, seed)
+
+
+def token_logits(codes, scale: float, vocab: int, seed: int):
+    """Start latents for dVAE ``codes`` (g, g): one-hot times ``scale`` plus unit noise."""
+    import torch  # noqa: PLC0415
+
     one_hot = torch.nn.functional.one_hot(codes, vocab).permute(2, 0, 1).float()
     noise = torch.randn(one_hot.shape, generator=torch.Generator().manual_seed(seed))
     return one_hot * scale + noise
@@ -258,8 +274,11 @@ def main() -> None:
                              "runs already there are read back, not rerun")
     parser.add_argument("--optimizer-only", action="store_true",
                         help="skip the transformer, random-token and dVAE rows")
+    parser.add_argument("--transformer-start", type=float, action="append", default=[], metavar="K",
+                        help="also a row starting from the toy transformer's sample (its row's seed): its tokens "
+                             "one-hot times K plus unit noise, then CLIP guidance (repeatable)")
     parser.add_argument("--background-only", action="store_true",
-                        help="with --background-start: skip the optimizer row that starts from random latents")
+                        help="with --background-start or --transformer-start: skip the toy defaults' optimizer row")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="change a toy default for every optimizer row (a trial: e.g. --set iters=500)")
     parser.add_argument("--guide", action="append", default=[], metavar="FILE",
@@ -283,7 +302,9 @@ def main() -> None:
         methods.update({f"optimizer with {name}": {**trial, **added} for name, added in TRICKS_OFF.items()})
     methods.update({f"optimizer from background ({k:g})": {**trial, "background_start": k}
                     for k in args.background_start})
-    if args.background_only and args.background_start:
+    methods.update({f"optimizer from the transformer's sample ({k:g})": {**trial, "transformer_start": k}
+                    for k in args.transformer_start})
+    if args.background_only and (args.background_start or args.transformer_start):
         del methods["optimizer"]
     if args.dump_frames:
         os.makedirs(args.dump_frames, exist_ok=True)
@@ -326,6 +347,13 @@ def main() -> None:
     print(f"\n{optimizer[0]['method']}: {statistics.median(timed):.1f} s per run (median, one thread); {first} "
           f"({passed} of {len(optimizer)} runs had one); "
           f"{args.prompts} prompts per group; {wall:.0f} s in all on {args.workers} worker(s)")
+    for method in methods:
+        refined = [r for r in results if r["method"] == method and "transformer_ok" in r]
+        if refined:   # prompt by prompt, against the transformer's own sample
+            print(f"{method}: accepted where the transformer's sample was rejected in "
+                  f"{sum(r['ok'] and not r['transformer_ok'] for r in refined)}, rejected where it was accepted in "
+                  f"{sum(r['transformer_ok'] and not r['ok'] for r in refined)}, of {len(refined)} prompts; "
+                  f"the samples alone: {sum(r['transformer_ok'] for r in refined)} accepted")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "success": table, "runs": results}, f, indent=1)

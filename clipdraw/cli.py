@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import List, Optional
 
 import click
-from click.core import ParameterSource
 
+from .cli_checks import DEFAULT_SOURCES, refuse_real_models_for_toy
 from .config import (DALLEMINI_DTYPES, DEFAULT_CLIP, DEFAULT_DECODER, EDIT_METHODS, ENGINE_NAMES, ENGINE_SETTINGS,
-                     LOSSES, LR_SCHEDULES, REAL_MODEL_OPTIONS, RELAXATIONS, SOURCE_OPTIONS, TOY_DEFAULTS,
+                     LOSSES, LR_SCHEDULES, RELAXATIONS, SOURCE_OPTIONS, TOY_DEFAULTS,
                      GenerationConfig, engine_options, engine_settings)
 from .errors import EXIT_USAGE, ClipdrawError, exit_interrupted, note
 
@@ -76,7 +76,6 @@ _register_commands()
 # --------------------------------------------------------------------------- generate
 
 COMMON_OPTIONS = ("seed", "out", "model", "engine", "device", "offline", "gif", "mp4", "quiet")
-DEFAULT_SOURCES = (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)   # an option the user did not give
 SOURCE_FIELDS = {name for names in SOURCE_OPTIONS.values() for name in names}   # engines.ModelSource's
 
 
@@ -132,16 +131,6 @@ def refuse_other_engines_options(ctx: click.Context, engine: str, names) -> None
             flag = next(p.opts[0] for p in ctx.command.params if p.name == name)
             takers = [e for e in ENGINE_NAMES if name in engine_options(e)]
             raise ClipdrawError(f"{flag} is not used by --engine {engine}: it is for --engine {' or '.join(takers)}")
-
-
-def refuse_real_models_for_toy(ctx: click.Context, model: str) -> None:
-    """With ``--model toy``, one line for a real model's option given (--clip-model, --decoder,
-    --encoder): the toy world draws with its own CLIP and dVAE, and ignoring them would mislead.
-    generate, edit, compare, probe and batch all check here."""
-    for name in REAL_MODEL_OPTIONS if model == "toy" else ():
-        if name in ctx.params and ctx.get_parameter_source(name) not in DEFAULT_SOURCES:
-            raise ClipdrawError(f"--{name.replace('_', '-')} names a real model; --model toy draws with the toy "
-                                "world's own CLIP and dVAE")
 
 
 ALL_ENGINE_OPTIONS = {name for engine in ENGINE_NAMES for name in engine_options(engine)}

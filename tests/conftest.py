@@ -7,6 +7,11 @@ import sys
 
 import pytest
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One thread per test worker (and per CLI it starts), set before torch loads: two workers of
+    # two threads each on two cores spend their time waiting for each other.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 sys.path.insert(0, os.path.dirname(__file__))
 
 import tiny_models  # noqa: E402

@@ -22,6 +22,7 @@ from typing import List, Optional, Sequence
 
 import click
 
+from ..cli_checks import DEFAULT_SOURCES, refuse_real_models_for_toy
 from ..config import DEFAULT_CLIP, ENGINE_NAMES, TOY_DEFAULTS, engine_options   # no torch there
 from ..errors import EXIT_FAILURE, ClipdrawError, exit_interrupted, fail, note
 from .typographic import LABEL_POSITIONS, LABEL_SIZES, REAL_TEMPLATE, TOY_TEMPLATE   # no numpy, PIL or torch there
@@ -203,13 +204,11 @@ def generation_options(function=None, *, judged: bool = True):
 def refuse_unused_options(engines: Sequence[str]) -> None:
     """One line naming the first option given that none of ``engines`` uses, and who takes it:
     the rule ``clipdraw generate`` follows (``clipdraw.config.engine_options``)."""
-    from click.core import ParameterSource  # noqa: PLC0415
-
     ctx = click.get_current_context()
     for param in ctx.command.params if engines else ():
         name = "transformer" if param.name == "transformer_dir" else param.name
         takers = [e for e in ENGINE_NAMES if name in engine_options(e)]
-        given = ctx.get_parameter_source(param.name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+        given = ctx.get_parameter_source(param.name) not in DEFAULT_SOURCES
         if takers and given and not set(takers) & set(engines):
             raise ClipdrawError(f"{param.opts[0]} is not used by engine {', '.join(engines)}: it is for engine "
                                 f"{' or '.join(takers)}")
@@ -295,7 +294,6 @@ def probe(entity_list: Path, templates: Sequence[str], seeds: int, engine: str, 
     --out; running again resumes. Faces are counted for lists that declare '# kind: people'.
     """
     from .probe import run_probe  # noqa: PLC0415
-    from ..cli import refuse_real_models_for_toy  # noqa: PLC0415 (cli imports this module as it loads)
 
     refuse_unused_options([engine])
     refuse_real_models_for_toy(click.get_current_context(), model)
@@ -344,7 +342,6 @@ def compare(prompt_file: Optional[Path], coco: Optional[Path], flickr: Optional[
     """
     from .compare import run_compare  # noqa: PLC0415
     from .datasets import read_coco, read_flickr, read_prompt_file  # noqa: PLC0415
-    from ..cli import refuse_real_models_for_toy  # noqa: PLC0415 (cli imports this module as it loads)
 
     sources = [s for s in (prompt_file, coco, flickr) if s is not None]
     if len(sources) != 1:
@@ -397,7 +394,6 @@ def batch(prompt_file: Path, seeds: int, engine: str, limit: Optional[int], keep
     into --out. With --ray, on a local Ray or a cluster.
     """
     from .batch import run_batch  # noqa: PLC0415
-    from ..cli import refuse_real_models_for_toy  # noqa: PLC0415 (cli imports this module as it loads)
 
     refuse_unused_options([engine])
     refuse_real_models_for_toy(click.get_current_context(), model)
