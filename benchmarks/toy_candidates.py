@@ -49,13 +49,13 @@ def run_prompt(task) -> dict:
     seconds = time.perf_counter() - start
     picks = [bool(satisfies(caption, r.chosen_frame.image)) for r in results]
     chosen = best_candidate([candidate_score(r.frames) for r in results])
+    verdicts = [[bool(satisfies(caption, f.image)) for f in r.frames] for r in results]
     if dump:   # every candidate's frames, for pickers tried offline (toy_picking.py --across)
-        for j, r in enumerate(results):
+        for j, (r, accepted) in enumerate(zip(results, verdicts)):
             toy_success.dump_frames(dump, {"method": f"candidate{j}", "group": group, "index": index,
-                                           "caption": caption}, r.frames, [satisfies(caption, f.image) for f in r.frames])
+                                           "caption": caption}, r.frames, accepted)
     return {"group": group, "index": index, "caption": caption, "seconds": seconds, "picks": picks,
-            "across": picks[chosen], "chosen": chosen,
-            "ever": any(satisfies(caption, f.image) for r in results for f in r.frames)}
+            "across": picks[chosen], "chosen": chosen, "ever": any(map(any, verdicts))}
 
 
 def main() -> None:

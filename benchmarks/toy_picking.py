@@ -24,7 +24,7 @@ import argparse
 import glob
 import os
 from collections import defaultdict
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -257,12 +257,14 @@ def window_min(score: np.ndarray) -> np.ndarray:
     return np.minimum(np.minimum(padded[:-2], padded[1:-1]), padded[2:])
 
 
-def best_frames(candidates: List[dict], key: str) -> List[np.ndarray]:
-    return [run["images"][pick(run[key])].astype(np.float32) for run in candidates]
+def best_frames(candidates: List[dict]) -> List[np.ndarray]:
+    """Each candidate's best frame by the shipped pick, as float pixels."""
+    return [run["images"][pick(run["shipped"])].astype(np.float32) for run in candidates]
 
 
-ACROSS: Dict[str, Callable[[List[dict]], Tuple[int, int]]] = {}
-"""Pickers across a prompt's candidates: (candidate, frame) from every candidate's frames."""
+def distances_to_others(views: List[np.ndarray]) -> List[float]:
+    """Each view's mean absolute difference to the others, summed over them."""
+    return [float(sum(np.abs(a - b).mean() for b in views)) for a in views]
 
 
 def _frame_picker(score: Callable[[dict], np.ndarray]) -> Callable[[List[dict]], Tuple[int, int]]:
@@ -280,15 +282,6 @@ def _candidate_then_frame(rank: Callable[[dict], float]) -> Callable[[List[dict]
     return choose
 
 
-def _consensus(candidates: List[dict]) -> Tuple[int, int]:
-    """The candidate whose best frame is nearest, in pixels, to the other candidates' best
-    frames: what most candidates drew."""
-    frames = best_frames(candidates, "shipped")
-    distance = [sum(np.abs(a - b).mean() for b in frames) for a in frames]
-    j = int(np.argmin(distance))
-    return j, pick(candidates[j]["shipped"])
-
-
 def silhouette(image: np.ndarray, size: int = 16) -> np.ndarray:
     """The foreground's mask cropped to its bounding box and resized to size x size: its shape,
     wherever it was drawn."""
@@ -304,27 +297,29 @@ def silhouette(image: np.ndarray, size: int = 16) -> np.ndarray:
     return np.asarray(Image.fromarray(crop).resize((size, size), Image.BILINEAR), np.float32) / 255
 
 
-def _shape_consensus(candidates: List[dict]) -> Tuple[int, int]:
-    """The candidate whose best frame's silhouette is nearest the other candidates': the shape
-    most of them drew, wherever they drew it."""
-    shapes = [silhouette(frame.astype(np.uint8)) for frame in best_frames(candidates, "shipped")]
-    distance = [sum(np.abs(a - b).mean() for b in shapes) for a in shapes]
-    j = int(np.argmin(distance))
-    return j, pick(candidates[j]["shipped"])
-
-
-def _consensus_with_score(weight: float) -> Callable[[List[dict]], Tuple[int, int]]:
-    """The candidates' best scores, less ``weight`` x their silhouettes' mean distance to the others'."""
+def _consensus(represent: Callable[[np.ndarray], np.ndarray], weight: Optional[float] = None
+               ) -> Callable[[List[dict]], Tuple[int, int]]:
+    """The candidate whose best frame, as ``represent`` shows it, is nearest the other
+    candidates' (what most of them drew); with ``weight``, the best score less ``weight`` x that
+    distance averaged over every candidate (itself included, at 0) instead. Then that
+    candidate's best frame."""
     def choose(candidates: List[dict]) -> Tuple[int, int]:
-        shapes = [silhouette(frame.astype(np.uint8)) for frame in best_frames(candidates, "shipped")]
-        rank = [run["shipped"].max() - weight * np.mean([np.abs(a - b).mean() for b in shapes])
-                for run, a in zip(candidates, shapes)]
-        j = int(np.argmax(rank))
+        distance = distances_to_others([represent(frame) for frame in best_frames(candidates)])
+        if weight is None:
+            j = int(np.argmin(distance))
+        else:
+            j = int(np.argmax([run["shipped"].max() - weight * d / len(candidates)
+                               for run, d in zip(candidates, distance)]))
         return j, pick(candidates[j]["shipped"])
     return choose
 
 
-ACROSS.update({
+def _silhouette_of(frame: np.ndarray) -> np.ndarray:
+    return silhouette(frame.astype(np.uint8))
+
+
+# Pickers across a prompt's candidates: (candidate, frame) from every candidate's frames.
+ACROSS: Dict[str, Callable[[List[dict]], Tuple[int, int]]] = {
     "FramePicker across every frame (--candidates)": _frame_picker(lambda r: r["shipped"]),
     "FramePicker, smoothed over 3 frames": _frame_picker(lambda r: smooth(r["shipped"])),
     "FramePicker, lowest of 3 neighbouring frames": _frame_picker(lambda r: window_min(r["shipped"])),
@@ -332,11 +327,11 @@ ACROSS.update({
     "candidate of the best median frame, its best frame": _candidate_then_frame(lambda r: float(np.median(r["shipped"]))),
     "candidate of the best mean of its top 5 frames": _candidate_then_frame(
         lambda r: float(np.sort(r["shipped"])[-5:].mean())),
-    "consensus: best frame nearest the others' best frames": _consensus,
-    "shape consensus: best frame's silhouette nearest the others'": _shape_consensus,
-    "best score - 5 x silhouette distance to the others": _consensus_with_score(5.0),
-    "best score - 20 x silhouette distance to the others": _consensus_with_score(20.0),
-})
+    "consensus: best frame nearest the others' best frames": _consensus(lambda frame: frame),
+    "shape consensus: best frame's silhouette nearest the others'": _consensus(_silhouette_of),
+    "best score - 5 x silhouette distance to the others": _consensus(_silhouette_of, 5.0),
+    "best score - 20 x silhouette distance to the others": _consensus(_silhouette_of, 20.0),
+}
 
 
 def across_table(runs: List[dict]) -> None:
@@ -349,8 +344,13 @@ def across_table(runs: List[dict]) -> None:
     rows = {"some frame accepted": lambda c: any(r["accepted"].any() for r in c),
             "some candidate's own pick accepted": lambda c: any(r["accepted"][pick(r["shipped"])] for r in c),
             "first candidate alone": lambda c: bool(c[0]["accepted"][pick(c[0]["shipped"])])}
-    rows.update({name: (lambda choose: lambda c: bool(c[choose(c)[0]]["accepted"][choose(c)[1]]))(choose)
-                 for name, choose in ACROSS.items()})
+    def accepted(choose: Callable[[List[dict]], Tuple[int, int]]) -> Callable[[List[dict]], bool]:
+        def hit(candidates: List[dict]) -> bool:
+            j, frame = choose(candidates)   # once per prompt
+            return bool(candidates[j]["accepted"][frame])
+        return hit
+
+    rows.update({name: accepted(choose) for name, choose in ACROSS.items()})
     count = len(next(iter(prompts.values())))
     print(f"{count} candidates a prompt\n")
     print("| picker | " + " | ".join(groups) + " | all |")

@@ -254,9 +254,10 @@ def token_logits(codes, scale: float, vocab: int, seed: int):
     """Start latents for dVAE ``codes`` (g, g): one-hot times ``scale`` plus unit noise."""
     import torch  # noqa: PLC0415
 
-    one_hot = torch.nn.functional.one_hot(codes, vocab).permute(2, 0, 1).float()
-    noise = torch.randn(one_hot.shape, generator=torch.Generator().manual_seed(seed))
-    return one_hot * scale + noise
+    from clipdraw.optimize import one_hot_logits  # noqa: PLC0415
+
+    start = one_hot_logits(codes, vocab, scale)
+    return start + torch.randn(start.shape, generator=torch.Generator().manual_seed(seed))
 
 
 def main() -> None:

@@ -255,7 +255,12 @@ def image_logits(models: Models, image: torch.Tensor, scale: float) -> torch.Ten
         raise ClipdrawError(f"the dVAE encoder has {models.encoder.vocab_size} tokens and the decoder "
                             f"{models.decoder.vocab_size}: they are not one dVAE")
     tokens = models.encoder.tokens(image.unsqueeze(0))[0]                     # (g, g)
-    return F.one_hot(tokens, models.decoder.vocab_size).permute(2, 0, 1).float().mul_(scale)
+    return one_hot_logits(tokens, models.decoder.vocab_size, scale)
+
+
+def one_hot_logits(tokens: torch.Tensor, vocab_size: int, scale: float) -> torch.Tensor:
+    """Latents (vocab, g, g) whose argmax is ``tokens`` (g, g), each ``scale`` above the rest."""
+    return F.one_hot(tokens, vocab_size).permute(2, 0, 1).float().mul_(scale)
 
 
 def total_variation(images: torch.Tensor) -> torch.Tensor:
