@@ -338,16 +338,16 @@ def main() -> None:
     print("|" + " --- |" * (len(groups) + 1))
     for method in rows:
         print(f"| {method} | " + " | ".join(f"{table[method][g]:.0%}" for g in groups) + " |")
-    optimizer = [r for r in results if r["method"] == "optimizer"] or \
-        [r for r in results if r["method"].startswith("optimizer")]
-    firsts = [r["first_ok_seconds"] for r in optimizer if r["first_ok_seconds"] is not None]
-    passed = sum(r["first_ok_iteration"] is not None for r in optimizer)   # resumed runs have no seconds
-    timed = [r["seconds"] for r in optimizer if r["seconds"] is not None] or [float("nan")]
-    first = (f"median {statistics.median(firsts):.1f} s to the first frame the judge accepts" if firsts
-             else "no timed run had a frame the judge accepts")
-    print(f"\n{optimizer[0]['method']}: {statistics.median(timed):.1f} s per run (median, one thread); {first} "
-          f"({passed} of {len(optimizer)} runs had one); "
-          f"{args.prompts} prompts per group; {wall:.0f} s in all on {args.workers} worker(s)")
+    for label in dict.fromkeys(r["method"] for r in results if r["method"].startswith("optimizer")):
+        runs = [r for r in results if r["method"] == label]   # one line per optimizer row
+        firsts = [r["first_ok_seconds"] for r in runs if r["first_ok_seconds"] is not None]
+        passed = sum(r["first_ok_iteration"] is not None for r in runs)   # resumed runs have no seconds
+        timed = [r["seconds"] for r in runs if r["seconds"] is not None] or [float("nan")]
+        first = (f"median {statistics.median(firsts):.1f} s to the first frame the judge accepts" if firsts
+                 else "no timed run had a frame the judge accepts")
+        print(f"\n{label}: {statistics.median(timed):.1f} s per run (median, one thread); {first} "
+              f"({passed} of {len(runs)} runs had one)")
+    print(f"{args.prompts} prompts per group; {wall:.0f} s in all on {args.workers} worker(s)")
     for method in methods:
         refined = [r for r in results if r["method"] == method and "transformer_ok" in r]
         if refined:   # prompt by prompt, against the transformer's own sample

@@ -15,7 +15,7 @@ from typing import List, Optional
 
 import click
 
-from .cli_checks import DEFAULT_SOURCES, refuse_real_models_for_toy
+from .cli_checks import DEFAULT_SOURCES, refuse_other_engines_options, refuse_real_models_for_toy
 from .config import (DALLEMINI_DTYPES, DEFAULT_CLIP, DEFAULT_DECODER, EDIT_METHODS, ENGINE_NAMES, ENGINE_SETTINGS,
                      LOSSES, LR_SCHEDULES, RELAXATIONS, SOURCE_OPTIONS, TOY_DEFAULTS,
                      GenerationConfig, engine_options, engine_settings)
@@ -121,16 +121,6 @@ class EngineCommand(click.Command):
         for title, names in sections:
             with formatter.section(title):
                 formatter.write_dl([records[n] for n in names if records[n]])
-
-
-def refuse_other_engines_options(ctx: click.Context, engine: str, names) -> None:
-    """One line naming the first option given that ``engine`` does not use, and who takes it."""
-    own = set(engine_options(engine)) | set(COMMON_OPTIONS)
-    for name in names:
-        if name not in own and ctx.get_parameter_source(name) not in DEFAULT_SOURCES:
-            flag = next(p.opts[0] for p in ctx.command.params if p.name == name)
-            takers = [e for e in ENGINE_NAMES if name in engine_options(e)]
-            raise ClipdrawError(f"{flag} is not used by --engine {engine}: it is for --engine {' or '.join(takers)}")
 
 
 ALL_ENGINE_OPTIONS = {name for engine in ENGINE_NAMES for name in engine_options(engine)}
@@ -239,7 +229,7 @@ def _draw(ctx: click.Context, prompt: str, engine: str, model: str, seed: Option
           offline: bool, gif: bool, mp4: bool, quiet: bool, options: dict, settings_set: Optional[dict] = None) -> None:
     """generate and edit: ``options`` as the command line gave them, ``settings_set`` fixed by the command."""
     # Cheap checks first, before torch is imported: nothing is loaded or written for a bad command.
-    refuse_other_engines_options(ctx, engine, options)
+    refuse_other_engines_options(ctx, [engine], options)
     given = {name: value for name, value in options.items() if ctx.get_parameter_source(name) not in DEFAULT_SOURCES}
     if engine != "dallemini":   # which refuses --model toy itself, with the reason
         refuse_real_models_for_toy(ctx, model)

@@ -130,11 +130,11 @@ def test_generate_help_lists_the_options_by_engine(capsys):
 
 
 @pytest.mark.parametrize("args,refused", [
-    (["probe", "{list}", "--engine", "transformer", "--mega"], "--mega is not used by engine transformer"),
-    (["probe", "{list}", "--engine", "dallemini", "--cutn", "3"], "--cutn is not used by engine dallemini"),
+    (["probe", "{list}", "--engine", "transformer", "--mega"], "--mega is not used by --engine transformer"),
+    (["probe", "{list}", "--engine", "dallemini", "--cutn", "3"], "--cutn is not used by --engine dallemini"),
     (["compare", "{list}", "--engines", "optimize,transformer", "--mega"],
-     "--mega is not used by engine optimize, transformer: it is for engine dallemini"),
-    (["compare", "{list}", "--engines", "dallemini", "--iters", "5"], "--iters is not used by engine dallemini"),
+     "--mega is not used by --engine optimize, transformer: it is for --engine dallemini"),
+    (["compare", "{list}", "--engines", "dallemini", "--iters", "5"], "--iters is not used by --engine dallemini"),
 ])
 def test_probe_and_compare_refuse_options_none_of_their_engines_use(args, refused, tmp_path, capsys):
     from clipdraw.cli import main

@@ -525,7 +525,7 @@ def test_resuming_with_other_settings_is_refused_but_another_judge_is_not(tmp_pa
     capsys.readouterr()
     # an optimizer setting for a transformer-only experiment is refused, not recorded (the toy
     # defaults' resume rule: EngineSettings.record, tested below)
-    assert_one_line(capsys, run_main(*base, "--iters", "5"), "--iters is not used by engine transformer")
+    assert_one_line(capsys, run_main(*base, "--iters", "5"), "--iters is not used by --engine transformer")
     assert_one_line(capsys, run_main(*base, "--transformer", tmp_path), "no transformer.safetensors")
     assert (out / "compare.html").is_file()
     run_json = out / "runs" / "transformer" / "a-red-circle" / "seed-0" / "run.json"
@@ -989,3 +989,7 @@ def test_experiment_settings_fall_back_to_each_worlds_defaults():
     assert EngineSettings(model="toy").record() == EngineSettings(model="toy", iters=TOY_DEFAULTS["iters"]).record()
     assert EngineSettings(model="toy").record() != EngineSettings(model="toy", cutn=TOY_DEFAULTS["cutn"] + 1).record()
     assert EngineSettings(model="toy").record()["relaxation"] == TOY_DEFAULTS["relaxation"]
+    # the reports name the toy world's blank canvas, not where this machine keeps it
+    shown = EngineSettings(model="toy").used(["optimize"])["optimize"]
+    assert shown["init_image"].startswith("the blank canvas") and TOY_DEFAULTS["init_image"] not in str(shown)
+    assert "init_image" not in EngineSettings(model="openai").used(["optimize"])["optimize"]   # none by default

@@ -22,8 +22,8 @@ from typing import List, Optional, Sequence
 
 import click
 
-from ..cli_checks import DEFAULT_SOURCES, refuse_real_models_for_toy
-from ..config import DEFAULT_CLIP, ENGINE_NAMES, TOY_DEFAULTS, engine_options   # no torch there
+from ..cli_checks import refuse_other_engines_options, refuse_real_models_for_toy
+from ..config import DEFAULT_CLIP, ENGINE_NAMES, TOY_DEFAULTS   # no torch there
 from ..errors import EXIT_FAILURE, ClipdrawError, exit_interrupted, fail, note
 from .typographic import LABEL_POSITIONS, LABEL_SIZES, REAL_TEMPLATE, TOY_TEMPLATE   # no numpy, PIL or torch there
 
@@ -202,16 +202,10 @@ def generation_options(function=None, *, judged: bool = True):
 
 
 def refuse_unused_options(engines: Sequence[str]) -> None:
-    """One line naming the first option given that none of ``engines`` uses, and who takes it:
-    the rule ``clipdraw generate`` follows (``clipdraw.config.engine_options``)."""
+    """The rule ``clipdraw generate`` follows, for the options of the running command."""
     ctx = click.get_current_context()
-    for param in ctx.command.params if engines else ():
-        name = "transformer" if param.name == "transformer_dir" else param.name
-        takers = [e for e in ENGINE_NAMES if name in engine_options(e)]
-        given = ctx.get_parameter_source(param.name) not in DEFAULT_SOURCES
-        if takers and given and not set(takers) & set(engines):
-            raise ClipdrawError(f"{param.opts[0]} is not used by engine {', '.join(engines)}: it is for engine "
-                                f"{' or '.join(takers)}")
+    refuse_other_engines_options(ctx, engines, [p.name for p in ctx.command.params],
+                                 settings={"transformer_dir": "transformer"})
 
 
 def _settings(kind: str, iters: Optional[int], save_every: Optional[int], cutn: Optional[int], size: Optional[int],

@@ -9,8 +9,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
-from ..config import (DEFAULT_CLIP, DEFAULT_DECODER, ENGINE_NAMES, TOY_DEFAULTS, GenerationConfig, clip_model_names,
-                      engine_settings)
+from ..config import (DEFAULT_CLIP, DEFAULT_DECODER, ENGINE_NAMES, TOY_BLANK, TOY_DEFAULTS, GenerationConfig,
+                      clip_model_names, engine_settings)
 from ..errors import ClipdrawError
 
 
@@ -87,6 +87,8 @@ class EngineSettings:
                 defaults = asdict(GenerationConfig())
                 values = {k: v for k, v in values.items()
                           if k in ("iters", "save_every", "cutn", "size", "lr") or v != defaults[k]}
+                if values.get("init_image") == TOY_BLANK:   # not this machine's path in a shared report
+                    values["init_image"] = "the blank canvas (clipdraw/toy/blank.png)"
             elif name == "transformer":
                 values = {"weights": self.transformer or "toy", **values,
                           "save_every": values["save_every"] or "every row of tokens"}
