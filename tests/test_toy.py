@@ -107,6 +107,15 @@ def test_training_is_deterministic_by_seed(tiny_world, tmp_path):
     assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
 
 
+def test_toy_train_scale_keeps_the_recipe_and_what_is_off_stays_off():
+    from clipdraw.toy.train import SCALED_SETTINGS, scaled_config
+    assert scaled_config(1.0, seed=3) == TrainConfig(seed=3)   # `clipdraw toy train` trains the documented recipe
+    smoke = scaled_config(1e-6)
+    for name in SCALED_SETTINGS:
+        default = getattr(TrainConfig(), name)
+        assert getattr(smoke, name) == (1 if default else 0), name
+
+
 def test_stages_trained_one_at_a_time_share_one_log(tmp_path):
     train_all(TINY, out=tmp_path, stages=("dvae",), progress=False)
     train_all(TINY, out=tmp_path, stages=("clip",), progress=False)

@@ -117,14 +117,11 @@ def toy_train(out: Optional[Path], stages: str, seed: int, scale: float, coco: O
         raise ClipdrawError(f"unknown stage {unknown[0] if unknown else stages!r}: expected {', '.join(TOY_STAGES)}")
     from ..outputs import check_output_root
     from .models import weights_dir
-    from .train import SCALED_SETTINGS, TrainConfig, train_all
+    from .train import scaled_config, train_all
 
     target = out or weights_dir()
     check_output_root(target)
-    base = TrainConfig(seed=seed)
-    config = TrainConfig(seed=seed, **{k: max(1, round(getattr(base, k) * scale))
-                                       for k in SCALED_SETTINGS})
-    summary = train_all(config, out=target, stages=names, progress=not quiet)
+    summary = train_all(scaled_config(scale, seed), out=target, stages=names, progress=not quiet)
     for stage, seconds in summary["seconds"].items():
         last = [entry for entry in summary["log"] if entry["stage"] == stage][-1]
         values = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k not in ("stage", "step"))

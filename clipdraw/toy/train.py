@@ -55,6 +55,7 @@ class TrainConfig:
     clip_round_lr: float = 0.3         # peak learning rate of a round, as a share of clip_lr
     clip_bank_per_step: int = 16       # rejected images among each step's negatives
     judge_seed: int = 1                # the judge CLIP's seed offset: same recipe, never a guide
+    judge_robust: bool = True          # PGD in the judge's training as in the guide's; off trains faster (docs/toy-world.md)
     judge_silhouettes: float = 0.0     # share of the judge's scenes shown as silhouettes, captions without colours
     judge_frame_prompts: int = 0       # captions the guide draws for the judge (labelled_frames); 0: off (no better)
     judge_frame_iters: int = 300       # optimizer iterations per caption (the toy default)
@@ -83,6 +84,7 @@ def train_dvae(config: TrainConfig, log: list, progress: bool = True):
     """Gumbel-softmax dVAE: soft relaxation with an annealed temperature, then straight-through
     one-hot for the last third so the decoder learns to read hard tokens (what the transformer emits)."""
     encoder, decoder = build_dvae(config.seed)
+    encoder.to(memory_format=torch.channels_last), decoder.to(memory_format=torch.channels_last)   # faster on CPU
     params = [*encoder.parameters(), *decoder.parameters()]
     for p in params:
         p.requires_grad_(True)
@@ -94,6 +96,7 @@ def train_dvae(config: TrainConfig, log: list, progress: bool = True):
         for group in optimizer.param_groups:
             group["lr"] = cosine_lr(i, config.dvae_steps, config.dvae_lr)
         x = map_pixels(data.image_batch(scene_batch(i, config.dvae_batch, config.seed)))
+        x = x.contiguous(memory_format=torch.channels_last)
         logits = encoder(x)
         tau = 1.0 * (1 / 16) ** min(i / (0.66 * config.dvae_steps), 1.0)
         noisy = logits + config.dvae_noise * gumbel_noise(logits, generator)
@@ -113,7 +116,7 @@ def train_dvae(config: TrainConfig, log: list, progress: bool = True):
         return {"mse": reconstruction.item(), "codes": float(logits.argmax(1).unique().numel()), "tau": tau}
 
     train_loop("dvae", config.dvae_steps, step, log, progress)
-    return encoder.eval().requires_grad_(False), decoder.eval().requires_grad_(False)
+    return tuple(m.eval().requires_grad_(False).to(memory_format=torch.contiguous_format) for m in (encoder, decoder))
 
 
 def vocabulary(seed: int) -> List[str]:
@@ -176,6 +179,14 @@ def fit_transformer(texts: torch.Tensor, codes: torch.Tensor, text_vocab: int, i
 # What ``clipdraw toy train --scale`` multiplies (0.01 for a smoke run).
 SCALED_SETTINGS = ("dvae_steps", "clip_steps", "clip_round_steps", "clip_round_prompts", "clip_round_iters",
                    "judge_frame_prompts", "judge_frame_iters", "judge_frame_steps", "gpt_steps", "gpt_images")
+
+
+def scaled_config(scale: float = 1.0, seed: int = 0) -> TrainConfig:
+    """The default recipe with its step and image counts times ``scale``: at least 1 each, so that
+    a smoke run still runs every stage, and 0 (a part that is off) stays 0."""
+    base = TrainConfig(seed=seed)
+    return TrainConfig(seed=seed, **{k: getattr(base, k) and max(1, round(getattr(base, k) * scale))
+                                     for k in SCALED_SETTINGS})
 
 
 def train_all(config: Optional[TrainConfig] = None, out: Path = WEIGHTS_DIR, stages=TOY_STAGES,

@@ -83,7 +83,8 @@ def contrastive_loss(model, images: torch.Tensor, negatives: torch.Tensor, text_
     positive; text features beyond the first n are wrong captions, ``negatives`` wrong images.
     Returns the loss and the logits."""
     n = images.shape[0]
-    image_features = F.normalize(model.encode_image(torch.cat([images, negatives])), dim=-1)
+    batch = torch.cat([images, negatives]).contiguous(memory_format=torch.channels_last)
+    image_features = F.normalize(model.encode_image(batch), dim=-1)
     logits = model.logit_scale.exp().clamp(max=100) * image_features @ text_features.T   # (n + neg, n + wrong)
     image_to_text = F.cross_entropy(logits[:n], F.pad(targets, (0, logits.shape[1] - n)))
     text_to_image = F.cross_entropy(logits[:, :n].T, F.pad(targets.T, (0, logits.shape[0] - n)))
@@ -92,7 +93,8 @@ def contrastive_loss(model, images: torch.Tensor, negatives: torch.Tensor, text_
 
 def train_clip(config: TrainConfig, log: list, progress: bool = True, seed: Optional[int] = None,
                dvae=None, name: str = "clip", model=None, steps: Optional[int] = None, bank=None, step_offset: int = 0,
-               labelled: Optional[Tuple[torch.Tensor, List[str]]] = None, silhouette_share: float = 0.0):
+               labelled: Optional[Tuple[torch.Tensor, List[str]]] = None, silhouette_share: float = 0.0,
+               robust: bool = True):
     """Contrastive CLIP on (render, caption) pairs, with clip's own tokenizer, trained to be a
     guide whose gradient draws: each scene meets its twin (one word changed, data.twin) and a
     near-miss caption, images no caption describes, the dVAE's redraws of the renders, and,
@@ -102,19 +104,19 @@ def train_clip(config: TrainConfig, log: list, progress: bool = True, seed: Opti
     ``silhouette_share``: that share of the scenes (and of the wrong images) shown as
     ``silhouettes`` with their colour words taken out, so that shape is learnt apart from colour,
     for the colour-shape pairs held out of training too (the judge's:
-    ``TrainConfig.judge_silhouettes``)."""
+    ``TrainConfig.judge_silhouettes``). ``robust``: the PGD perturbations (``config.clip_robust_eps``)."""
     from ..weights import import_clip  # noqa: PLC0415
 
     clip = import_clip()
     seed = config.seed if seed is None else seed
     model = build_clip(seed, config.clip_tower) if model is None else model
     steps = config.clip_steps if steps is None else steps
-    model.train().requires_grad_(True)
+    model.train().requires_grad_(True).to(memory_format=torch.channels_last)   # faster convolutions on CPU
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.clip_lr, weight_decay=0.05)
     generator = torch.Generator().manual_seed(seed + 1 + step_offset)
     mean, std = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(CLIP_STD).view(1, 3, 1, 1)
     context = model.context_length
-    eps = config.clip_robust_eps
+    eps = config.clip_robust_eps if robust else 0.0
     robust_from = int(config.clip_robust_from * steps) if step_offset == 0 else 0
     peak = config.clip_lr if step_offset == 0 else config.clip_lr * config.clip_round_lr
     view_augmentations = build_augmentations(DEFAULT_AUGMENTATIONS) if config.clip_view_augmentations else None
@@ -169,7 +171,7 @@ def train_clip(config: TrainConfig, log: list, progress: bool = True, seed: Opti
         return {"loss": loss.item(), "acc": accuracy}
 
     train_loop(name, steps, step, log, progress)
-    return model.eval().requires_grad_(False)
+    return model.eval().requires_grad_(False).to(memory_format=torch.contiguous_format)
 
 
 def silhouettes(images: torch.Tensor) -> torch.Tensor:
@@ -295,7 +297,7 @@ def train_judge(config: TrainConfig, log: list, dvae, guide=None, progress: bool
     seed = config.seed + config.judge_seed
     if model is None:
         model = train_clip(config, log, progress, seed=seed, dvae=dvae, name="judge",
-                           silhouette_share=config.judge_silhouettes)
+                           silhouette_share=config.judge_silhouettes, robust=config.judge_robust)
         _round_to_half(model)
     if guide is None or not config.judge_frame_prompts:
         return model
@@ -303,7 +305,8 @@ def train_judge(config: TrainConfig, log: list, dvae, guide=None, progress: bool
     log.append({"stage": "judge", "step": config.clip_steps, "labelled_frames": len(captions),
                 "empty_frames": len(empty)})
     return train_clip(config, log, progress, seed=seed, dvae=dvae, model=model, steps=config.judge_frame_steps,
-                      bank=empty, step_offset=config.clip_steps, name="judge", labelled=(images, captions))
+                      bank=empty, step_offset=config.clip_steps, name="judge", labelled=(images, captions),
+                      robust=config.judge_robust)
 
 
 def _round_to_half(model) -> None:
