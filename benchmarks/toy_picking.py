@@ -61,16 +61,20 @@ def shifted_views(images):
 
 def features(runs: List[dict], bank: List[str]) -> None:
     """Adds to each run, per frame: both CLIPs' cosines with the prompt, its twins, neutral
-    captions and a bank of toy captions (plain and averaged over ``shifted_views``), and the
-    frame statistics."""
+    captions and a bank of toy captions (plain and averaged over ``shifted_views``), the toy
+    transformer's log-likelihood of the frame's dVAE tokens given the prompt and given each twin,
+    and the frame statistics."""
     import torch  # noqa: PLC0415
 
     from clipdraw.models import ClipModel  # noqa: PLC0415
     from clipdraw.picking import FramePicker, flatness_statistics, toy_object_count, toy_twin_captions  # noqa: PLC0415
-    from clipdraw.toy.models import load_toy_clip, weights_dir  # noqa: PLC0415
+    from clipdraw.dvae import map_pixels  # noqa: PLC0415
+    from clipdraw.toy.models import load_toy_clip, load_toy_dvae, load_toy_gpt, weights_dir  # noqa: PLC0415
 
     torch.set_num_threads(1)
     root = weights_dir()
+    encoder, _ = load_toy_dvae(root)
+    gpt, tokenizer = load_toy_gpt(root)
     clips = {"guide": ClipModel(load_toy_clip(root)), "judge": ClipModel(load_toy_clip(root, "judge"))}
     for run in runs:
         caption = run["caption"]
@@ -92,6 +96,11 @@ def features(runs: List[dict], bank: List[str]) -> None:
                 for part, start, end in zip(("twins", "neutral", "bank", "extras"), ends[:-1], ends[1:]):
                     run[f"{name}{tag}_{part}"] = block[:, start:end]
             run[f"{name}_aug_min"] = cos[:, :, 0].min(0).values.numpy()
+        with torch.no_grad():   # the toy transformer's log p(frame's tokens | caption): a model unlike the CLIPs
+            codes = encoder(map_pixels(images)).argmax(1).flatten(1)
+            likelihood = [torch.log_softmax(gpt(tokenizer.encode([text] * len(codes)), codes), -1)
+                          .gather(-1, codes[..., None])[..., 0].sum(1) for text in [caption, *twins]]
+        run["transformer_prompt"], run["transformer_twins"] = likelihood[0].numpy(), torch.stack(likelihood[1:], 1).numpy()
         picker = FramePicker([clips["judge"]], [caption], [1.0], flatness_weight=SHIPPED_FLATNESS)
         run["shipped"] = np.array(picker.scores(images))
         stats = [flatness_statistics(image, toy_object_count(caption)) for image in run["images"]]
@@ -216,6 +225,9 @@ PICKERS: Dict[str, Callable[[dict], np.ndarray]] = {
     "judge + guide contr. (twins + extras) - 20 (off-colour + stray)": lambda r: sum(log_softmax_first(
         r[f"{n}_prompt"], np.concatenate([r[f"{n}_twins"], r[f"{n}_extras"]], 1), r[f"{n}_scale"])
         for n in ("judge", "guide")) - 20.0 * (r["off_colour"] + r["stray"]),
+    "transformer log-likelihood given the prompt": lambda r: r["transformer_prompt"],
+    "transformer posterior among the twins": lambda r: log_softmax_first(
+        r["transformer_prompt"], r["transformer_twins"], 1.0),
 }
 
 
