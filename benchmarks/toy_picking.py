@@ -98,9 +98,10 @@ def features(runs: List[dict], bank: List[str]) -> None:
             run[f"{name}_aug_min"] = cos[:, :, 0].min(0).values.numpy()
         with torch.no_grad():   # the toy transformer's log p(frame's tokens | caption): a model unlike the CLIPs
             codes = encoder(map_pixels(images)).argmax(1).flatten(1)
-            likelihood = [torch.log_softmax(gpt(tokenizer.encode([text] * len(codes)), codes), -1)
-                          .gather(-1, codes[..., None])[..., 0].sum(1) for text in [caption, *twins]]
-        run["transformer_prompt"], run["transformer_twins"] = likelihood[0].numpy(), torch.stack(likelihood[1:], 1).numpy()
+            likelihood = [torch.log_softmax(gpt(text.expand(len(codes), -1), codes), -1)
+                          .gather(-1, codes[..., None])[..., 0].sum(1) for text in tokenizer.encode([caption, *twins])]
+        run["transformer_prompt"] = likelihood[0].numpy()
+        run["transformer_twins"] = torch.stack(likelihood[1:], 1).numpy()
         picker = FramePicker([clips["judge"]], [caption], [1.0], flatness_weight=SHIPPED_FLATNESS)
         run["shipped"] = np.array(picker.scores(images))
         stats = [flatness_statistics(image, toy_object_count(caption)) for image in run["images"]]

@@ -75,7 +75,6 @@ _register_commands()
 
 # --------------------------------------------------------------------------- generate
 
-COMMON_OPTIONS = ("seed", "out", "model", "engine", "device", "offline", "gif", "mp4", "quiet")
 SOURCE_FIELDS = {name for names in SOURCE_OPTIONS.values() for name in names}   # engines.ModelSource's
 
 

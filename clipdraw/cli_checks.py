@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
+from typing import Iterable, Mapping, Sequence
+
 import click
 from click.core import ParameterSource
-
-from typing import Iterable, Mapping, Sequence
 
 from .config import ENGINE_NAMES, REAL_MODEL_OPTIONS, engine_options
 from .errors import ClipdrawError

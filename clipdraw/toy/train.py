@@ -84,7 +84,8 @@ def train_dvae(config: TrainConfig, log: list, progress: bool = True):
     """Gumbel-softmax dVAE: soft relaxation with an annealed temperature, then straight-through
     one-hot for the last third so the decoder learns to read hard tokens (what the transformer emits)."""
     encoder, decoder = build_dvae(config.seed)
-    encoder.to(memory_format=torch.channels_last), decoder.to(memory_format=torch.channels_last)   # faster on CPU
+    for model in (encoder, decoder):
+        model.to(memory_format=torch.channels_last)   # faster convolutions on CPU
     params = [*encoder.parameters(), *decoder.parameters()]
     for p in params:
         p.requires_grad_(True)
