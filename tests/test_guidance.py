@@ -398,3 +398,28 @@ def test_patience_running_out_at_the_last_iteration_is_no_early_stop(tiny_models
     result = generate(replace(tiny_models_cpu, judge=ScriptedJudge([0.5, 0.4, 0.3])), "a cup", config, progress=False)
     assert result.iterations_done == config.iters
     assert not result.stopped_early
+
+
+def test_the_transformer_prior_of_toy_routes_reads_tokens_as_the_transformer_does():
+    """benchmarks/toy_routes.py's prior scores relaxed tokens through the toy transformer's own
+    layers: on one-hot tokens it must be the transformer's cross-entropy, and its gradient must
+    reach every token (as target and as context)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        from toy_routes import token_nll
+    finally:
+        sys.path.pop(0)
+    from clipdraw.toy.models import load_toy_gpt
+
+    gpt, tokenizer = load_toy_gpt()
+    words = tokenizer.encode(["a red circle", "a large blue square on the left"])
+    tokens = torch.randint(gpt.image_vocab, (2, gpt.image_tokens), generator=torch.Generator().manual_seed(0))
+    one_hot = F.one_hot(tokens, gpt.image_vocab).float().requires_grad_(True)
+    nll = token_nll(gpt, words, one_hot)
+    expected = F.cross_entropy(gpt(words, tokens).transpose(1, 2), tokens, reduction="none").mean(1)
+    assert torch.allclose(nll, expected, atol=1e-5)
+    nll.sum().backward()
+    assert (one_hot.grad.abs().sum(-1) > 0).all()
