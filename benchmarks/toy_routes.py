@@ -62,7 +62,8 @@ def token_nll(gpt, words: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 
 def add_prior(weight: float) -> None:
     """Extend ``Optimization.step``'s loss with ``weight`` times the transformer's NLL of the
-    straight-through tokens (the gradient is accumulated before the guide's own backward)."""
+    tokens the decoder reads, straight-through at the toy defaults (the gradient is accumulated
+    before the guide's own backward)."""
     import clipdraw.optimize as optimize  # noqa: PLC0415
     from clipdraw.toy.models import load_toy_gpt  # noqa: PLC0415
 
@@ -75,9 +76,9 @@ def add_prior(weight: float) -> None:
         self.prior_words = tokenizer.encode([schedule[0].text]).expand(self.rows, -1)
 
     def step(self, step: int):
-        probs = F.softmax(self.logits, 1)
-        hard = F.one_hot(probs.argmax(1), probs.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
-        tokens = (hard + probs - probs.detach()).permute(0, 2, 3, 1).flatten(1, 2)   # row-major, as the GPT reads
+        # the tokens the decoder reads (optimize.relax), without sampling noise: the run's random draws stay its own
+        relaxed = optimize.relax(self.logits, self.config, step - 1, self.generators, noisy=False)
+        tokens = relaxed.permute(0, 2, 3, 1).flatten(1, 2)   # row-major, as the GPT reads them
         (weight * token_nll(gpt, self.prior_words, tokens)).sum().backward()
         return plain_step(self, step)
 
@@ -191,11 +192,9 @@ def redraw_pick(folder: str) -> None:
     from clipdraw.results import to_pil  # noqa: PLC0415
     from clipdraw.toy.judge import satisfies  # noqa: PLC0415
     from clipdraw.toy.models import load_toy_dvae  # noqa: PLC0415
-    from clipdraw.toy.train import map_pixels  # noqa: PLC0415
-    from clipdraw.toy.world import load_toy_models  # noqa: PLC0415
+    from clipdraw.toy.train_clip import redraw  # noqa: PLC0415
 
-    encoder, _ = load_toy_dvae()
-    decoder = load_toy_models("cpu").decoder
+    dvae = load_toy_dvae()
     counts = dict.fromkeys(("some frame accepted", "the run's own pick (FramePicker)", "smallest redraw change",
                             "FramePicker + redraw change", "the run's pick, redrawn"), 0)
     aucs = []
@@ -203,8 +202,7 @@ def redraw_pick(folder: str) -> None:
         with np.load(path) as run:
             caption, accepted, picked = str(run["caption"]), run["accepted"], run["judge_score"]
             frames = torch.from_numpy(run["images"]).permute(0, 3, 1, 2).float() / 255
-        with torch.no_grad():
-            redrawn = decoder.decode_tokens(encoder(map_pixels(frames)).argmax(1))
+        redrawn = redraw(frames, *dvae)
         closeness = -(redrawn - frames).abs().mean((1, 2, 3)).numpy() * 100   # mean change, in % of the range
         if accepted.any() and not accepted.all():
             aucs.append(np.mean([(a > r) + 0.5 * (a == r) for a in closeness[accepted] for r in closeness[~accepted]]))

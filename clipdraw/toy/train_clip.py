@@ -5,6 +5,7 @@ and its measurements: docs/toy-guidance.md."""
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -93,8 +94,7 @@ def contrastive_loss(model, images: torch.Tensor, negatives: torch.Tensor, text_
 
 def train_clip(config: TrainConfig, log: list, progress: bool = True, seed: Optional[int] = None,
                dvae=None, name: str = "clip", model=None, steps: Optional[int] = None, bank=None, step_offset: int = 0,
-               labelled: Optional[Tuple[torch.Tensor, List[str]]] = None, silhouette_share: float = 0.0,
-               robust: bool = True):
+               labelled: Optional[Tuple[torch.Tensor, List[str]]] = None, silhouette_share: float = 0.0):
     """Contrastive CLIP on (render, caption) pairs, with clip's own tokenizer, trained to be a
     guide whose gradient draws: each scene meets its twin (one word changed, data.twin) and a
     near-miss caption, images no caption describes, the dVAE's redraws of the renders, and,
@@ -104,7 +104,7 @@ def train_clip(config: TrainConfig, log: list, progress: bool = True, seed: Opti
     ``silhouette_share``: that share of the scenes (and of the wrong images) shown as
     ``silhouettes`` with their colour words taken out, so that shape is learnt apart from colour,
     for the colour-shape pairs held out of training too (the judge's:
-    ``TrainConfig.judge_silhouettes``). ``robust``: the PGD perturbations (``config.clip_robust_eps``)."""
+    ``TrainConfig.judge_silhouettes``)."""
     from ..weights import import_clip  # noqa: PLC0415
 
     clip = import_clip()
@@ -116,7 +116,7 @@ def train_clip(config: TrainConfig, log: list, progress: bool = True, seed: Opti
     generator = torch.Generator().manual_seed(seed + 1 + step_offset)
     mean, std = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(CLIP_STD).view(1, 3, 1, 1)
     context = model.context_length
-    eps = config.clip_robust_eps if robust else 0.0
+    eps = config.clip_robust_eps
     robust_from = int(config.clip_robust_from * steps) if step_offset == 0 else 0
     peak = config.clip_lr if step_offset == 0 else config.clip_lr * config.clip_round_lr
     view_augmentations = build_augmentations(DEFAULT_AUGMENTATIONS) if config.clip_view_augmentations else None
@@ -295,18 +295,18 @@ def train_judge(config: TrainConfig, log: list, dvae, guide=None, progress: bool
     and ``config.judge_frame_prompts``, trained on the guide's own frames labelled by the
     analytic judge (``labelled_frames``), so that it ranks the drawings it will be shown."""
     seed = config.seed + config.judge_seed
+    recipe = config if config.judge_robust else replace(config, clip_robust_eps=0.0)   # no PGD: faster
     if model is None:
-        model = train_clip(config, log, progress, seed=seed, dvae=dvae, name="judge",
-                           silhouette_share=config.judge_silhouettes, robust=config.judge_robust)
+        model = train_clip(recipe, log, progress, seed=seed, dvae=dvae, name="judge",
+                           silhouette_share=config.judge_silhouettes)
         _round_to_half(model)
     if guide is None or not config.judge_frame_prompts:
         return model
     images, captions, empty = labelled_frames(guide, dvae, config, seed, progress)
     log.append({"stage": "judge", "step": config.clip_steps, "labelled_frames": len(captions),
                 "empty_frames": len(empty)})
-    return train_clip(config, log, progress, seed=seed, dvae=dvae, model=model, steps=config.judge_frame_steps,
-                      bank=empty, step_offset=config.clip_steps, name="judge", labelled=(images, captions),
-                      robust=config.judge_robust)
+    return train_clip(recipe, log, progress, seed=seed, dvae=dvae, model=model, steps=config.judge_frame_steps,
+                      bank=empty, step_offset=config.clip_steps, name="judge", labelled=(images, captions))
 
 
 def _round_to_half(model) -> None:
