@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Two routes to a guide that draws, each measured through ``toy_success.py`` (docs/toy-guidance.md,
-"The transformer as a prior, aligned gradients, a redraw check"). Both are off in clipdraw; this
-script keeps them re-runnable without touching the optimization loop.
+"""Routes to a guide that draws, each measured through ``toy_success.py`` (docs/toy-guidance.md,
+"The transformer as a prior, aligned gradients, a redraw check" and "Squares"). All are off in
+clipdraw; this script keeps them re-runnable without touching the optimization loop. Arguments
+after ``--`` go to ``toy_success.py``.
 
 * ``prior``: the toy transformer's negative log-likelihood of the optimizer's straight-through
   tokens, given the prompt, added to the loss (``--weight`` per token, mean over the grid): a
@@ -23,18 +24,55 @@ script keeps them re-runnable without touching the optimization loop.
   rest, as a pick, on frames written by ``toy_success.py --dump-frames DIR``.
 
       python benchmarks/toy_routes.py redraw DIR
+
+* ``shapes``: a frames folder's runs counted by the shape their prompt asks for (runs, some frame
+  accepted, the pick accepted, the last frame accepted), and, with ``--renders N``, which shape
+  the guide and the judge CLIP read on N clean renders per shape (the colour given).
+
+      python benchmarks/toy_routes.py shapes DIR --renders 64
+
+* ``views``: the cutouts' geometric augmentations with other padding: ``--perspective-padding
+  border`` repeats the edge where kornia's perspective warp fills with black; ``--affine-padding``
+  replaces the affine warp's ``border``.
+
+      python benchmarks/toy_routes.py views --perspective-padding border -- --prompts 10 --groups single --optimizer-only
+
+  With ``--margins`` it runs nothing but prints, for clean renders seen through the views, how
+  far the guide's mean cosine with the right shape's caption exceeds that with the best other
+  shape's, for the padding given.
+
+* ``ring``: a penalty on the image's outer ring (``--width`` pixels) differing from the start image
+  (the blank canvas), ``--weight`` times its mean squared difference: every object of the toy
+  world stays at least 2 pixels inside the picture.
+
+      python benchmarks/toy_routes.py ring --weight 3 --width 6 -- --prompts 10 --groups single --optimizer-only
+
+* ``image-prior``: the latents made by a small convolutional net from fixed noise (a deep image
+  prior, Ulyanov et al. 2018), its last layer starting at zero so that the run starts where the
+  toy defaults do; Adam steps the net's weights (``--lr``). One image, one candidate.
+
+      python benchmarks/toy_routes.py image-prior --lr 0.003 -- --prompts 3 --groups single --optimizer-only
+
+* ``cut-negatives``: retrains the guide with a third kind of wrong image beside the cluttered and
+  faded scenes, a scene whose first object crosses the image border (a quarter to three quarters
+  of it outside), which no scene of the toy world shows. Writes a weights folder as ``aligned``.
+
+      python benchmarks/toy_routes.py cut-negatives OUT
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import glob
 import os
 import runpy
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import List
 
 import numpy as np
 import torch
@@ -217,6 +255,232 @@ def redraw_pick(folder: str) -> None:
     print(f"frame AUC of the redraw change: {np.mean(aucs):.2f} over {len(aucs)} runs with both verdicts")
 
 
+def render_single(shape: str, colour: str, size: str, cx: float, cy: float) -> torch.Tensor:
+    from clipdraw.toy import data  # noqa: PLC0415
+
+    scene = data.Scene("single", (data.Shape(shape, colour, size, cx, cy),), "")
+    return torch.from_numpy(data.render(scene).copy()).permute(2, 0, 1).float() / 255
+
+
+def shape_reading(renders: int) -> None:
+    """Which of "a <colour> circle / square / triangle" each toy CLIP ranks first for clean renders."""
+    from clipdraw.models import ClipModel  # noqa: PLC0415
+    from clipdraw.toy import data  # noqa: PLC0415
+    from clipdraw.toy.models import load_toy_clip  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    scenes = []
+    for shape in data.SHAPES:
+        for i in range(renders):
+            colour, size = list(data.COLORS)[i % 4], ("small", "large")[(i // 4) % 2]
+            margin = data.SIZES[size] / 2 + 2   # placed as data.py places shapes: whole, 2 pixels in
+            scenes.append((shape, colour, size, *rng.uniform(margin, data.IMAGE_SIZE - margin, 2)))
+    for name in ("clip", "judge"):
+        clip = ClipModel(load_toy_clip(name=name))
+        confusion = np.zeros((3, 3), dtype=int)
+        with torch.no_grad():
+            for shape, colour, size, cx, cy in scenes:
+                texts = clip.encode_text([f"a {colour} {other}" for other in data.SHAPES])
+                image = clip.encode_image(render_single(shape, colour, size, float(cx), float(cy))[None])
+                confusion[data.SHAPES.index(shape), int((image @ texts.T).argmax())] += 1
+        print(f"\n{name}: rows the shape drawn, columns the shape read ({renders} renders each)")
+        print("| | " + " | ".join(data.SHAPES) + " |\n| --- | --- | --- | --- |")
+        for shape, row in zip(data.SHAPES, confusion):
+            print(f"| {shape} | " + " | ".join(str(v) for v in row) + " |")
+
+
+def largest_part(image: np.ndarray):
+    """(rows, cols) of the largest 8-connected part of a frame's foreground (empty when none)."""
+    from clipdraw.picking import foreground  # noqa: PLC0415
+    from clipdraw.toy.judge import components  # noqa: PLC0415
+
+    parts = components(foreground(image)[1], diagonal=True)
+    return max(parts, key=lambda part: len(part[0])) if parts else (np.array([]), np.array([]))
+
+
+def shape_counts(folder: str) -> None:
+    counts = collections.defaultdict(lambda: np.zeros(6, dtype=int))
+    for path in sorted(glob.glob(os.path.join(folder, "*.npz"))):
+        with np.load(path) as run:
+            shape = next(s for s in ("circle", "square", "triangle") if s in str(run["caption"]))
+            accepted, pick = run["accepted"], int(run["judge_score"].argmax())
+            rows, cols = largest_part(run["images"][pick])
+            # the world keeps every object 2 pixels inside the picture
+            border = len(rows) and (rows.min() < 2 or cols.min() < 2 or rows.max() > 61 or cols.max() > 61)
+            counts[shape] += [1, accepted.any(), accepted[pick], accepted[-1], border, len(rows) and rows.min() < 2]
+    print("| shape asked | runs | some frame accepted | pick accepted | last frame accepted "
+          "| the pick's largest part reaches the border | ... the top border |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for shape, row in sorted(counts.items()):
+        print(f"| {shape} | " + " | ".join(str(v) for v in row) + " |")
+
+
+# --------------------------------------------------------------------------- the views, the ring, an image prior
+
+
+def border_perspective(distortion_scale: float, p: float):
+    """kornia's RandomPerspective with the uncovered corners filled by the nearest edge pixel, not black."""
+    import kornia.augmentation as K  # noqa: PLC0415
+    from kornia.geometry.transform import warp_perspective  # noqa: PLC0415
+
+    class BorderPerspective(K.RandomPerspective):
+        def apply_transform(self, input, params, flags, transform=None):  # noqa: A002 (kornia's name)
+            return warp_perspective(input, transform, tuple(input.shape[-2:]), mode=flags["resample"].name.lower(),
+                                    padding_mode="border", align_corners=flags["align_corners"])
+
+    return BorderPerspective(distortion_scale=distortion_scale, p=p)
+
+
+def set_view_padding(perspective: str, affine: str, distortion: float = 0.4) -> None:
+    """The toy defaults' affine and perspective augmentations (clipdraw.augment) with other padding
+    (and another perspective distortion)."""
+    import clipdraw.augment as augment  # noqa: PLC0415
+
+    if perspective == "border":
+        augment.AUGMENTATIONS["perspective"] = lambda: border_perspective(distortion, 0.7)
+    else:
+        augment.AUGMENTATIONS["perspective"] = lambda: augment._kornia().RandomPerspective(
+            distortion_scale=distortion, p=0.7)
+    augment.AUGMENTATIONS["affine"] = lambda: augment._kornia().RandomAffine(
+        degrees=15, translate=(0.1, 0.1), p=0.7, padding_mode=affine)
+
+
+def view_margins(perspective: str, distortion: float, scenes_per_colour: int = 8, views: int = 64) -> None:
+    """The guide's mean cosine, over ``views`` cutouts as the toy defaults make them, with the
+    caption of the shape drawn minus that with the best other shape's, for clean renders; and how
+    much of a perspective-warped view of a plain picture is black."""
+    import kornia.augmentation as K  # noqa: PLC0415
+
+    from clipdraw.augment import Cutouts  # noqa: PLC0415
+    from clipdraw.config import DEFAULT_AUGMENTATIONS, TOY_DEFAULTS  # noqa: PLC0415
+    from clipdraw.models import ClipModel  # noqa: PLC0415
+    from clipdraw.toy import data  # noqa: PLC0415
+    from clipdraw.toy.models import load_toy_clip  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(1)
+    clip = ClipModel(load_toy_clip())
+    cutouts = Cutouts(64, views, TOY_DEFAULTS["cut_min_scale"], DEFAULT_AUGMENTATIONS, 1.0, TOY_DEFAULTS["overview"])
+    margins = {shape: [] for shape in data.SHAPES}
+    with torch.no_grad():
+        for colour in data.COLORS:
+            texts = clip.encode_text([f"a picture of a {colour} {shape}" for shape in data.SHAPES])
+            for i in range(scenes_per_colour):
+                size = ("small", "large")[i % 2]
+                cx, cy = rng.uniform(18, 46, 2)
+                cosines = {shape: (clip.encode_image(cutouts(render_single(shape, colour, size, cx, cy)[None]))
+                                   @ texts.T).mean(0) for shape in data.SHAPES}
+                for j, shape in enumerate(data.SHAPES):
+                    others = max(cosines[other][j].item() for other in data.SHAPES if other != shape)
+                    margins[shape].append(cosines[shape][j].item() - others)
+    warp = border_perspective(distortion, 1.0) if perspective == "border" else K.RandomPerspective(distortion, p=1.0)
+    black = (warp(torch.full((64, 3, 64, 64), 0.94)).mean(1) < 0.5).float().mean()   # 0.94: the toy background
+    print(f"black share of a perspective-warped view: {black:.0%}")
+    print("| shape drawn | mean margin | renders with a margin above 0 |\n| --- | --- | --- |")
+    for shape, values in margins.items():
+        print(f"| {shape} | {np.mean(values):+.3f} | {np.mean(np.array(values) > 0):.0%} |")
+
+
+def add_ring(weight: float, width: int) -> None:
+    """Extend ``Optimization.step``'s loss with the outer ring's squared difference from the start image."""
+    import clipdraw.optimize as optimize  # noqa: PLC0415
+
+    plain_step = optimize.Optimization.step
+
+    def step(self, step: int):
+        if self.init_pixels is None:
+            raise SystemExit("the ring needs a start image (the toy defaults' blank canvas)")
+        image = self.models.decoder.decode(*optimize.tempered_scores(self.logits, self.config, step - 1,
+                                                                     self.generators, noisy=False),
+                                           relaxation=self.relaxation)
+        ring = torch.ones_like(image[:1, :1])
+        ring[..., width:-width, width:-width] = 0
+        difference = ((image - self.init_pixels) ** 2 * ring).sum((1, 2, 3)) / (3 * ring.sum())
+        (weight * difference).sum().backward()   # accumulated before the guide's own backward
+        return plain_step(self, step)
+
+    optimize.Optimization.step = step
+
+
+def add_image_prior(lr: float, width: int = 64, channels: int = 32) -> None:
+    """The latents as base + net(noise): base the toy defaults' start, net a small convolutional
+    net over the token grid whose last layer starts at zero (no bias: a bias would move every
+    token at once). Adam steps the net instead of the latents."""
+    import clipdraw.optimize as optimize  # noqa: PLC0415
+
+    plain_init, plain_step, plain_snapshot = (optimize.Optimization.__init__, optimize.Optimization.step,
+                                              optimize.Optimization.snapshot)
+
+    def init(self, models, schedule, config, init_logits=None):
+        plain_init(self, models, schedule, config, init_logits)
+        if self.rows != 1:
+            raise SystemExit("image-prior runs one image and one candidate")
+        vocab, grid = self.logits.shape[1], self.logits.shape[-1]
+        with torch.random.fork_rng():
+            torch.manual_seed(config.seed + 778)
+            self.prior_net = torch.nn.Sequential(
+                torch.nn.Conv2d(channels, width, 3, padding=1), torch.nn.GELU(),
+                torch.nn.Conv2d(width, width, 3, padding=1), torch.nn.GELU(), torch.nn.Conv2d(width, vocab, 1, bias=False))
+            torch.nn.init.zeros_(self.prior_net[-1].weight)
+            self.prior_noise = torch.randn(1, channels, grid, grid)
+        self.prior_base = self.logits.detach().clone()
+        self.optimizer = torch.optim.Adam(self.prior_net.parameters(), lr=lr)
+
+    def latents(self) -> torch.Tensor:
+        return (self.prior_base + self.prior_net(self.prior_noise)).contiguous(memory_format=torch.channels_last)
+
+    def step(self, step: int):
+        self.logits = latents(self)
+        return plain_step(self, step)
+
+    def snapshot(self, step: int):
+        with torch.no_grad():
+            self.logits = latents(self)   # after the step's update, as the plain loop shows it
+        return plain_snapshot(self, step)
+
+    optimize.Optimization.__init__, optimize.Optimization.step, optimize.Optimization.snapshot = init, step, snapshot
+
+
+# --------------------------------------------------------------------------- wrong images cut by the border
+
+
+def train_with_cut_negatives(out: Path) -> None:
+    """The guide retrained as the shipped recipe, with every third wrong image a scene whose first
+    object crosses the border; the other weights copied from the shipped folder."""
+    import clipdraw.toy.train_clip as train_clip  # noqa: PLC0415
+    from clipdraw.toy import data  # noqa: PLC0415
+    from clipdraw.toy.models import weights_dir  # noqa: PLC0415
+    from clipdraw.toy.train import TrainConfig, train_all  # noqa: PLC0415
+
+    plain = train_clip.negative_images
+
+    def negatives(n, generator, dvae=None, seed=0, step=0):
+        pixels = plain(n, generator, dvae, seed, step)
+        rng = np.random.default_rng([seed, step, 99])
+        for i in range(2, n, 3):
+            scene = data.scene_at(step * n + i, seed + 17, "train")
+            first = scene.objects[0]
+            edge, offset = rng.integers(4), rng.uniform(-0.25, 0.25) * first.side
+            centre = offset if edge % 2 == 0 else data.IMAGE_SIZE - offset
+            first = replace(first, cx=centre) if edge < 2 else replace(first, cy=centre)
+            image = data.render(replace(scene, objects=(first,) + scene.objects[1:]))
+            pixels[i] = torch.from_numpy(image.copy()).permute(2, 0, 1).float() / 255
+        return pixels
+
+    train_clip.negative_images = negatives
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("dvae", "judge", "transformer"):
+        shutil.copy(weights_dir() / f"{name}.safetensors", out / f"{name}.safetensors")
+    started = time.perf_counter()
+    train_all(TrainConfig(), out, stages=("clip",))
+    print(f"wrote {out} ({time.perf_counter() - started:.0f} s)")
+
+
+def run_toy_success(rest: List[str]) -> None:
+    sys.argv = ["toy_success.py"] + [a for a in rest if a != "--"]
+    runpy.run_path(str(HERE / "toy_success.py"), run_name="__main__")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     routes = parser.add_subparsers(dest="route", required=True)
@@ -233,18 +497,56 @@ def main() -> None:
     aligned.add_argument("--seed", type=int, default=0)
     redraw = routes.add_parser("redraw", help="the dVAE round trip as a frame picker")
     redraw.add_argument("folder")
+    shapes = routes.add_parser("shapes", help="a frames folder's runs counted by the shape asked for")
+    shapes.add_argument("folder", nargs="?")
+    shapes.add_argument("--renders", type=int, default=0)
+    views = routes.add_parser("views", help="toy_success.py with the cutouts' warps padded otherwise")
+    views.add_argument("--perspective-padding", choices=("zeros", "border"), default="zeros")
+    views.add_argument("--affine-padding", choices=("border", "zeros", "reflection"), default="border")
+    views.add_argument("--perspective-distortion", type=float, default=0.4)
+    views.add_argument("--margins", action="store_true", help="print the guide's shape margins, run nothing")
+    views.add_argument("rest", nargs=argparse.REMAINDER)
+    ring = routes.add_parser("ring", help="toy_success.py with the outer ring held to the start image")
+    ring.add_argument("--weight", type=float, default=3.0)
+    ring.add_argument("--width", type=int, default=6)
+    ring.add_argument("rest", nargs=argparse.REMAINDER)
+    image_prior = routes.add_parser("image-prior", help="toy_success.py with the latents made by a conv net")
+    image_prior.add_argument("--lr", type=float, default=0.003)
+    image_prior.add_argument("rest", nargs=argparse.REMAINDER)
+    cut = routes.add_parser("cut-negatives", help="retrain the guide with scenes cut by the border as wrong images")
+    cut.add_argument("out", type=Path)
     args = parser.parse_args()
     torch.set_flush_denormal(True)
+    # the patches go in before toy_success forks its workers, which inherit them
     if args.route == "prior":
-        add_prior(args.weight)   # before toy_success forks its workers, which inherit it
-        sys.argv = ["toy_success.py"] + [a for a in args.rest if a != "--"]
-        runpy.run_path(str(HERE / "toy_success.py"), run_name="__main__")
+        add_prior(args.weight)
+        run_toy_success(args.rest)
     elif args.route == "aligned":
         torch.set_num_threads(2)
         fine_tune_aligned(args.out, args.steps, args.weight, args.lr, args.scenes,
                           (1, 2) if args.shape_only else (0, 1, 2), args.seed)
-    else:
+    elif args.route == "redraw":
         redraw_pick(args.folder)
+    elif args.route == "shapes":
+        if args.folder:
+            shape_counts(args.folder)
+        if args.renders:
+            shape_reading(args.renders)
+    elif args.route == "views":
+        set_view_padding(args.perspective_padding, args.affine_padding, args.perspective_distortion)
+        if args.margins:
+            view_margins(args.perspective_padding, args.perspective_distortion)
+        else:
+            run_toy_success(args.rest)
+    elif args.route == "ring":
+        add_ring(args.weight, args.width)
+        run_toy_success(args.rest)
+    elif args.route == "image-prior":
+        add_image_prior(args.lr)
+        run_toy_success(args.rest)
+    else:
+        torch.set_num_threads(2)
+        train_with_cut_negatives(args.out)
 
 
 if __name__ == "__main__":

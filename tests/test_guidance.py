@@ -404,14 +404,7 @@ def test_the_transformer_prior_of_toy_routes_reads_tokens_as_the_transformer_doe
     """benchmarks/toy_routes.py's prior scores relaxed tokens through the toy transformer's own
     layers: on one-hot tokens it must be the transformer's cross-entropy, and its gradient must
     reach every token (as target and as context)."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    try:
-        from toy_routes import token_nll
-    finally:
-        sys.path.pop(0)
+    token_nll = toy_routes().token_nll
     from clipdraw.toy.models import load_toy_gpt
 
     gpt, tokenizer = load_toy_gpt()
@@ -423,3 +416,30 @@ def test_the_transformer_prior_of_toy_routes_reads_tokens_as_the_transformer_doe
     assert torch.allclose(nll, expected, atol=1e-5)
     nll.sum().backward()
     assert (one_hot.grad.abs().sum(-1) > 0).all()
+
+
+def toy_routes():
+    """benchmarks/toy_routes.py as a module (the benchmarks are scripts, not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "toy_routes.py"
+    spec = importlib.util.spec_from_file_location("toy_routes", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_perspective_views_paint_black_corners_unless_padded_with_the_border():
+    """docs/toy-guidance.md ("Squares"): kornia's perspective warp fills what it uncovers with
+    black, which toy_routes' ``views --perspective-padding border`` replaces by the nearest edge."""
+    import kornia.augmentation as K
+
+    plain = torch.full((4, 3, 32, 32), 0.94)
+    torch.manual_seed(0)
+    assert (K.RandomPerspective(distortion_scale=0.4, p=1.0)(plain) < 0.5).any()
+    torch.manual_seed(0)
+    padded = toy_routes().border_perspective(0.4, 1.0)(plain)
+    assert torch.allclose(padded, plain, atol=1e-4)
+    ramp = torch.linspace(0, 1, 32).expand(1, 3, 32, 32).contiguous()
+    assert not torch.allclose(toy_routes().border_perspective(0.4, 1.0)(ramp), ramp, atol=1e-2)   # it still warps
