@@ -26,10 +26,12 @@ after ``--`` go to ``toy_success.py``.
       python benchmarks/toy_routes.py redraw DIR
 
 * ``shapes``: a frames folder's runs counted by the shape their prompt asks for (runs, some frame
-  accepted, the pick accepted, the last frame accepted), and, with ``--renders N``, which shape
-  the guide and the judge CLIP read on N clean renders per shape (the colour given).
+  accepted, the pick accepted, the last frame accepted); with ``--renders N``, which shape the
+  guide and the judge CLIP read on N clean renders per shape (the colour given); with
+  ``--against-renders``, the guide's score of each pick through the views beside that of a clean
+  render of each shape at the pick's place.
 
-      python benchmarks/toy_routes.py shapes DIR --renders 64
+      python benchmarks/toy_routes.py shapes DIR --renders 64 --against-renders
 
 * ``views``: the cutouts' geometric augmentations with other padding: ``--perspective-padding
   border`` repeats the edge where kornia's perspective warp fills with black; ``--affine-padding``
@@ -298,6 +300,58 @@ def largest_part(image: np.ndarray):
     return max(parts, key=lambda part: len(part[0])) if parts else (np.array([]), np.array([]))
 
 
+def against_renders(folder: str, views: int = 64) -> None:
+    """For each run's pick: the guide's mean cosine with the prompt over ``views`` cutouts as the
+    toy defaults make them (the same views for every image), beside that of a clean render of each
+    shape, in the asked colour, at the place and size of the pick's largest part, redrawn by the
+    dVAE (a picture the optimizer could make). Tells a guide that prefers its blob (its optimum is
+    wrong) from an optimizer that stopped short of a shape the guide prefers."""
+    from clipdraw.augment import Cutouts  # noqa: PLC0415
+    from clipdraw.config import DEFAULT_AUGMENTATIONS, TOY_DEFAULTS  # noqa: PLC0415
+    from clipdraw.models import ClipModel  # noqa: PLC0415
+    from clipdraw.toy import data  # noqa: PLC0415
+    from clipdraw.toy.judge import SIZE_THRESHOLD  # noqa: PLC0415
+    from clipdraw.toy.models import load_toy_clip, load_toy_dvae  # noqa: PLC0415
+    from clipdraw.toy.train_clip import redraw  # noqa: PLC0415
+
+    clip, dvae = ClipModel(load_toy_clip()), load_toy_dvae()
+    torch.manual_seed(0)
+    cutouts = Cutouts(64, views, TOY_DEFAULTS["cut_min_scale"], DEFAULT_AUGMENTATIONS, 1.0, TOY_DEFAULTS["overview"])
+
+    def score(pixels: torch.Tensor, text: torch.Tensor) -> float:
+        torch.manual_seed(1)
+        return (clip.encode_image(cutouts(pixels[None])) @ text.T).mean().item()
+
+    tally = collections.defaultdict(lambda: np.zeros(4, dtype=int))
+    print("| prompt | the pick | " + " | ".join(f"a {shape} there" for shape in data.SHAPES) + " |")
+    print("| --- | --- | --- | --- | --- |")
+    with torch.no_grad():
+        for path in sorted(glob.glob(os.path.join(folder, "*.npz"))):
+            with np.load(path) as run:
+                caption, frame = str(run["caption"]), run["images"][int(run["judge_score"].argmax())]
+            asked = next(shape for shape in data.SHAPES if shape in caption)
+            colour = next(c for c in data.COLORS if c in caption)
+            rows, cols = largest_part(frame)
+            if not len(rows):
+                continue
+            side = max(rows.max() - rows.min(), cols.max() - cols.min()) + 1
+            size = "large" if side > SIZE_THRESHOLD else "small"
+            margin = data.SIZES[size] / 2 + 2
+            cy, cx = (np.clip((v.min() + v.max() + 1) / 2, margin, data.IMAGE_SIZE - margin) for v in (rows, cols))
+            text = clip.encode_text([caption])
+            pick = score(torch.from_numpy(frame.copy()).permute(2, 0, 1).float() / 255, text)
+            renders = {shape: score(redraw(render_single(shape, colour, size, float(cx), float(cy))[None], *dvae)[0]
+                                    .clamp(0, 1), text) for shape in data.SHAPES}
+            print(f"| {caption} | {pick:.3f} | " + " | ".join(f"{renders[shape]:.3f}" for shape in data.SHAPES) + " |")
+            tally[asked] += [1, renders[asked] > pick, renders["square"] > renders["circle"],
+                             max(renders, key=renders.get) == asked]
+    print("\n| shape asked | runs with a drawn part | the asked shape's render beats the pick "
+          "| a square beats a circle there | the asked shape's render scores best of the three |")
+    print("| --- | --- | --- | --- | --- |")
+    for shape, row in sorted(tally.items()):
+        print(f"| {shape} | " + " | ".join(str(v) for v in row) + " |")
+
+
 def shape_counts(folder: str) -> None:
     counts = collections.defaultdict(lambda: np.zeros(6, dtype=int))
     for path in sorted(glob.glob(os.path.join(folder, "*.npz"))):
@@ -500,6 +554,8 @@ def main() -> None:
     shapes = routes.add_parser("shapes", help="a frames folder's runs counted by the shape asked for")
     shapes.add_argument("folder", nargs="?")
     shapes.add_argument("--renders", type=int, default=0)
+    shapes.add_argument("--against-renders", action="store_true",
+                        help="score each pick, and clean renders at its place, with the guide through the views")
     views = routes.add_parser("views", help="toy_success.py with the cutouts' warps padded otherwise")
     views.add_argument("--perspective-padding", choices=("zeros", "border"), default="zeros")
     views.add_argument("--affine-padding", choices=("border", "zeros", "reflection"), default="border")
@@ -530,6 +586,8 @@ def main() -> None:
     elif args.route == "shapes":
         if args.folder:
             shape_counts(args.folder)
+        if args.folder and args.against_renders:
+            against_renders(args.folder)
         if args.renders:
             shape_reading(args.renders)
     elif args.route == "views":
