@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Routes to a guide that draws, each measured through ``toy_success.py`` (docs/toy-guidance.md,
-"The transformer as a prior, aligned gradients, a redraw check" and "Squares"). All are off in
-clipdraw; this script keeps them re-runnable without touching the optimization loop. Arguments
-after ``--`` go to ``toy_success.py``.
+"""Routes to a toy guide that draws, and the analyses that measured them: all off in clipdraw.
+
+Documented in docs/toy-guidance.md ("The transformer as a prior, aligned gradients, a redraw
+check" and "Squares: where the gap is"). The routes that change the optimization loop patch it
+here and run ``toy_success.py`` (arguments after ``--`` go to it); its workers inherit the
+patches because they are forked, which this script asks for.
 
 * ``prior``: the toy transformer's negative log-likelihood of the optimizer's straight-through
   tokens, given the prompt, added to the loss (``--weight`` per token, mean over the grid): a
@@ -25,11 +27,12 @@ after ``--`` go to ``toy_success.py``.
 
       python benchmarks/toy_routes.py redraw DIR
 
-* ``shapes``: a frames folder's runs counted by the shape their prompt asks for (runs, some frame
-  accepted, the pick accepted, the last frame accepted); with ``--renders N``, which shape the
-  guide and the judge CLIP read on N clean renders per shape (the colour given); with
-  ``--against-renders``, the guide's score of each pick through the views beside that of a clean
-  render of each shape at the pick's place.
+* ``shapes``: a frames folder's single-object runs counted by the shape their prompt asks for
+  (runs, some frame accepted, the pick accepted, the last frame accepted, the pick's object
+  reaching some border, the top border); with ``--renders N``, which shape the guide and the
+  judge CLIP read on N clean renders per shape (the colour given); with ``--against-renders``,
+  the guide's score of each pick through the views beside that of a clean render of each shape
+  near the pick's place.
 
       python benchmarks/toy_routes.py shapes DIR --renders 64 --against-renders
 
@@ -39,13 +42,14 @@ after ``--`` go to ``toy_success.py``.
 
       python benchmarks/toy_routes.py views --perspective-padding border -- --prompts 10 --groups single --optimizer-only
 
-  With ``--margins`` it runs nothing but prints, for clean renders seen through the views, how
-  far the guide's mean cosine with the right shape's caption exceeds that with the best other
-  shape's, for the padding given.
+  With ``--margins`` it runs nothing but prints, for each shape's caption, how far the guide's
+  mean cosine over the views with a clean render of that shape exceeds that with the best clean
+  render of another shape (same colour, place and views), for the padding given.
 
 * ``ring``: a penalty on the image's outer ring (``--width`` pixels) differing from the start image
-  (the blank canvas), ``--weight`` times its mean squared difference: every object of the toy
-  world stays at least 2 pixels inside the picture.
+  (the blank canvas), ``--weight`` times its mean squared difference: no object of the toy world
+  touches the picture's border (each stays 2 pixels inside at the top and left, 1 at the bottom
+  and right), so a ring wider than that also pushes away objects the world may place there.
 
       python benchmarks/toy_routes.py ring --weight 3 --width 6 -- --prompts 10 --groups single --optimizer-only
 
@@ -56,8 +60,11 @@ after ``--`` go to ``toy_success.py``.
       python benchmarks/toy_routes.py image-prior --lr 0.003 -- --prompts 3 --groups single --optimizer-only
 
 * ``cut-negatives``: retrains the guide with a third kind of wrong image beside the cluttered and
-  faded scenes, a scene whose first object crosses the image border (a quarter to three quarters
-  of it outside), which no scene of the toy world shows. Writes a weights folder as ``aligned``.
+  faded scenes: a scene rendered with its first object's centre within a quarter of its side of
+  the image border, so that a quarter to three quarters of its width or height lies outside,
+  which no scene of the toy world shows. These take 5 of the 16 wrong images of a step (the
+  cluttered ones fall from 8 to 5, the faded from 8 to 6) and are not redrawn by the dVAE.
+  Writes a weights folder as ``aligned``.
 
       python benchmarks/toy_routes.py cut-negatives OUT
 """
@@ -291,20 +298,37 @@ def shape_reading(renders: int) -> None:
             print(f"| {shape} | " + " | ".join(str(v) for v in row) + " |")
 
 
+OBJECT_AREA = 100   # pixels: a small toy triangle covers about 160, the specks of a blank canvas under 70
+
+
 def largest_part(image: np.ndarray):
-    """(rows, cols) of the largest 8-connected part of a frame's foreground (empty when none)."""
+    """(rows, cols) of the largest 8-connected part of a frame's foreground, empty when it is
+    smaller than OBJECT_AREA (nothing drawn but specks)."""
     from clipdraw.picking import foreground  # noqa: PLC0415
     from clipdraw.toy.judge import components  # noqa: PLC0415
 
     parts = components(foreground(image)[1], diagonal=True)
-    return max(parts, key=lambda part: len(part[0])) if parts else (np.array([]), np.array([]))
+    largest = max(parts, key=lambda part: len(part[0])) if parts else ((), ())
+    return largest if len(largest[0]) >= OBJECT_AREA else (np.array([], dtype=int), np.array([], dtype=int))
+
+
+def single_object_runs(folder: str):
+    """(path, shape asked, colour asked) of each single-object run in a frames folder."""
+    from clipdraw.toy import data  # noqa: PLC0415
+
+    for path in sorted(glob.glob(os.path.join(folder, "*.npz"))):
+        with np.load(path) as run:
+            group, caption = str(run["group"]), str(run["caption"])
+        if group.startswith("single"):
+            yield (path, next(shape for shape in data.SHAPES if shape in caption),
+                   next(colour for colour in data.COLORS if colour in caption))
 
 
 def against_renders(folder: str, views: int = 64) -> None:
     """For each run's pick: the guide's mean cosine with the prompt over ``views`` cutouts as the
     toy defaults make them (the same views for every image), beside that of a clean render of each
-    shape, in the asked colour, at the place and size of the pick's largest part, redrawn by the
-    dVAE (a picture the optimizer could make). Tells a guide that prefers its blob (its optimum is
+    shape, in the asked colour, redrawn by the dVAE (a picture the optimizer could make): of the
+    world's size nearest the pick's object, centred on it or as near as a whole shape fits. Tells a guide that prefers its blob (its optimum is
     wrong) from an optimizer that stopped short of a shape the guide prefers."""
     from clipdraw.augment import Cutouts  # noqa: PLC0415
     from clipdraw.config import DEFAULT_AUGMENTATIONS, TOY_DEFAULTS  # noqa: PLC0415
@@ -326,11 +350,9 @@ def against_renders(folder: str, views: int = 64) -> None:
     print("| prompt | the pick | " + " | ".join(f"a {shape} there" for shape in data.SHAPES) + " |")
     print("| --- | --- | --- | --- | --- |")
     with torch.no_grad():
-        for path in sorted(glob.glob(os.path.join(folder, "*.npz"))):
+        for path, asked, colour in single_object_runs(folder):
             with np.load(path) as run:
                 caption, frame = str(run["caption"]), run["images"][int(run["judge_score"].argmax())]
-            asked = next(shape for shape in data.SHAPES if shape in caption)
-            colour = next(c for c in data.COLORS if c in caption)
             rows, cols = largest_part(frame)
             if not len(rows):
                 continue
@@ -345,7 +367,7 @@ def against_renders(folder: str, views: int = 64) -> None:
             print(f"| {caption} | {pick:.3f} | " + " | ".join(f"{renders[shape]:.3f}" for shape in data.SHAPES) + " |")
             tally[asked] += [1, renders[asked] > pick, renders["square"] > renders["circle"],
                              max(renders, key=renders.get) == asked]
-    print("\n| shape asked | runs with a drawn part | the asked shape's render beats the pick "
+    print("\n| shape asked | runs whose pick shows an object | the asked shape's render beats the pick "
           "| a square beats a circle there | the asked shape's render scores best of the three |")
     print("| --- | --- | --- | --- | --- |")
     for shape, row in sorted(tally.items()):
@@ -354,16 +376,15 @@ def against_renders(folder: str, views: int = 64) -> None:
 
 def shape_counts(folder: str) -> None:
     counts = collections.defaultdict(lambda: np.zeros(6, dtype=int))
-    for path in sorted(glob.glob(os.path.join(folder, "*.npz"))):
+    for path, shape, _ in single_object_runs(folder):
         with np.load(path) as run:
-            shape = next(s for s in ("circle", "square", "triangle") if s in str(run["caption"]))
             accepted, pick = run["accepted"], int(run["judge_score"].argmax())
             rows, cols = largest_part(run["images"][pick])
-            # the world keeps every object 2 pixels inside the picture
-            border = len(rows) and (rows.min() < 2 or cols.min() < 2 or rows.max() > 61 or cols.max() > 61)
-            counts[shape] += [1, accepted.any(), accepted[pick], accepted[-1], border, len(rows) and rows.min() < 2]
+        # the world's objects never touch the border (rows and columns 0 and 63)
+        border = len(rows) > 0 and (rows.min() == 0 or cols.min() == 0 or rows.max() == 63 or cols.max() == 63)
+        counts[shape] += [1, accepted.any(), accepted[pick], accepted[-1], border, len(rows) > 0 and rows.min() == 0]
     print("| shape asked | runs | some frame accepted | pick accepted | last frame accepted "
-          "| the pick's largest part reaches the border | ... the top border |")
+          "| the pick's object touches a border | ... the top border |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for shape, row in sorted(counts.items()):
         print(f"| {shape} | " + " | ".join(str(v) for v in row) + " |")
@@ -400,9 +421,10 @@ def set_view_padding(perspective: str, affine: str, distortion: float = 0.4) -> 
 
 
 def view_margins(perspective: str, distortion: float, scenes_per_colour: int = 8, views: int = 64) -> None:
-    """The guide's mean cosine, over ``views`` cutouts as the toy defaults make them, with the
-    caption of the shape drawn minus that with the best other shape's, for clean renders; and how
-    much of a perspective-warped view of a plain picture is black."""
+    """For each shape's caption, the guide's mean cosine over ``views`` cutouts (made as the toy
+    defaults make them, the same for every render) with a clean render of that shape, minus that
+    with the best clean render of another shape in the same colour and place; and how much of a
+    perspective-warped view of a plain picture is black."""
     import kornia.augmentation as K  # noqa: PLC0415
 
     from clipdraw.augment import Cutouts  # noqa: PLC0415
@@ -422,8 +444,11 @@ def view_margins(perspective: str, distortion: float, scenes_per_colour: int = 8
             for i in range(scenes_per_colour):
                 size = ("small", "large")[i % 2]
                 cx, cy = rng.uniform(18, 46, 2)
-                cosines = {shape: (clip.encode_image(cutouts(render_single(shape, colour, size, cx, cy)[None]))
-                                   @ texts.T).mean(0) for shape in data.SHAPES}
+                cosines = {}
+                for shape in data.SHAPES:
+                    torch.manual_seed(1000 * i + 1)   # the same views of each shape
+                    cosines[shape] = (clip.encode_image(cutouts(render_single(shape, colour, size, cx, cy)[None]))
+                                      @ texts.T).mean(0)
                 for j, shape in enumerate(data.SHAPES):
                     others = max(cosines[other][j].item() for other in data.SHAPES if other != shape)
                     margins[shape].append(cosines[shape][j].item() - others)
@@ -439,6 +464,8 @@ def add_ring(weight: float, width: int) -> None:
     """Extend ``Optimization.step``'s loss with the outer ring's squared difference from the start image."""
     import clipdraw.optimize as optimize  # noqa: PLC0415
 
+    if not 0 < width < 32:
+        raise SystemExit(f"the ring's width must lie between 1 and 31 pixels, got {width}")
     plain_step = optimize.Optimization.step
 
     def step(self, step: int):
@@ -467,8 +494,8 @@ def add_image_prior(lr: float, width: int = 64, channels: int = 32) -> None:
 
     def init(self, models, schedule, config, init_logits=None):
         plain_init(self, models, schedule, config, init_logits)
-        if self.rows != 1:
-            raise SystemExit("image-prior runs one image and one candidate")
+        if self.rows != 1 or config.ema or self.schedule is not None:
+            raise SystemExit("image-prior runs one image, one candidate, no EMA, a constant learning rate")
         vocab, grid = self.logits.shape[1], self.logits.shape[-1]
         with torch.random.fork_rng():
             torch.manual_seed(config.seed + 778)
@@ -477,6 +504,7 @@ def add_image_prior(lr: float, width: int = 64, channels: int = 32) -> None:
                 torch.nn.Conv2d(width, width, 3, padding=1), torch.nn.GELU(), torch.nn.Conv2d(width, vocab, 1, bias=False))
             torch.nn.init.zeros_(self.prior_net[-1].weight)
             self.prior_noise = torch.randn(1, channels, grid, grid)
+        self.prior_net, self.prior_noise = self.prior_net.to(self.logits.device), self.prior_noise.to(self.logits.device)
         self.prior_base = self.logits.detach().clone()
         self.optimizer = torch.optim.Adam(self.prior_net.parameters(), lr=lr)
 
@@ -531,6 +559,12 @@ def train_with_cut_negatives(out: Path) -> None:
 
 
 def run_toy_success(rest: List[str]) -> None:
+    """toy_success.py in this process; its workers forked, so that they run the patched loop."""
+    import multiprocessing  # noqa: PLC0415
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        raise SystemExit("these routes patch the loop that toy_success's workers run: they need fork (Linux, macOS)")
+    multiprocessing.set_start_method("fork", force=True)
     sys.argv = ["toy_success.py"] + [a for a in rest if a != "--"]
     runpy.run_path(str(HERE / "toy_success.py"), run_name="__main__")
 
