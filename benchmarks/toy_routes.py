@@ -88,6 +88,27 @@ import torch
 import torch.nn.functional as F
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from toy_picking import within_run_auc  # noqa: E402
+
+
+def copy_shipped_weights(out: Path, but: str = "clip") -> None:
+    """A weights folder ``out`` holding the shipped toy models except ``but``, which the caller writes."""
+    from clipdraw.toy.models import weights_dir  # noqa: PLC0415
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("dvae", "clip", "judge", "transformer"):
+        if name != but:
+            shutil.copy(weights_dir() / f"{name}.safetensors", out / f"{name}.safetensors")
+
+
+def toy_views(views: int):
+    """``views`` cutouts per image, made as the toy defaults make the optimizer's."""
+    from clipdraw.augment import Cutouts  # noqa: PLC0415
+    from clipdraw.config import toy_config  # noqa: PLC0415
+
+    config = toy_config()
+    return Cutouts(config.size, views, config.cut_min_scale, config.augmentations, config.cut_pow, config.overview)
 
 
 # --------------------------------------------------------------------------- the transformer as a prior
@@ -184,7 +205,7 @@ def fine_tune_aligned(out: Path, steps: int, weight: float, lr: float, aligned_s
     from clipdraw.models import CLIP_MEAN, CLIP_STD  # noqa: PLC0415
     from clipdraw.toy import data  # noqa: PLC0415
     from clipdraw.toy.models import (clip_state_for_saving, cosine_lr, load_toy_clip, load_toy_dvae,  # noqa: PLC0415
-                                     load_weights, save_weights, weights_dir)
+                                     load_weights, save_weights)
     from clipdraw.toy.train import TrainConfig, scene_batch  # noqa: PLC0415
     from clipdraw.toy.train_clip import _augment, contrastive_loss, negative_images, redraw  # noqa: PLC0415
     from clipdraw.weights import import_clip  # noqa: PLC0415
@@ -225,9 +246,7 @@ def fine_tune_aligned(out: Path, steps: int, weight: float, lr: float, aligned_s
             print(f"step {i}: contrastive {loss.item():.3f}, 1 - alignment {aligned.item():.3f}, "
                   f"{time.perf_counter() - started:.0f} s", flush=True)
     model = model.eval().requires_grad_(False).to(memory_format=torch.contiguous_format)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("dvae", "judge", "transformer"):
-        shutil.copy(weights_dir() / f"{name}.safetensors", out / f"{name}.safetensors")
+    copy_shipped_weights(out)
     save_weights(out / "clip.safetensors", clip_state_for_saving(model, state["token_embedding.rows"]), meta)
     print(f"wrote {out} ({time.perf_counter() - started:.0f} s)")
 
@@ -252,7 +271,7 @@ def redraw_pick(folder: str) -> None:
         redrawn = redraw(frames, *dvae)
         closeness = -(redrawn - frames).abs().mean((1, 2, 3)).numpy() * 100   # mean change, in % of the range
         if accepted.any() and not accepted.all():
-            aucs.append(np.mean([(a > r) + 0.5 * (a == r) for a in closeness[accepted] for r in closeness[~accepted]]))
+            aucs.append(within_run_auc(closeness, accepted))
         counts["some frame accepted"] += bool(accepted.any())
         counts["the run's own pick (FramePicker)"] += bool(accepted[picked.argmax()])
         counts["smallest redraw change"] += bool(accepted[closeness.argmax()])
@@ -267,8 +286,7 @@ def redraw_pick(folder: str) -> None:
 def render_single(shape: str, colour: str, size: str, cx: float, cy: float) -> torch.Tensor:
     from clipdraw.toy import data  # noqa: PLC0415
 
-    scene = data.Scene("single", (data.Shape(shape, colour, size, cx, cy),), "")
-    return torch.from_numpy(data.render(scene).copy()).permute(2, 0, 1).float() / 255
+    return data.image_batch([data.Scene("single", (data.Shape(shape, colour, size, cx, cy),), "")])[0]
 
 
 def shape_reading(renders: int) -> None:
@@ -288,8 +306,10 @@ def shape_reading(renders: int) -> None:
         clip = ClipModel(load_toy_clip(name=name))
         confusion = np.zeros((3, 3), dtype=int)
         with torch.no_grad():
+            captions = {colour: clip.encode_text([f"a {colour} {other}" for other in data.SHAPES])
+                        for colour in data.COLORS}
             for shape, colour, size, cx, cy in scenes:
-                texts = clip.encode_text([f"a {colour} {other}" for other in data.SHAPES])
+                texts = captions[colour]
                 image = clip.encode_image(render_single(shape, colour, size, float(cx), float(cy))[None])
                 confusion[data.SHAPES.index(shape), int((image @ texts.T).argmax())] += 1
         print(f"\n{name}: rows the shape drawn, columns the shape read ({renders} renders each)")
@@ -313,15 +333,19 @@ def largest_part(image: np.ndarray):
 
 
 def single_object_runs(folder: str):
-    """(path, shape asked, colour asked) of each single-object run in a frames folder."""
+    """(run, shape asked, colour asked) of each single-object run in a frames folder; ``run``
+    holds its caption, verdicts, the judge CLIP's scores and the frames as ``toy_success.py``
+    wrote them."""
     from clipdraw.toy import data  # noqa: PLC0415
 
     for path in sorted(glob.glob(os.path.join(folder, "*.npz"))):
-        with np.load(path) as run:
-            group, caption = str(run["group"]), str(run["caption"])
-        if group.startswith("single"):
-            yield (path, next(shape for shape in data.SHAPES if shape in caption),
-                   next(colour for colour in data.COLORS if colour in caption))
+        with np.load(path) as stored:
+            if not str(stored["group"]).startswith("single"):
+                continue
+            run = {key: stored[key] for key in ("caption", "accepted", "judge_score", "images")}
+        caption = str(run["caption"])
+        yield (run, next(shape for shape in data.SHAPES if shape in caption),
+               next(colour for colour in data.COLORS if colour in caption))
 
 
 def against_renders(folder: str, views: int = 64) -> None:
@@ -330,8 +354,6 @@ def against_renders(folder: str, views: int = 64) -> None:
     shape, in the asked colour, redrawn by the dVAE (a picture the optimizer could make): of the
     world's size nearest the pick's object, centred on it or as near as a whole shape fits. Tells a guide that prefers its blob (its optimum is
     wrong) from an optimizer that stopped short of a shape the guide prefers."""
-    from clipdraw.augment import Cutouts  # noqa: PLC0415
-    from clipdraw.config import DEFAULT_AUGMENTATIONS, TOY_DEFAULTS  # noqa: PLC0415
     from clipdraw.models import ClipModel  # noqa: PLC0415
     from clipdraw.toy import data  # noqa: PLC0415
     from clipdraw.toy.judge import SIZE_THRESHOLD  # noqa: PLC0415
@@ -340,7 +362,7 @@ def against_renders(folder: str, views: int = 64) -> None:
 
     clip, dvae = ClipModel(load_toy_clip()), load_toy_dvae()
     torch.manual_seed(0)
-    cutouts = Cutouts(64, views, TOY_DEFAULTS["cut_min_scale"], DEFAULT_AUGMENTATIONS, 1.0, TOY_DEFAULTS["overview"])
+    cutouts = toy_views(views)
 
     def score(pixels: torch.Tensor, text: torch.Tensor) -> float:
         torch.manual_seed(1)
@@ -350,9 +372,8 @@ def against_renders(folder: str, views: int = 64) -> None:
     print("| prompt | the pick | " + " | ".join(f"a {shape} there" for shape in data.SHAPES) + " |")
     print("| --- | --- | --- | --- | --- |")
     with torch.no_grad():
-        for path, asked, colour in single_object_runs(folder):
-            with np.load(path) as run:
-                caption, frame = str(run["caption"]), run["images"][int(run["judge_score"].argmax())]
+        for run, asked, colour in single_object_runs(folder):
+            caption, frame = str(run["caption"]), run["images"][int(run["judge_score"].argmax())]
             rows, cols = largest_part(frame)
             if not len(rows):
                 continue
@@ -376,10 +397,9 @@ def against_renders(folder: str, views: int = 64) -> None:
 
 def shape_counts(folder: str) -> None:
     counts = collections.defaultdict(lambda: np.zeros(6, dtype=int))
-    for path, shape, _ in single_object_runs(folder):
-        with np.load(path) as run:
-            accepted, pick = run["accepted"], int(run["judge_score"].argmax())
-            rows, cols = largest_part(run["images"][pick])
+    for run, shape, _ in single_object_runs(folder):
+        accepted, pick = run["accepted"], int(run["judge_score"].argmax())
+        rows, cols = largest_part(run["images"][pick])
         # the world's objects never touch the border (rows and columns 0 and 63)
         border = len(rows) > 0 and (rows.min() == 0 or cols.min() == 0 or rows.max() == 63 or cols.max() == 63)
         counts[shape] += [1, accepted.any(), accepted[pick], accepted[-1], border, len(rows) > 0 and rows.min() == 0]
@@ -427,8 +447,6 @@ def view_margins(perspective: str, distortion: float, scenes_per_colour: int = 8
     perspective-warped view of a plain picture is black."""
     import kornia.augmentation as K  # noqa: PLC0415
 
-    from clipdraw.augment import Cutouts  # noqa: PLC0415
-    from clipdraw.config import DEFAULT_AUGMENTATIONS, TOY_DEFAULTS  # noqa: PLC0415
     from clipdraw.models import ClipModel  # noqa: PLC0415
     from clipdraw.toy import data  # noqa: PLC0415
     from clipdraw.toy.models import load_toy_clip  # noqa: PLC0415
@@ -436,7 +454,7 @@ def view_margins(perspective: str, distortion: float, scenes_per_colour: int = 8
     torch.manual_seed(0)
     rng = np.random.default_rng(1)
     clip = ClipModel(load_toy_clip())
-    cutouts = Cutouts(64, views, TOY_DEFAULTS["cut_min_scale"], DEFAULT_AUGMENTATIONS, 1.0, TOY_DEFAULTS["overview"])
+    cutouts = toy_views(views)
     margins = {shape: [] for shape in data.SHAPES}
     with torch.no_grad():
         for colour in data.COLORS:
@@ -531,7 +549,6 @@ def train_with_cut_negatives(out: Path) -> None:
     object crosses the border; the other weights copied from the shipped folder."""
     import clipdraw.toy.train_clip as train_clip  # noqa: PLC0415
     from clipdraw.toy import data  # noqa: PLC0415
-    from clipdraw.toy.models import weights_dir  # noqa: PLC0415
     from clipdraw.toy.train import TrainConfig, train_all  # noqa: PLC0415
 
     plain = train_clip.negative_images
@@ -545,14 +562,11 @@ def train_with_cut_negatives(out: Path) -> None:
             edge, offset = rng.integers(4), rng.uniform(-0.25, 0.25) * first.side
             centre = offset if edge % 2 == 0 else data.IMAGE_SIZE - offset
             first = replace(first, cx=centre) if edge < 2 else replace(first, cy=centre)
-            image = data.render(replace(scene, objects=(first,) + scene.objects[1:]))
-            pixels[i] = torch.from_numpy(image.copy()).permute(2, 0, 1).float() / 255
+            pixels[i] = data.image_batch([replace(scene, objects=(first,) + scene.objects[1:])])[0]
         return pixels
 
     train_clip.negative_images = negatives
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("dvae", "judge", "transformer"):
-        shutil.copy(weights_dir() / f"{name}.safetensors", out / f"{name}.safetensors")
+    copy_shipped_weights(out)
     started = time.perf_counter()
     train_all(TrainConfig(), out, stages=("clip",))
     print(f"wrote {out} ({time.perf_counter() - started:.0f} s)")

@@ -3,6 +3,7 @@ the judge that picks the result among the frames, patience, and how frames are l
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, replace
 
@@ -418,8 +419,9 @@ def test_the_transformer_prior_of_toy_routes_reads_tokens_as_the_transformer_doe
     assert (one_hot.grad.abs().sum(-1) > 0).all()
 
 
+@functools.lru_cache(maxsize=None)
 def toy_routes():
-    """benchmarks/toy_routes.py as a module (the benchmarks are scripts, not a package)."""
+    """benchmarks/toy_routes.py as a module (the benchmarks are scripts, not a package), loaded once."""
     import importlib.util
     from pathlib import Path
 
