@@ -2,7 +2,7 @@
 """Routes to a toy guide that draws, and the analyses that measured them: all off in clipdraw.
 
 Documented in docs/toy-guidance.md ("The transformer as a prior, aligned gradients, a redraw
-check" and "Squares: where the gap is"). The routes that change the optimization loop patch it
+check", "Squares: where the gap is" and "The guide taught on its own frames"). The routes that change the optimization loop patch it
 here and run ``toy_success.py`` (arguments after ``--`` go to it); its workers inherit the
 patches because they are forked, which this script asks for.
 
@@ -67,6 +67,21 @@ patches because they are forked, which this script asks for.
   Writes a weights folder as ``aligned``.
 
       python benchmarks/toy_routes.py cut-negatives OUT
+
+* ``relabel``: the guide (``CLIPDRAW_TOY_WEIGHTS``'s, else the shipped one) draws ``--prompts``
+  training captions (single, single, relation, ...; ``--scene-seed``, not the benchmark's) at the
+  toy defaults, then trains on for ``--steps`` with its own frames in every batch, each captioned
+  with what the analytic judge sees in it (``judge.describe``), and, where the judge rejects the
+  frame, the caption it was drawn for among that batch's wrong captions: the optimizer's blob for
+  "a red square" is shown as "a large red circle on the top", and as not "a red square". Frames
+  that show nothing are wrong images for every caption; frames showing a held-out pair are left
+  out. The frames are kept in OUT/relabelled.npz (``--frames`` trains on them again, without
+  drawing); a second round, started from OUT, trains on its own frames only.
+  (``TrainConfig.clip_rounds`` instead shows every rejected frame as wrong for every caption,
+  even one that shows some other scene well.)
+
+      python benchmarks/toy_routes.py relabel OUT --prompts 40 --steps 200
+      CLIPDRAW_TOY_WEIGHTS=OUT python benchmarks/toy_routes.py relabel OUT2 --scene-seed 32   # a second round
 """
 
 from __future__ import annotations
@@ -81,7 +96,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 import torch
@@ -426,9 +441,9 @@ def border_perspective(distortion_scale: float, p: float):
     return BorderPerspective(distortion_scale=distortion_scale, p=p)
 
 
-def set_view_padding(perspective: str, affine: str, distortion: float = 0.4) -> None:
+def set_view_padding(perspective: str, affine: str, distortion: float = 0.4, degrees: float = 15) -> None:
     """The toy defaults' affine and perspective augmentations (clipdraw.augment) with other padding
-    (and another perspective distortion)."""
+    (and another perspective distortion, another largest rotation)."""
     import clipdraw.augment as augment  # noqa: PLC0415
 
     if perspective == "border":
@@ -437,7 +452,7 @@ def set_view_padding(perspective: str, affine: str, distortion: float = 0.4) -> 
         augment.AUGMENTATIONS["perspective"] = lambda: augment._kornia().RandomPerspective(
             distortion_scale=distortion, p=0.7)
     augment.AUGMENTATIONS["affine"] = lambda: augment._kornia().RandomAffine(
-        degrees=15, translate=(0.1, 0.1), p=0.7, padding_mode=affine)
+        degrees=degrees, translate=(0.1, 0.1), p=0.7, padding_mode=affine)
 
 
 def view_margins(perspective: str, distortion: float, scenes_per_colour: int = 8, views: int = 64) -> None:
@@ -572,6 +587,104 @@ def train_with_cut_negatives(out: Path) -> None:
     print(f"wrote {out} ({time.perf_counter() - started:.0f} s)")
 
 
+def _draw_training_captions(indices: List[int], scene_seed: int):
+    """Worker: each index's training caption drawn at the toy defaults by the guide in use;
+    (caption, frames) per index."""
+    from clipdraw.config import toy_config  # noqa: PLC0415
+    from clipdraw.optimize import generate  # noqa: PLC0415
+    from clipdraw.toy import data  # noqa: PLC0415
+    from clipdraw.toy.world import load_toy_models  # noqa: PLC0415
+
+    torch.set_num_threads(1)
+    models = load_toy_models()
+    kinds = ("single", "single", "relation")
+    drawn = []
+    for k in indices:
+        caption = data.scene_at(k, scene_seed, "train", kinds[k % 3]).caption
+        result = generate(models, caption, toy_config(seed=2000 + k), progress=False, keep_images=True)
+        drawn.append((caption, [np.asarray(f.image) for f in result.frames]))
+    return drawn
+
+
+def relabelled_frames(prompts: int, scene_seed: int):
+    """The guide's frames for ``prompts`` training captions (two workers): images, what the
+    analytic judge sees in each, the asked caption where the judge rejects it ("" where it accepts),
+    and the frames that show nothing."""
+    import multiprocessing  # noqa: PLC0415
+
+    from clipdraw.toy.train_clip import named_frames  # noqa: PLC0415
+
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        drawn = [d for part in pool.starmap(_draw_training_captions,
+                                                  [(list(range(w, prompts, 2)), scene_seed) for w in (0, 1)])
+                 for d in part]
+    images, shown, asked, empty = [], [], [], []
+    for caption, frames in drawn:
+        showing, names, wrong, nothing = named_frames(caption, frames)
+        images, shown, asked, empty = images + showing, shown + names, asked + wrong, empty + nothing
+    as_batch = lambda arrays: torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255  # noqa: E731
+    print(f"{len(drawn)} captions drawn: {len(images)} frames showing something, "
+          f"{sum(1 for a in asked if a)} of them rejected for their caption; {len(empty)} showing nothing")
+    return as_batch(images), shown, asked, as_batch(empty) if empty else torch.zeros(0, 3, 64, 64)
+
+
+def asked_only_when_missing(shown: List[str], asked: List[str]) -> List[str]:
+    """``asked`` kept only where the frame lacks an object the asked caption names (its colour and
+    shape): a frame that shows "a red triangle" beside a stray circle no longer counts against
+    "a red triangle"."""
+    from clipdraw.toy.specs import parse_caption  # noqa: PLC0415
+
+    kept = []
+    for frame, caption in zip(shown, asked):
+        if caption:
+            present = {(o.color, o.shape) for o in parse_caption(frame).objects}
+            caption = caption if any((o.color, o.shape) not in present for o in parse_caption(caption).objects) else ""
+        kept.append(caption)
+    return kept
+
+
+def train_relabelled(out: Path, prompts: int, steps: int, scene_seed: int, frames: Optional[Path] = None,
+                     asked_rule: str = "rejected", judge: bool = False) -> None:
+    """The guide in use trained on with its own frames relabelled (``relabel``), saved into ``out``
+    beside the dVAE, judge and transformer in use. ``frames``: an earlier run's relabelled.npz
+    instead of drawing; ``asked_rule`` "missing": ``asked_only_when_missing``; ``judge``: the
+    judge CLIP trained on those frames instead of the guide (the judge's seed and recipe)."""
+    import clipdraw.toy.train_clip as train_clip  # noqa: PLC0415
+    from clipdraw.toy.models import load_toy_clip  # noqa: PLC0415
+    from clipdraw.toy.train import TrainConfig, train_all  # noqa: PLC0415
+
+    started = time.perf_counter()
+    if frames is not None:
+        kept = np.load(frames)
+        images, empty = torch.from_numpy(kept["images"]), torch.from_numpy(kept["empty"])
+        shown, asked = [str(c) for c in kept["shown"]], [str(c) for c in kept["asked"]]
+    else:
+        images, shown, asked, empty = relabelled_frames(prompts, scene_seed)
+        print(f"drawn in {time.perf_counter() - started:.0f} s")
+    if asked_rule == "missing":
+        asked = asked_only_when_missing(shown, asked)
+    print(f"{len(shown)} frames, {sum(1 for a in asked if a)} with a wrong asked caption")
+
+    def guide(config, log, dvae, progress=True, model=None):
+        torch.set_num_threads(2)
+        return train_clip.train_clip(config, log, progress, dvae=dvae, model=load_toy_clip(), steps=steps,
+                                     bank=empty, step_offset=config.clip_steps, name="clip",
+                                     labelled=(images, shown, asked))
+
+    def judge_on_frames(config, log, dvae, guide=None, progress=True, model=None):
+        torch.set_num_threads(2)
+        return train_clip.train_clip(config, log, progress, seed=config.seed + config.judge_seed, dvae=dvae,
+                                     model=load_toy_clip(name="judge"), steps=steps, bank=empty,
+                                     step_offset=config.clip_steps, name="judge", labelled=(images, shown, asked))
+
+    train_clip.train_guide, train_clip.train_judge = guide, judge_on_frames
+    copy_shipped_weights(out, but="judge" if judge else "clip")
+    np.savez_compressed(out / "relabelled.npz", images=images.numpy(), empty=empty.numpy(),
+                        shown=np.array(shown), asked=np.array(asked))
+    train_all(TrainConfig(), out, stages=("judge",) if judge else ("clip",))
+    print(f"wrote {out} ({time.perf_counter() - started:.0f} s)")
+
+
 def run_toy_success(rest: List[str]) -> None:
     """toy_success.py in this process; its workers forked, so that they run the patched loop."""
     import multiprocessing  # noqa: PLC0415
@@ -608,6 +721,7 @@ def main() -> None:
     views.add_argument("--perspective-padding", choices=("zeros", "border"), default="zeros")
     views.add_argument("--affine-padding", choices=("border", "zeros", "reflection"), default="border")
     views.add_argument("--perspective-distortion", type=float, default=0.4)
+    views.add_argument("--affine-degrees", type=float, default=15, help="the affine warp's largest rotation")
     views.add_argument("--margins", action="store_true", help="print the guide's shape margins, run nothing")
     views.add_argument("rest", nargs=argparse.REMAINDER)
     ring = routes.add_parser("ring", help="toy_success.py with the outer ring held to the start image")
@@ -619,6 +733,15 @@ def main() -> None:
     image_prior.add_argument("rest", nargs=argparse.REMAINDER)
     cut = routes.add_parser("cut-negatives", help="retrain the guide with scenes cut by the border as wrong images")
     cut.add_argument("out", type=Path)
+    relabel = routes.add_parser("relabel", help="train the guide on with its own frames, captioned by the judge")
+    relabel.add_argument("out", type=Path)
+    relabel.add_argument("--prompts", type=int, default=40)
+    relabel.add_argument("--steps", type=int, default=200)
+    relabel.add_argument("--scene-seed", type=int, default=31)
+    relabel.add_argument("--frames", type=Path, help="an earlier run's relabelled.npz instead of drawing")
+    relabel.add_argument("--asked", choices=("rejected", "missing"), default="rejected",
+                         help="the asked caption is a wrong one for every rejected frame, or only where an object it names is missing")
+    relabel.add_argument("--judge", action="store_true", help="train the judge CLIP on the frames instead of the guide")
     args = parser.parse_args()
     torch.set_flush_denormal(True)
     # the patches go in before toy_success forks its workers, which inherit them
@@ -639,7 +762,8 @@ def main() -> None:
         if args.renders:
             shape_reading(args.renders)
     elif args.route == "views":
-        set_view_padding(args.perspective_padding, args.affine_padding, args.perspective_distortion)
+        set_view_padding(args.perspective_padding, args.affine_padding, args.perspective_distortion,
+                         args.affine_degrees)
         if args.margins:
             view_margins(args.perspective_padding, args.perspective_distortion)
         else:
@@ -650,6 +774,8 @@ def main() -> None:
     elif args.route == "image-prior":
         add_image_prior(args.lr)
         run_toy_success(args.rest)
+    elif args.route == "relabel":
+        train_relabelled(args.out, args.prompts, args.steps, args.scene_seed, args.frames, args.asked, args.judge)
     else:
         torch.set_num_threads(2)
         train_with_cut_negatives(args.out)

@@ -334,6 +334,49 @@ def test_the_guide_can_train_on_the_optimizers_views_reproducibly():
     assert not all(torch.equal(plain[k], viewed[k]) for k in plain)
 
 
+def test_frames_are_named_for_what_they_show_and_rejected_ones_keep_what_was_asked():
+    from dataclasses import replace
+
+    from clipdraw.toy.train_clip import named_frames
+
+    scene = data.scene_at(0, 5, "train", "single")
+    obj = scene.objects[0]
+    other_colour = next(c for c in data.COLORS if c != obj.color and (c, obj.shape) not in data.HELDOUT_PAIRS)
+    held_out_colour, held_out_shape = sorted(data.HELDOUT_PAIRS)[0]
+    frames = [data.render(scene),
+              data.render(replace(scene, objects=(replace(obj, color=other_colour),))),
+              data.render(replace(scene, objects=())),
+              data.render(replace(scene, objects=(replace(obj, color=held_out_colour, shape=held_out_shape),)))]
+    caption = f"a {obj.color} {obj.shape}"
+    showing, shown, asked, nothing = named_frames(caption, frames)
+    assert len(showing) == len(shown) == len(asked) == 2 and len(nothing) == 1   # the held-out pair left out
+    assert obj.color in shown[0] and other_colour in shown[1]
+    assert asked == ["", caption]
+
+
+def test_a_frame_the_judge_rejected_meets_the_caption_it_was_drawn_for_as_a_wrong_one(monkeypatch):
+    """labelled (images, shown, asked): a non-empty ``asked`` joins the batch's wrong captions, never
+    its positives; an empty one adds nothing."""
+    from dataclasses import replace
+
+    from clipdraw.toy import train_clip as train_clip_module
+    from clipdraw.weights import import_clip
+
+    clip = import_clip()
+    tokenize, texts = clip.tokenize, []
+    monkeypatch.setattr(clip, "tokenize", lambda captions, **kw: texts.append(list(captions)) or tokenize(captions, **kw))
+    config = replace(TINY, clip_steps=1, clip_batch=4, clip_robust_eps=0.0, judge_frames_per_step=2)
+    frames = data.image_batch([data.scene_at(0, 5, "train", "single")] * 2)
+    shown = ["a large red circle on the top"] * 2
+    for asked in (["a red square in the top", "a red square in the top"], ["", ""]):
+        texts.clear()
+        train_clip_module.train_clip(config, [], progress=False, labelled=(frames, shown, asked))
+        n = 2 * config.clip_batch + config.judge_frames_per_step   # scenes, their twins, the frames
+        positives, wrong = texts[0][:n], texts[0][n:]
+        assert positives.count(shown[0]) == 2 and asked[0] not in positives
+        assert (asked[0] in wrong) == bool(asked[0])
+
+
 def test_silhouette_rows_lose_their_colour_words_and_no_near_miss_becomes_a_caption():
     from clipdraw.toy.train_clip import _as_silhouettes
 

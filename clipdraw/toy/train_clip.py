@@ -94,13 +94,15 @@ def contrastive_loss(model, images: torch.Tensor, negatives: torch.Tensor, text_
 
 def train_clip(config: TrainConfig, log: list, progress: bool = True, seed: Optional[int] = None,
                dvae=None, name: str = "clip", model=None, steps: Optional[int] = None, bank=None, step_offset: int = 0,
-               labelled: Optional[Tuple[torch.Tensor, List[str]]] = None, silhouette_share: float = 0.0):
+               labelled: Optional[Tuple] = None, silhouette_share: float = 0.0):
     """Contrastive CLIP on (render, caption) pairs, with clip's own tokenizer, trained to be a
     guide whose gradient draws: each scene meets its twin (one word changed, data.twin) and a
     near-miss caption, images no caption describes, the dVAE's redraws of the renders, and,
     after a warm-up, PGD perturbations that make its gradients follow shapes, not pixels
-    (adversarial training; Santurkar et al. 2019). ``labelled`` (images, captions): more
-    pairs, ``config.judge_frames_per_step`` of them in each batch (``labelled_frames``).
+    (adversarial training; Santurkar et al. 2019). ``labelled`` (images, captions[, asked]): more
+    pairs, ``config.judge_frames_per_step`` of them in each batch (``labelled_frames``); a
+    non-empty ``asked[j]`` (the caption image j was drawn for and does not show) joins the
+    batch's wrong captions.
     ``silhouette_share``: that share of the scenes (and of the wrong images) shown as
     ``silhouettes`` with their colour words taken out, so that shape is learnt apart from colour,
     for the colour-shape pairs held out of training too (the judge's:
@@ -139,6 +141,7 @@ def train_clip(config: TrainConfig, log: list, progress: bool = True, seed: Opti
             chosen = torch.randint(len(labelled[1]), (config.judge_frames_per_step,), generator=generator)
             pixels = torch.cat([pixels, labelled[0][chosen]])
             captions += [labelled[1][j] for j in chosen.tolist()]
+            asked = [labelled[2][j] for j in chosen.tolist() if labelled[2][j]] if len(labelled) > 2 else []
         pixels = _augment(pixels, generator)
         negatives = negative_images(config.clip_negative_images, generator, dvae, seed, i)
         if bank is not None and len(bank):   # the optimizer's own images that the analytic judge rejected
@@ -151,6 +154,9 @@ def train_clip(config: TrainConfig, log: list, progress: bool = True, seed: Opti
                 pixels, negatives = view_augmentations(pixels), view_augmentations(negatives)
         # Each image also meets a near-miss caption (one attribute changed) among its candidates.
         wrong = [data.hard_negative(s, rng) for s in scenes] if config.clip_hard_negatives else []
+        if labelled is not None and len(labelled[1]) and asked:
+            kept = set(captions)
+            wrong = list(dict.fromkeys(wrong + [a for a in asked if a not in kept]))
         if silhouette_share > 0:
             pixels, negatives, captions, wrong = _as_silhouettes(pixels, negatives, captions, wrong, len(scenes),
                                                                  silhouette_share, generator)
@@ -271,7 +277,6 @@ def labelled_frames(guide, dvae, config: TrainConfig, seed: int,
     for what was asked. Returns (images, captions, images that show nothing). Frames showing a
     held-out colour-shape pair are left out, so that those pairs stay unseen."""
     from ..config import toy_config  # noqa: PLC0415
-    from .judge import describe_detections, detect  # noqa: PLC0415
 
     images, captions, empty = [], [], []
     encoder, decoder = dvae   # the toy defaults start from the blank canvas: the encoder reads it
@@ -279,15 +284,35 @@ def labelled_frames(guide, dvae, config: TrainConfig, seed: int,
         guide, decoder, config.judge_frame_prompts, seed + 23,
         lambda k: toy_config(seed=seed + 1000 + k, iters=config.judge_frame_iters, candidates=1, pick_flatness=0.0),
         "judge frames", lambda: {"frames": len(images)}, encoder=encoder, progress=progress)
-    for _, frames in drawings:
-        for pixels in frames:
-            found = detect(pixels)
-            if any((d.color, d.shape) in data.HELDOUT_PAIRS for d in found):
-                continue
-            (images if found else empty).append(pixels)
-            if found:
-                captions.append(describe_detections(found))
+    for caption, frames in drawings:
+        showing, shown, _, nothing = named_frames(caption, frames)
+        images += showing
+        captions += shown
+        empty += nothing
     return _as_batch(images), captions, _as_batch(empty)
+
+
+def named_frames(caption: str, frames: List[np.ndarray]) -> Tuple[List[np.ndarray], List[str], List[str], List[np.ndarray]]:
+    """The frames of one drawing of ``caption``, each named for what the analytic judge sees in it
+    (``judge.describe``). Returns the frames that show something, what each shows, ``caption``
+    where the judge rejects the frame for it ("" where it accepts), and the frames that show
+    nothing. Frames showing a held-out colour-shape pair are left out, so that those pairs stay unseen."""
+    from .judge import check, describe_detections, detect  # noqa: PLC0415
+    from .specs import parse_caption  # noqa: PLC0415
+
+    spec = parse_caption(caption)
+    showing, shown, asked, nothing = [], [], [], []
+    for pixels in frames:
+        found = detect(pixels)
+        if any((d.color, d.shape) in data.HELDOUT_PAIRS for d in found):
+            continue
+        if not found:
+            nothing.append(pixels)
+            continue
+        showing.append(pixels)
+        shown.append(describe_detections(found))
+        asked.append("" if check(spec, found) else caption)
+    return showing, shown, asked, nothing
 
 
 def train_judge(config: TrainConfig, log: list, dvae, guide=None, progress: bool = True, model=None):
