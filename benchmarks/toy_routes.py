@@ -78,10 +78,13 @@ patches because they are forked, which this script asks for.
   out. The frames are kept in OUT/relabelled.npz (``--frames`` trains on them again, without
   drawing); a second round, started from OUT, trains on its own frames only.
   (``TrainConfig.clip_rounds`` instead shows every rejected frame as wrong for every caption,
-  even one that shows some other scene well.)
+  even one that shows some other scene well.) ``--asked missing`` keeps the asked caption as a
+  wrong one only where an object it names is missing from the frame; ``--judge`` trains the judge
+  CLIP on the frames instead of the guide.
 
       python benchmarks/toy_routes.py relabel OUT --prompts 40 --steps 200
       CLIPDRAW_TOY_WEIGHTS=OUT python benchmarks/toy_routes.py relabel OUT2 --scene-seed 32   # a second round
+      CLIPDRAW_TOY_WEIGHTS=OUT python benchmarks/toy_routes.py relabel OUT3 --frames OUT2/relabelled.npz --asked missing
 """
 
 from __future__ import annotations
