@@ -38,7 +38,7 @@ patches because they are forked, which this script asks for.
 
 * ``views``: the cutouts' geometric augmentations with other padding: ``--perspective-padding
   border`` repeats the edge where kornia's perspective warp fills with black; ``--affine-padding``
-  replaces the affine warp's ``border``.
+  replaces the affine warp's ``border``; ``--affine-degrees`` its largest rotation (15).
 
       python benchmarks/toy_routes.py views --perspective-padding border -- --prompts 10 --groups single --optimizer-only
 
@@ -615,7 +615,7 @@ def relabelled_frames(prompts: int, scene_seed: int):
     and the frames that show nothing."""
     import multiprocessing  # noqa: PLC0415
 
-    from clipdraw.toy.train_clip import named_frames  # noqa: PLC0415
+    from clipdraw.toy.train_clip import _as_batch, named_frames  # noqa: PLC0415
 
     with multiprocessing.get_context("fork").Pool(2) as pool:
         drawn = [d for part in pool.starmap(_draw_training_captions,
@@ -625,10 +625,9 @@ def relabelled_frames(prompts: int, scene_seed: int):
     for caption, frames in drawn:
         showing, names, wrong, nothing = named_frames(caption, frames)
         images, shown, asked, empty = images + showing, shown + names, asked + wrong, empty + nothing
-    as_batch = lambda arrays: torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255  # noqa: E731
     print(f"{len(drawn)} captions drawn: {len(images)} frames showing something, "
           f"{sum(1 for a in asked if a)} of them rejected for their caption; {len(empty)} showing nothing")
-    return as_batch(images), shown, asked, as_batch(empty) if empty else torch.zeros(0, 3, 64, 64)
+    return _as_batch(images), shown, asked, _as_batch(empty)
 
 
 def asked_only_when_missing(shown: List[str], asked: List[str]) -> List[str]:
@@ -649,13 +648,16 @@ def asked_only_when_missing(shown: List[str], asked: List[str]) -> List[str]:
 def train_relabelled(out: Path, prompts: int, steps: int, scene_seed: int, frames: Optional[Path] = None,
                      asked_rule: str = "rejected", judge: bool = False) -> None:
     """The guide in use trained on with its own frames relabelled (``relabel``), saved into ``out``
-    beside the dVAE, judge and transformer in use. ``frames``: an earlier run's relabelled.npz
-    instead of drawing; ``asked_rule`` "missing": ``asked_only_when_missing``; ``judge``: the
-    judge CLIP trained on those frames instead of the guide (the judge's seed and recipe)."""
+    with the other weights in use. ``frames``: an earlier run's relabelled.npz instead of drawing;
+    ``asked_rule`` "missing": ``asked_only_when_missing``; ``judge``: the judge CLIP trained on
+    those frames instead of the guide (the judge's seed and recipe). Every run trains from step
+    ``clip_steps`` on, so a second round replays the first round's scene batches."""
     import clipdraw.toy.train_clip as train_clip  # noqa: PLC0415
-    from clipdraw.toy.models import load_toy_clip  # noqa: PLC0415
+    from clipdraw.toy.models import load_toy_clip, weights_dir  # noqa: PLC0415
     from clipdraw.toy.train import TrainConfig, train_all  # noqa: PLC0415
 
+    if out.resolve() == weights_dir().resolve():
+        raise SystemExit(f"{out} holds the weights in use (CLIPDRAW_TOY_WEIGHTS); name another folder")
     started = time.perf_counter()
     if frames is not None:
         kept = np.load(frames)

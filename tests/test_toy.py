@@ -355,8 +355,8 @@ def test_frames_are_named_for_what_they_show_and_rejected_ones_keep_what_was_ask
 
 
 def test_a_frame_the_judge_rejected_meets_the_caption_it_was_drawn_for_as_a_wrong_one(monkeypatch):
-    """labelled (images, shown, asked): a non-empty ``asked`` joins the batch's wrong captions, never
-    its positives; an empty one adds nothing."""
+    """labelled (images, shown, asked): a non-empty ``asked`` joins the batch's wrong captions once,
+    never when it is one of the batch's positives; empty ones change nothing."""
     from dataclasses import replace
 
     from clipdraw.toy import train_clip as train_clip_module
@@ -367,14 +367,20 @@ def test_a_frame_the_judge_rejected_meets_the_caption_it_was_drawn_for_as_a_wron
     monkeypatch.setattr(clip, "tokenize", lambda captions, **kw: texts.append(list(captions)) or tokenize(captions, **kw))
     config = replace(TINY, clip_steps=1, clip_batch=4, clip_robust_eps=0.0, judge_frames_per_step=2)
     frames = data.image_batch([data.scene_at(0, 5, "train", "single")] * 2)
-    shown = ["a large red circle on the top"] * 2
-    for asked in (["a red square in the top", "a red square in the top"], ["", ""]):
+    shown = ["a large red circle on the top", "a small green square on the left"]
+    n = 2 * config.clip_batch + config.judge_frames_per_step   # scenes, their twins, the frames
+
+    def batch_texts(labelled):
         texts.clear()
-        train_clip_module.train_clip(config, [], progress=False, labelled=(frames, shown, asked))
-        n = 2 * config.clip_batch + config.judge_frames_per_step   # scenes, their twins, the frames
-        positives, wrong = texts[0][:n], texts[0][n:]
-        assert positives.count(shown[0]) == 2 and asked[0] not in positives
-        assert (asked[0] in wrong) == bool(asked[0])
+        train_clip_module.train_clip(config, [], progress=False, labelled=labelled)
+        return texts[0][:n], texts[0][n:]
+
+    positives, wrong = batch_texts((frames, shown, ["a red square in the top"] * 2))
+    assert "a red square in the top" not in positives and wrong.count("a red square in the top") == 1
+    same = [shown[0]] * 2   # a caption the batch's own frames show is never a wrong one
+    positives, wrong = batch_texts((frames, same, same))
+    assert shown[0] in positives and shown[0] not in wrong
+    assert batch_texts((frames, shown, ["", ""])) == batch_texts((frames, shown))
 
 
 def test_silhouette_rows_lose_their_colour_words_and_no_near_miss_becomes_a_caption():

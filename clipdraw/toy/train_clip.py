@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import replace
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -94,7 +94,8 @@ def contrastive_loss(model, images: torch.Tensor, negatives: torch.Tensor, text_
 
 def train_clip(config: TrainConfig, log: list, progress: bool = True, seed: Optional[int] = None,
                dvae=None, name: str = "clip", model=None, steps: Optional[int] = None, bank=None, step_offset: int = 0,
-               labelled: Optional[Tuple] = None, silhouette_share: float = 0.0):
+               labelled: Optional[Union[Tuple[torch.Tensor, List[str]], Tuple[torch.Tensor, List[str], List[str]]]] = None,
+               silhouette_share: float = 0.0):
     """Contrastive CLIP on (render, caption) pairs, with clip's own tokenizer, trained to be a
     guide whose gradient draws: each scene meets its twin (one word changed, data.twin) and a
     near-miss caption, images no caption describes, the dVAE's redraws of the renders, and,
@@ -102,7 +103,7 @@ def train_clip(config: TrainConfig, log: list, progress: bool = True, seed: Opti
     (adversarial training; Santurkar et al. 2019). ``labelled`` (images, captions[, asked]): more
     pairs, ``config.judge_frames_per_step`` of them in each batch (``labelled_frames``); a
     non-empty ``asked[j]`` (the caption image j was drawn for and does not show) joins the
-    batch's wrong captions.
+    batch's wrong captions, which count against every image of the batch, not image j alone.
     ``silhouette_share``: that share of the scenes (and of the wrong images) shown as
     ``silhouettes`` with their colour words taken out, so that shape is learnt apart from colour,
     for the colour-shape pairs held out of training too (the judge's:
@@ -137,6 +138,7 @@ def train_clip(config: TrainConfig, log: list, progress: bool = True, seed: Opti
             if chosen.any():
                 pixels[chosen] = redraw(pixels[chosen], *dvae)
         captions = [s.caption for s in scenes]
+        asked: List[str] = []
         if labelled is not None and len(labelled[1]):
             chosen = torch.randint(len(labelled[1]), (config.judge_frames_per_step,), generator=generator)
             pixels = torch.cat([pixels, labelled[0][chosen]])
@@ -154,12 +156,12 @@ def train_clip(config: TrainConfig, log: list, progress: bool = True, seed: Opti
                 pixels, negatives = view_augmentations(pixels), view_augmentations(negatives)
         # Each image also meets a near-miss caption (one attribute changed) among its candidates.
         wrong = [data.hard_negative(s, rng) for s in scenes] if config.clip_hard_negatives else []
-        if labelled is not None and len(labelled[1]) and asked:
-            kept = set(captions)
-            wrong = list(dict.fromkeys(wrong + [a for a in asked if a not in kept]))
         if silhouette_share > 0:
             pixels, negatives, captions, wrong = _as_silhouettes(pixels, negatives, captions, wrong, len(scenes),
                                                                  silhouette_share, generator)
+        if asked:   # after the silhouettes, which pair each near-miss with its scene
+            kept = set(captions)
+            wrong = list(dict.fromkeys(wrong + [a for a in asked if a not in kept]))
         texts = clip.tokenize(captions + wrong, context_length=context, truncate=True)
         same = torch.tensor([[a == b for b in captions] for a in captions], dtype=torch.float)
         targets = same / same.sum(1, keepdim=True)
