@@ -591,22 +591,16 @@ def train_with_cut_negatives(out: Path) -> None:
 
 
 def _draw_training_captions(indices: List[int], scene_seed: int):
-    """Worker: each index's training caption drawn at the toy defaults by the guide in use;
-    (caption, frames) per index."""
+    """Worker: each index's training caption drawn at the toy defaults by the guide in use, on one
+    thread; (caption, frames) per index."""
     from clipdraw.config import toy_config  # noqa: PLC0415
-    from clipdraw.optimize import generate  # noqa: PLC0415
-    from clipdraw.toy import data  # noqa: PLC0415
-    from clipdraw.toy.world import load_toy_models  # noqa: PLC0415
+    from clipdraw.toy.models import load_toy_clip, load_toy_dvae  # noqa: PLC0415
+    from clipdraw.toy.train_clip import _guide_drawings  # noqa: PLC0415
 
     torch.set_num_threads(1)
-    models = load_toy_models()
-    kinds = ("single", "single", "relation")
-    drawn = []
-    for k in indices:
-        caption = data.scene_at(k, scene_seed, "train", kinds[k % 3]).caption
-        result = generate(models, caption, toy_config(seed=2000 + k), progress=False, keep_images=True)
-        drawn.append((caption, [np.asarray(f.image) for f in result.frames]))
-    return drawn
+    encoder, decoder = load_toy_dvae()
+    return list(_guide_drawings(load_toy_clip(), decoder, len(indices), scene_seed, lambda k: toy_config(seed=2000 + k),
+                                "", dict, encoder=encoder, progress=False, indices=indices))
 
 
 def relabelled_frames(prompts: int, scene_seed: int):

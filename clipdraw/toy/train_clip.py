@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import replace
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -225,10 +225,11 @@ def perturb(model, pixels: torch.Tensor, negatives: torch.Tensor, text_features:
 
 
 def _guide_drawings(guide, decoder, count: int, scene_seed: int, settings_at: Callable[[int], object], desc: str,
-                    status: Callable[[], dict], encoder=None, progress: bool = True):
-    """Draw ``count`` training captions (single, single, relation, ...) with clipdraw's own
-    optimizer guided by copies of ``guide`` and the dVAE; yields (caption, every saved frame as
-    an (H, W, 3) array) per caption, the bar showing ``status()`` after each."""
+                    status: Callable[[], dict], encoder=None, progress: bool = True,
+                    indices: Optional[Sequence[int]] = None):
+    """Draw ``count`` training captions (single, single, relation, ...; or those of ``indices``)
+    with clipdraw's own optimizer guided by copies of ``guide`` and the dVAE; yields (caption,
+    every saved frame as an (H, W, 3) array) per caption, the bar showing ``status()`` after each."""
     from ..dvae import DVAEDecoder, DVAEEncoder  # noqa: PLC0415
     from ..models import ClipModel, Models  # noqa: PLC0415
     from ..optimize import generate  # noqa: PLC0415
@@ -237,7 +238,7 @@ def _guide_drawings(guide, decoder, count: int, scene_seed: int, settings_at: Ca
                     encoder=None if encoder is None else DVAEEncoder(copy.deepcopy(encoder)),
                     device=torch.device("cpu"))
     kinds = ("single", "single", "relation")
-    bar = progress_bar(range(count), desc=desc, unit="prompt", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(range(count) if indices is None else indices, desc=desc, unit="prompt", disable=not progress, dynamic_ncols=True)
     for k in bar:
         scene = data.scene_at(k, scene_seed, "train", kinds[k % len(kinds)])
         result = generate(models, scene.caption, settings_at(k), progress=False, keep_images=True)
