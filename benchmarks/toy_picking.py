@@ -104,6 +104,8 @@ def features(runs: List[dict], bank: List[str]) -> None:
         run["transformer_twins"] = torch.stack(likelihood[1:], 1).numpy()
         picker = FramePicker([clips["judge"]], [caption], [1.0], flatness_weight=SHIPPED_FLATNESS)
         run["shipped"] = np.array(picker.scores(images))
+        both = FramePicker([clips["judge"], clips["guide"]], [caption], [1.0], flatness_weight=SHIPPED_FLATNESS)
+        run["judge_and_guide"] = np.array(both.scores(images))
         stats = [flatness_statistics(image, toy_object_count(caption)) for image in run["images"]]
         for key in stats[0]:
             run[key] = np.array([s[key] for s in stats])
@@ -160,6 +162,7 @@ def zscore(score: np.ndarray) -> np.ndarray:
 PICKERS: Dict[str, Callable[[dict], np.ndarray]] = {
     "judge cosine (current)": lambda r: r["judge_prompt"],
     "FramePicker(judge), flatness 20 (clipdraw.picking)": lambda r: r["shipped"],
+    "FramePicker(judge + guide, their CLIP terms summed), flatness 20": lambda r: r["judge_and_guide"],
     "FramePicker, smoothed over 3 frames": lambda r: smooth(r["shipped"]),
     "FramePicker, iteration >= 100": lambda r: later(r["shipped"], r, 100),
     "last frame": lambda r: np.arange(len(r["iterations"]), dtype=float),

@@ -77,14 +77,20 @@ patches because they are forked, which this script asks for.
   that show nothing are wrong images for every caption; frames showing a held-out pair are left
   out. The frames are kept in OUT/relabelled.npz (``--frames`` trains on them again, without
   drawing); a second round, started from OUT, trains on its own frames only.
-  (``TrainConfig.clip_rounds`` instead shows every rejected frame as wrong for every caption,
-  even one that shows some other scene well.) ``--asked missing`` keeps the asked caption as a
+  (``TrainConfig.clip_rounds`` runs the same rounds inside ``train_guide``, each from its own scene
+  seed and on fresh training batches, drawing on one process.) ``--asked missing`` keeps the asked caption as a
   wrong one only where an object it names is missing from the frame; ``--judge`` trains the judge
   CLIP on the frames instead of the guide.
 
       python benchmarks/toy_routes.py relabel OUT --prompts 40 --steps 200
       CLIPDRAW_TOY_WEIGHTS=OUT python benchmarks/toy_routes.py relabel OUT2 --scene-seed 32   # a second round
       CLIPDRAW_TOY_WEIGHTS=OUT python benchmarks/toy_routes.py relabel OUT3 --frames OUT2/relabelled.npz --asked missing
+
+* ``rounds``: the same rounds as ``clipdraw toy train`` runs them (``TrainConfig(clip_rounds=N)``,
+  ``train_guide``), given to the guide in use, which has had ``--rounds-done`` of them already.
+
+      python benchmarks/toy_routes.py rounds OUT --rounds 2
+      CLIPDRAW_TOY_WEIGHTS=OUT python benchmarks/toy_routes.py rounds OUT3 --rounds 3 --rounds-done 2
 """
 
 from __future__ import annotations
@@ -684,6 +690,32 @@ def train_relabelled(out: Path, prompts: int, steps: int, scene_seed: int, frame
     print(f"wrote {out} ({time.perf_counter() - started:.0f} s)")
 
 
+def train_rounds(out: Path, rounds: int, rounds_done: int) -> None:
+    """The guide in use (``CLIPDRAW_TOY_WEIGHTS``'s, else the shipped one, which has had
+    ``rounds_done`` rounds) given the rest of ``TrainConfig(clip_rounds=rounds)``'s rounds by
+    ``train_guide``, as ``clipdraw toy train`` would give them; saved into ``out`` with the other
+    weights in use."""
+    from dataclasses import asdict  # noqa: PLC0415
+
+    from clipdraw.toy.models import clip_state_for_saving, load_toy_clip, load_toy_dvae, save_weights, weights_dir  # noqa: PLC0415
+    from clipdraw.toy.train import TrainConfig  # noqa: PLC0415
+    from clipdraw.toy.train_clip import saved_token_rows, train_guide  # noqa: PLC0415
+
+    if out.resolve() == weights_dir().resolve():
+        raise SystemExit(f"{out} holds the weights in use (CLIPDRAW_TOY_WEIGHTS); name another folder")
+    config = TrainConfig(clip_rounds=rounds)
+    started, log = time.perf_counter(), []
+    torch.manual_seed(config.seed)
+    model = train_guide(config, log, load_toy_dvae(), model=load_toy_clip(), rounds_done=rounds_done)
+    copy_shipped_weights(out)
+    save_weights(out / "clip.safetensors", clip_state_for_saving(model, saved_token_rows(config)),
+                 {"train_config": asdict(config)})
+    for entry in log:
+        if "round" in entry:
+            print(entry)
+    print(f"wrote {out} ({time.perf_counter() - started:.0f} s)")
+
+
 def run_toy_success(rest: List[str]) -> None:
     """toy_success.py in this process; its workers forked, so that they run the patched loop."""
     import multiprocessing  # noqa: PLC0415
@@ -741,6 +773,10 @@ def main() -> None:
     relabel.add_argument("--asked", choices=("rejected", "missing"), default="rejected",
                          help="the asked caption is a wrong one for every rejected frame, or only where an object it names is missing")
     relabel.add_argument("--judge", action="store_true", help="train the judge CLIP on the frames instead of the guide")
+    rounds = routes.add_parser("rounds", help="the guide in use given TrainConfig(clip_rounds=N)'s rounds")
+    rounds.add_argument("out", type=Path)
+    rounds.add_argument("--rounds", type=int, default=2)
+    rounds.add_argument("--rounds-done", type=int, default=0, help="rounds the guide in use has had already")
     args = parser.parse_args()
     torch.set_flush_denormal(True)
     # the patches go in before toy_success forks its workers, which inherit them
@@ -773,6 +809,9 @@ def main() -> None:
     elif args.route == "image-prior":
         add_image_prior(args.lr)
         run_toy_success(args.rest)
+    elif args.route == "rounds":
+        torch.set_num_threads(2)
+        train_rounds(args.out, args.rounds, args.rounds_done)
     elif args.route == "relabel":
         train_relabelled(args.out, args.prompts, args.steps, args.scene_seed, args.frames, args.asked, args.judge)
     else:

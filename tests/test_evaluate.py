@@ -938,6 +938,8 @@ def test_toy_probe_reports_verdicts_on_final_png(tmp_path):
 def test_the_default_judging_clip_of_toy_runs_is_the_toy_judge(tmp_path, capsys, monkeypatch):
     import clipdraw.toy.models
     from clipdraw.evaluate.commands import _eval_model
+
+    monkeypatch.delenv("CLIPDRAW_TOY_WEIGHTS", raising=False)
     from clipdraw.evaluate.judge import Judge, check_eval_model
 
     real_load, loaded = clipdraw.toy.models.load_toy_clip, []
@@ -955,6 +957,7 @@ def test_the_default_judging_clip_of_toy_runs_is_the_toy_judge(tmp_path, capsys,
     assert (judge.name, Path(judge.path).name, Path(guide.path).name) == ("toy-judge", "judge.safetensors",
                                                                           "clip.safetensors")
     assert loaded == ["judge", "clip"] and "never guides" in judge.description
+    assert "CLIPDRAW_TOY_WEIGHTS" not in judge.description   # the shipped weights: no folder named
     picture = [toy_scene_image("a red circle")]
     assert not judge.same_as({"name": "toy", "path": guide.path}) and guide.same_as({"name": "toy", "path": guide.path})
     red = tmp_path / "red.png"
@@ -993,3 +996,25 @@ def test_experiment_settings_fall_back_to_each_worlds_defaults():
     shown = EngineSettings(model="toy").used(["optimize"])["optimize"]
     assert shown["init_image"].startswith("the blank canvas") and TOY_DEFAULTS["init_image"] not in str(shown)
     assert "init_image" not in EngineSettings(model="openai").used(["optimize"])["optimize"]   # none by default
+
+
+def test_reports_name_the_toy_weights_folder_when_it_is_not_the_shipped_one(tmp_path, monkeypatch):
+    import shutil
+
+    from clipdraw.evaluate.engines import EngineSettings
+    from clipdraw.evaluate.judge import Judge
+    from clipdraw.toy.models import WEIGHTS_DIR
+
+    settings = EngineSettings(model="toy")
+    monkeypatch.delenv("CLIPDRAW_TOY_WEIGHTS", raising=False)
+    assert settings.guide_name == "toy" and settings.used(["transformer"])["transformer"]["weights"] == "toy"
+    for name in ("clip", "judge"):
+        shutil.copy(WEIGHTS_DIR / f"{name}.safetensors", tmp_path / f"{name}.safetensors")
+    monkeypatch.setenv("CLIPDRAW_TOY_WEIGHTS", str(tmp_path))
+    assert str(tmp_path.resolve()) in settings.guide_name and settings.guide_name.startswith("toy")
+    assert str(tmp_path.resolve()) in settings.used(["transformer"])["transformer"]["weights"]
+    judge = Judge.load("toy-judge")
+    assert judge.path == str(tmp_path / "judge.safetensors") and str(tmp_path.resolve()) in judge.description
+    monkeypatch.delenv("CLIPDRAW_TOY_WEIGHTS")   # the description follows where the judge was loaded from
+    assert str(tmp_path.resolve()) in judge.description and settings.guide_name == "toy"
+    assert EngineSettings(model="openai").guide_name == EngineSettings().clip_model   # the real world: its CLIP's name

@@ -69,10 +69,11 @@ def test_training_writes_half_precision_weights_and_logs(tiny_world):
     root, summary = tiny_world
     assert set(summary["seconds"]) == {"dvae", "judge", "clip", "transformer"}
     assert {e["stage"] for e in summary["log"]} == {"dvae", "judge", "clip", "transformer"}
-    # The guide met the optimizer in a round; the judge (another seed) learned from the guide's frames.
+    # The guide trained on its own frames in a round; the judge (another seed) learned from the guide's frames.
     rounds = [e for e in summary["log"] if "round" in e]
-    assert [e["stage"] for e in rounds] == ["clip"] and rounds[0]["rejected_images"] >= 0
-    drawn = [e for e in summary["log"] if "labelled_frames" in e]
+    assert [e["stage"] for e in rounds] == ["clip"] and rounds[0]["labelled_frames"] + rounds[0]["empty_frames"] > 0
+    assert 0 <= rounds[0]["rejected_frames"] <= rounds[0]["labelled_frames"]
+    drawn = [e for e in summary["log"] if "labelled_frames" in e and "round" not in e]
     assert [e["stage"] for e in drawn] == ["judge"]
     assert drawn[0]["labelled_frames"] + drawn[0]["empty_frames"] > 0
     guide, judge = load_weights("clip", root)[0], load_weights("judge", root)[0]
@@ -97,6 +98,29 @@ def test_the_judges_frames_are_the_guides_drawings_named_for_what_they_show(tiny
         assert satisfies(caption, image), caption
         assert not {(o.color, o.shape) for o in parse_caption(caption).objects} & data.HELDOUT_PAIRS
     assert all(detect(image) == [] for image in as_pixels(empty))
+
+
+def test_a_guide_round_continues_the_saved_guide_exactly_and_changes_it(tiny_world, tmp_path):
+    from dataclasses import replace
+
+    from clipdraw.toy.models import load_toy_clip, load_toy_dvae
+    from clipdraw.toy.train_clip import train_guide
+
+    root, _ = tiny_world
+    train_all(replace(TINY, clip_rounds=0), out=tmp_path, stages=("dvae", "clip"), progress=False)
+    before = load_toy_clip(tmp_path)
+    flush = torch.set_flush_denormal(True)   # as train_all trains
+    try:
+        guide = train_guide(TINY, [], load_toy_dvae(tmp_path), progress=False, model=load_toy_clip(tmp_path))
+    finally:
+        if flush:
+            torch.set_flush_denormal(False)
+    after, in_one_go = guide.state_dict(), load_toy_clip(root).state_dict()
+    # The round, run on the guide as saved, gives the weights that training with the round gave in one go...
+    assert all(torch.equal(after[k].half(), in_one_go[k].half()) for k in after if after[k].is_floating_point())
+    # ...and it moved them.
+    moved = dict(guide.named_parameters())
+    assert not all(torch.equal(moved[k], p) for k, p in before.named_parameters())
 
 
 def test_training_is_deterministic_by_seed(tiny_world, tmp_path):

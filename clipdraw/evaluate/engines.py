@@ -90,7 +90,7 @@ class EngineSettings:
                 if values.get("init_image") == TOY_BLANK:   # not this machine's path in a shared report
                     values["init_image"] = "the blank canvas (clipdraw/toy/blank.png)"
             elif name == "transformer":
-                values = {"weights": self.transformer or "toy", **values,
+                values = {"weights": self.transformer or "toy" + _toy_weights_source(), **values,
                           "save_every": values["save_every"] or "every row of tokens"}
             else:
                 values.pop("progressive")   # follows whether the experiment keeps frames
@@ -99,7 +99,7 @@ class EngineSettings:
 
     @property
     def guide_name(self) -> str:
-        return "toy" if self.model == "toy" else self.clip_model
+        return "toy" + _toy_weights_source() if self.model == "toy" else self.clip_model
 
     def check(self, engines: Sequence[str], offline: bool = False) -> None:
         """Cheap refusals before anything is loaded or written: unknown names, missing files."""
@@ -124,6 +124,12 @@ class EngineSettings:
             engine_class(name).check(self.engine_settings(name), source)
         if self.transformer is not None and not (Path(self.transformer) / "transformer.safetensors").is_file():
             raise ClipdrawError(f"no transformer.safetensors in {self.transformer}")
+
+
+def _toy_weights_source() -> str:
+    from ..toy.models import weights_source  # noqa: PLC0415
+
+    return weights_source()
 
 
 class EngineLoader:

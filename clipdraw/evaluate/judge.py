@@ -76,7 +76,11 @@ class Judge:
     def description(self) -> str:
         """Which CLIP judged, in words, for the reports."""
         what = TOY_DESCRIPTIONS.get(self.name)
-        return f"{self.name}: {what}" if what else f"{self.name} ({self.path})"
+        if not what:
+            return f"{self.name} ({self.path})"
+        from ..toy.models import weights_source  # noqa: PLC0415
+
+        return f"{self.name}: {what}{weights_source(Path(self.path).parent)}"
 
     def same_as(self, clip_info: Optional[dict]) -> bool:
         """Whether a guiding CLIP (a run.json ``models.clip`` entry) is this very model."""

@@ -22,6 +22,21 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"   # shipped; $CLIPDRAW_TOY_WEIGH
 
 def weights_dir() -> Path:
     return Path(os.environ.get("CLIPDRAW_TOY_WEIGHTS") or WEIGHTS_DIR)
+
+
+def weights_source(folder: Optional[Path] = None) -> str:
+    """Where toy weights come from (``folder``, default the one in use), for reports: empty for
+    the shipped ones, else the folder, so that a report never passes another world off as the
+    shipped one."""
+    folder = Path(folder) if folder is not None else weights_dir()
+    try:
+        folder = folder.resolve()
+        shipped = folder == WEIGHTS_DIR.resolve()
+    except (OSError, RuntimeError):   # a link loop: not the shipped folder
+        shipped = False
+    return "" if shipped else f" (weights from {folder}, CLIPDRAW_TOY_WEIGHTS)"
+
+
 DVAE_CONFIG = dict(n_hid=16, n_blk_per_group=1, vocab_size=128)
 DECODER_N_INIT = 32
 CLIP_CONFIG = dict(embed_dim=64, image_resolution=64, vision_layers=2, vision_width=64, vision_patch_size=8,

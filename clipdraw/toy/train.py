@@ -48,19 +48,19 @@ class TrainConfig:
     clip_robust_steps: int = 2
     clip_robust_from: float = 0.2      # share of the steps before PGD starts
     clip_view_augmentations: bool = False   # images also get the optimizer's cutout augmentations (augment.py)
-    clip_rounds: int = 0               # optimizer-in-the-loop rounds after the first training (guide only; 2 measured worse)
-    clip_round_prompts: int = 24       # captions the optimizer draws per round
-    clip_round_steps: int = 150        # training steps per round, with the rejected images as negatives
-    clip_round_iters: int = 120        # optimizer iterations per caption in a round
+    clip_rounds: int = 0               # rounds in which the guide trains on its own frames, named by the judge (off: docs/toy-guidance.md)
+    clip_round_prompts: int = 40       # training captions the guide draws per round
+    clip_round_iters: int = 300        # optimizer iterations per caption (the toy default)
+    clip_round_steps: int = 200        # training steps per round on those frames
     clip_round_lr: float = 0.3         # peak learning rate of a round, as a share of clip_lr
-    clip_bank_per_step: int = 16       # rejected images among each step's negatives
+    clip_bank_per_step: int = 16       # drawn frames that show nothing, among each step's wrong images
     judge_seed: int = 1                # the judge CLIP's seed offset: same recipe, never a guide
     judge_robust: bool = True          # PGD in the judge's training as in the guide's; off trains faster (docs/toy-world.md)
     judge_silhouettes: float = 0.0     # share of the judge's scenes shown as silhouettes, captions without colours
     judge_frame_prompts: int = 0       # captions the guide draws for the judge (labelled_frames); 0: off (no better)
     judge_frame_iters: int = 300       # optimizer iterations per caption (the toy default)
     judge_frame_steps: int = 150       # judge training steps on those frames, after its first training
-    judge_frames_per_step: int = 48    # labelled frames in each of those steps' batches
+    judge_frames_per_step: int = 48    # drawn frames in each batch of those steps (and of the guide's rounds)
     gpt_images: int = 24000
     gpt_steps: int = 2500
     gpt_batch: int = 64
@@ -214,10 +214,9 @@ def _train_stages(config: TrainConfig, out: Path, stages, progress: bool) -> dic
                  **{f"decoder.{k}": v for k, v in decoder.state_dict().items()}}
         save_weights(out / "dvae.safetensors", state, meta)
         seconds["dvae"] = time.perf_counter() - start
-    from .train_clip import caption_token_rows, train_guide, train_judge  # noqa: PLC0415  (it builds on this module)
+    from .train_clip import saved_token_rows, train_guide, train_judge  # noqa: PLC0415  (it builds on this module)
 
-    rows = caption_token_rows([s.caption for split in ("train", "heldout") for kind in data.SCENE_KINDS
-                               for s in data.scenes(400, config.seed, split, kind)])
+    rows = saved_token_rows(config)
     for stage in ("clip", "judge"):   # the guide first: the judge learns from the guide's drawings
         if stage in stages:
             start = time.perf_counter()

@@ -1,5 +1,5 @@
 """Training the toy CLIPs, the guide and the judge: contrastive pairs, twins and hard negatives,
-adversarial perturbations, and optional rounds against what the optimizer draws. The recipe
+adversarial perturbations, and optional rounds on the guide's own drawings, named for what they show. The recipe
 and its measurements: docs/toy-guidance.md."""
 
 from __future__ import annotations
@@ -43,6 +43,19 @@ def caption_token_rows(captions: List[str]) -> torch.Tensor:
 
     tokens = import_clip().tokenize(captions, context_length=77, truncate=True)
     return torch.unique(tokens)
+
+
+def saved_token_rows(config: TrainConfig) -> torch.Tensor:
+    """The token-table rows a saved toy CLIP keeps: every word of the world's captions, and,
+    when the recipe trains a CLIP on drawn frames (``named_frames``), the words the analytic
+    judge's names for them add ("and", counts above three). Other rows are never trained."""
+    from .specs import WORD_FOR_NUMBER  # noqa: PLC0415
+
+    captions = [s.caption for split in ("train", "heldout") for kind in data.SCENE_KINDS
+                for s in data.scenes(400, config.seed, split, kind)]
+    if config.clip_rounds or config.judge_frame_prompts:
+        captions.append(", ".join(WORD_FOR_NUMBER.values()) + " and")
+    return caption_token_rows(captions)
 
 
 def negative_images(n: int, generator: torch.Generator, dvae=None, seed: int = 0, step: int = 0) -> torch.Tensor:
@@ -101,7 +114,7 @@ def train_clip(config: TrainConfig, log: list, progress: bool = True, seed: Opti
     near-miss caption, images no caption describes, the dVAE's redraws of the renders, and,
     after a warm-up, PGD perturbations that make its gradients follow shapes, not pixels
     (adversarial training; Santurkar et al. 2019). ``labelled`` (images, captions[, asked]): more
-    pairs, ``config.judge_frames_per_step`` of them in each batch (``labelled_frames``); a
+    pairs, ``config.judge_frames_per_step`` of them in each batch (``named_drawings``); a
     non-empty ``asked[j]`` (the caption image j was drawn for and does not show) joins the
     batch's wrong captions, which count against every image of the batch, not image j alone.
     ``silhouette_share``: that share of the scenes (and of the wrong images) shown as
@@ -146,7 +159,7 @@ def train_clip(config: TrainConfig, log: list, progress: bool = True, seed: Opti
             asked = [labelled[2][j] for j in chosen.tolist() if labelled[2][j]] if len(labelled) > 2 else []
         pixels = _augment(pixels, generator)
         negatives = negative_images(config.clip_negative_images, generator, dvae, seed, i)
-        if bank is not None and len(bank):   # the optimizer's own images that the analytic judge rejected
+        if bank is not None and len(bank):   # the optimizer's frames that show nothing
             chosen = torch.randint(len(bank), (min(config.clip_bank_per_step, len(bank)),), generator=generator)
             negatives = torch.cat([negatives, bank[chosen]])
         negatives = _augment(negatives, generator)
@@ -253,46 +266,35 @@ def _as_batch(arrays: List[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255
 
 
-def optimizer_rejects(model, decoder, config: TrainConfig, seed: int, round_index: int,
-                      progress: bool = True) -> torch.Tensor:
-    """Draw training captions with clipdraw's own optimizer guided by ``model``, and return the
-    saved frames that the analytic judge rejects for their caption: the images this guide
-    wrongly likes, to be shown to it as wrong answers in the next round."""
-    from ..config import toy_config  # noqa: PLC0415
-    from .judge import satisfies  # noqa: PLC0415
-
-    rejected: List[np.ndarray] = []
-    drawings = _guide_drawings(
-        model, decoder, config.clip_round_prompts, seed + 17 + round_index,
-        lambda k: toy_config(seed=seed + k, iters=config.clip_round_iters, cutn=8, save_every=20,
-                             init_image=None),   # from random latents, as the rounds were measured
-        f"optimizer round {round_index + 1}", lambda: {"rejected": len(rejected)}, progress=progress)
+def named_drawings(guide, dvae, count: int, scene_seed: int, settings_at: Callable[[int], object], desc: str,
+                   progress: bool = True) -> Tuple[torch.Tensor, List[str], List[str], torch.Tensor]:
+    """The frames ``guide`` draws through ``dvae`` (encoder, decoder) for ``count`` training
+    captions, each named for what the analytic judge sees in it (``named_frames``): the images a
+    CLIP must learn to read as they are, not as they were asked for. Returns (images, what each
+    shows, the asked caption where the judge rejects it or "", images that show nothing)."""
+    images, shown, asked, empty = [], [], [], []
+    encoder, decoder = dvae   # the toy defaults start from the blank canvas: the encoder reads it
+    drawings = _guide_drawings(guide, decoder, count, scene_seed, settings_at, desc,
+                               lambda: {"frames": len(images)}, encoder=encoder, progress=progress)
     for caption, frames in drawings:
-        rejected += [pixels for pixels in frames if not satisfies(caption, pixels)]
-    return _as_batch(rejected)
+        showing, names, wrong, nothing = named_frames(caption, frames)
+        images, shown, asked, empty = images + showing, shown + names, asked + wrong, empty + nothing
+    return _as_batch(images), shown, asked, _as_batch(empty)
 
 
 def labelled_frames(guide, dvae, config: TrainConfig, seed: int,
                     progress: bool = True) -> Tuple[torch.Tensor, List[str], torch.Tensor]:
-    """The frames the optimizer draws for training captions, guided by ``guide`` through ``dvae``
-    (encoder, decoder) at the toy defaults, each captioned with what the analytic judge sees in
-    it (``judge.describe``): the images a judge CLIP must rank, named for what they show, not
-    for what was asked. Returns (images, captions, images that show nothing). Frames showing a
-    held-out colour-shape pair are left out, so that those pairs stay unseen."""
+    """The judge's extra pairs: the frames the guide draws for training captions at the toy
+    defaults, named for what they show (``named_drawings``). Returns (images, captions, images
+    that show nothing). Frames showing a held-out colour-shape pair are left out, so that those
+    pairs stay unseen."""
     from ..config import toy_config  # noqa: PLC0415
 
-    images, captions, empty = [], [], []
-    encoder, decoder = dvae   # the toy defaults start from the blank canvas: the encoder reads it
-    drawings = _guide_drawings(
-        guide, decoder, config.judge_frame_prompts, seed + 23,
+    images, shown, _, empty = named_drawings(
+        guide, dvae, config.judge_frame_prompts, seed + 23,
         lambda k: toy_config(seed=seed + 1000 + k, iters=config.judge_frame_iters, candidates=1, pick_flatness=0.0),
-        "judge frames", lambda: {"frames": len(images)}, encoder=encoder, progress=progress)
-    for caption, frames in drawings:
-        showing, shown, _, nothing = named_frames(caption, frames)
-        images += showing
-        captions += shown
-        empty += nothing
-    return _as_batch(images), captions, _as_batch(empty)
+        "judge frames", progress)
+    return images, shown, empty
 
 
 def named_frames(caption: str, frames: List[np.ndarray]) -> Tuple[List[np.ndarray], List[str], List[str], List[np.ndarray]]:
@@ -346,18 +348,28 @@ def _round_to_half(model) -> None:
                 tensor.copy_(tensor.half().float())
 
 
-def train_guide(config: TrainConfig, log: list, dvae, progress: bool = True, model=None):
-    """The guiding CLIP: train_clip (or start from ``model``), then rounds of optimizer-in-the-loop
-    hard negatives. The rounds start from the weights in the precision they are saved in, so a
-    first training saved and reloaded continues exactly as one run through."""
+def train_guide(config: TrainConfig, log: list, dvae, progress: bool = True, model=None, rounds_done: int = 0):
+    """The guiding CLIP: train_clip (or start from ``model``, a guide that has had ``rounds_done``
+    rounds), then the rest of ``config.clip_rounds`` rounds, in each of which it draws training
+    captions at the toy defaults and trains on with its own frames, each named for what the
+    analytic judge sees in it, the caption it was drawn for counted wrong where the judge rejects
+    the frame, and frames that show nothing as wrong images. Each round starts from the weights
+    in the precision they are saved in, so a training saved and reloaded continues exactly as
+    one run through."""
+    from ..config import toy_config  # noqa: PLC0415
+
     if model is None:
         model = train_clip(config, log, progress, dvae=dvae)
         _round_to_half(model)
-    bank = torch.zeros(0, 3, data.IMAGE_SIZE, data.IMAGE_SIZE)
-    for r in range(config.clip_rounds):
-        bank = torch.cat([bank, optimizer_rejects(model, dvae[1], config, config.seed, r, progress)])
-        log.append({"stage": "clip", "step": config.clip_steps + r * config.clip_round_steps, "round": r + 1,
-                    "rejected_images": len(bank)})
-        model = train_clip(config, log, progress, dvae=dvae, model=model, steps=config.clip_round_steps, bank=bank,
-                           step_offset=config.clip_steps + r * config.clip_round_steps, name="clip")
+    for r in range(rounds_done, config.clip_rounds):
+        images, shown, asked, empty = named_drawings(
+            model, dvae, config.clip_round_prompts, config.seed + 31 + r,
+            lambda k: toy_config(seed=config.seed + 2000 + k, iters=config.clip_round_iters),
+            f"guide round {r + 1}", progress)
+        offset = config.clip_steps + r * config.clip_round_steps
+        log.append({"stage": "clip", "step": offset, "round": r + 1, "labelled_frames": len(shown),
+                    "rejected_frames": sum(1 for a in asked if a), "empty_frames": len(empty)})
+        model = train_clip(config, log, progress, dvae=dvae, model=model, steps=config.clip_round_steps, bank=empty,
+                           step_offset=offset, name="clip", labelled=(images, shown, asked))
+        _round_to_half(model)
     return model
