@@ -86,8 +86,9 @@ patches because they are forked, which this script asks for.
       CLIPDRAW_TOY_WEIGHTS=OUT python benchmarks/toy_routes.py relabel OUT2 --scene-seed 32   # a second round
       CLIPDRAW_TOY_WEIGHTS=OUT python benchmarks/toy_routes.py relabel OUT3 --frames OUT2/relabelled.npz --asked missing
 
-* ``rounds``: the same rounds as ``clipdraw toy train`` runs them (``TrainConfig(clip_rounds=N)``,
-  ``train_guide``), given to the guide in use, which has had ``--rounds-done`` of them already.
+* ``rounds``: the rounds ``train_all(TrainConfig(clip_rounds=N))`` trains the guide with
+  (``train_guide``), given to the guide in use, which has had ``--rounds-done`` of them already
+  (the shipped guide: none).
 
       python benchmarks/toy_routes.py rounds OUT --rounds 2
       CLIPDRAW_TOY_WEIGHTS=OUT python benchmarks/toy_routes.py rounds OUT3 --rounds 3 --rounds-done 2
@@ -117,7 +118,8 @@ from toy_picking import within_run_auc  # noqa: E402
 
 
 def copy_shipped_weights(out: Path, but: str = "clip") -> None:
-    """A weights folder ``out`` holding the shipped toy models except ``but``, which the caller writes."""
+    """A weights folder ``out`` holding the toy models in use (``CLIPDRAW_TOY_WEIGHTS``'s, else the
+    shipped ones) except ``but``, which the caller writes."""
     from clipdraw.toy.models import weights_dir  # noqa: PLC0415
 
     out.mkdir(parents=True, exist_ok=True)
@@ -691,18 +693,21 @@ def train_relabelled(out: Path, prompts: int, steps: int, scene_seed: int, frame
 
 
 def train_rounds(out: Path, rounds: int, rounds_done: int) -> None:
-    """The guide in use (``CLIPDRAW_TOY_WEIGHTS``'s, else the shipped one, which has had
-    ``rounds_done`` rounds) given the rest of ``TrainConfig(clip_rounds=rounds)``'s rounds by
-    ``train_guide``, as ``clipdraw toy train`` would give them; saved into ``out`` with the other
-    weights in use."""
+    """The guide in use (``CLIPDRAW_TOY_WEIGHTS``'s, else the shipped one), which has had
+    ``rounds_done`` rounds, given the rest of ``TrainConfig(clip_rounds=rounds)``'s rounds by
+    ``train_guide``; saved into ``out`` as ``train_all`` saves a guide, with the other weights in
+    use. The round entries of the training log are printed."""
     from dataclasses import asdict  # noqa: PLC0415
 
-    from clipdraw.toy.models import clip_state_for_saving, load_toy_clip, load_toy_dvae, save_weights, weights_dir  # noqa: PLC0415
+    from clipdraw.toy.models import (WEIGHTS_DIR, clip_state_for_saving, load_toy_clip, load_toy_dvae,  # noqa: PLC0415
+                                     save_weights, weights_dir)
     from clipdraw.toy.train import TrainConfig  # noqa: PLC0415
     from clipdraw.toy.train_clip import saved_token_rows, train_guide  # noqa: PLC0415
 
-    if out.resolve() == weights_dir().resolve():
-        raise SystemExit(f"{out} holds the weights in use (CLIPDRAW_TOY_WEIGHTS); name another folder")
+    if out.resolve() in (weights_dir().resolve(), WEIGHTS_DIR.resolve()):
+        raise SystemExit(f"{out} holds the weights in use or the shipped ones; name another folder")
+    if not 0 <= rounds_done < rounds:
+        raise SystemExit(f"--rounds {rounds} must exceed --rounds-done {rounds_done} (rounds the guide in use has had)")
     config = TrainConfig(clip_rounds=rounds)
     started, log = time.perf_counter(), []
     torch.manual_seed(config.seed)
