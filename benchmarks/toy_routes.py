@@ -86,7 +86,7 @@ patches because they are forked, which this script asks for.
       CLIPDRAW_TOY_WEIGHTS=OUT python benchmarks/toy_routes.py relabel OUT2 --scene-seed 32   # a second round
       CLIPDRAW_TOY_WEIGHTS=OUT python benchmarks/toy_routes.py relabel OUT3 --frames OUT2/relabelled.npz --asked missing
 
-* ``rounds``: the rounds ``train_all(TrainConfig(clip_rounds=N))`` trains the guide with
+* ``rounds``: the rounds ``clipdraw toy train --guide-rounds N`` trains the guide with
   (``train_guide``), given to the guide in use, which has had ``--rounds-done`` of them already
   (the shipped guide: none).
 

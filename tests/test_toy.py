@@ -134,6 +134,7 @@ def test_training_is_deterministic_by_seed(tiny_world, tmp_path):
 def test_toy_train_scale_keeps_the_recipe_and_what_is_off_stays_off():
     from clipdraw.toy.train import SCALED_SETTINGS, scaled_config
     assert scaled_config(1.0, seed=3) == TrainConfig(seed=3)   # `clipdraw toy train` trains the documented recipe
+    assert scaled_config(1.0, seed=3, guide_rounds=2) == TrainConfig(seed=3, clip_rounds=2)
     smoke = scaled_config(1e-6)
     for name in SCALED_SETTINGS:
         default = getattr(TrainConfig(), name)
@@ -209,11 +210,23 @@ def test_toy_cli_writes_the_same_outputs_for_both_paradigms(tiny_world, tmp_path
     (["a cat", "--engine", "transformer"], "needs --model toy"),
     (["toy", "train", "--stages", "vae"], "unknown stage"),
     (["toy", "train", "--scale", "0"], "--scale must be positive"),
+    (["toy", "train", "--guide-rounds", "1", "--coco", "captions.json"], "does not go with --coco"),
 ])
 def test_toy_bad_input(tmp_path, args, pattern):
     result = run_cli(*args, tmp_path=tmp_path, CLIPDRAW_TOY_WEIGHTS=str(tmp_path / "none"))
     assert result.returncode == 2 and pattern in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_toy_train_guide_rounds_train_the_guide_on_its_own_drawings(tmp_path):
+    out = tmp_path / "weights"
+    result = run_cli("toy", "train", "--scale", "0.002", "--guide-rounds", "1", "--stages", "dvae,clip", "--out", out,
+                     "--quiet", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    log = json.loads((out / "train_log.json").read_text())
+    rounds = [e for e in log["log"] if "round" in e]
+    assert [(e["stage"], e["round"]) for e in rounds] == [("clip", 1)] and log["config"]["clip_rounds"] == 1
+    assert rounds[0]["labelled_frames"] + rounds[0]["empty_frames"] > 0
 
 
 def test_a_short_fixed_seed_optimization_draws_what_the_judge_reads():

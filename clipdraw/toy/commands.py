@@ -83,6 +83,9 @@ def toy_scene(caption: str, out: Path, seed: int, size: int) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--scale", type=float, default=1.0, show_default=True,
               help="Multiply every stage's step count (0.01 for a smoke run).")
+@click.option("--guide-rounds", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Rounds in which the guide trains on its own drawings, each frame named by the analytic judge "
+                   "(about 15 minutes each on 2 cores; measured in docs/toy-guidance.md, off by default).")
 @click.option("--coco", type=click.Path(path_type=Path), default=None,
               help="Train the transformer on a real image-caption set: a COCO captions JSON file.")
 @click.option("--images", type=click.Path(path_type=Path), default=None, help="With --coco: the folder of its images.")
@@ -95,7 +98,7 @@ def toy_scene(caption: str, out: Path, seed: int, size: int) -> None:
 @click.option("--device", default=None, help="With --coco: auto, cpu or cuda  [default: auto].")
 @click.option("--offline", is_flag=True, help="With --coco: never download the encoder; use a cached or given file.")
 @click.option("--quiet", "-q", is_flag=True)
-def toy_train(out: Optional[Path], stages: str, seed: int, scale: float, coco: Optional[Path],
+def toy_train(out: Optional[Path], stages: str, seed: int, scale: float, guide_rounds: int, coco: Optional[Path],
               images: Optional[Path], keywords: Optional[str], encoder: Optional[str], size: Optional[int],
               device: Optional[str], offline: bool, quiet: bool) -> None:
     """Train the toy world from scratch on the CPU (deterministic by seed), or with --coco the
@@ -103,6 +106,8 @@ def toy_train(out: Optional[Path], stages: str, seed: int, scale: float, coco: O
     if not scale > 0:
         raise ClipdrawError(f"--scale must be positive, got {scale}")
     if coco is not None:
+        if guide_rounds:
+            raise ClipdrawError("--guide-rounds trains the toy world's guide: it does not go with --coco")
         _train_coco(coco, images, keywords, encoder or "openai-encoder", size or 256, device or "auto", offline,
                     out or Path("coco-transformer"), seed, scale, quiet)
         return
@@ -121,7 +126,7 @@ def toy_train(out: Optional[Path], stages: str, seed: int, scale: float, coco: O
 
     target = out or weights_dir()
     check_output_root(target)
-    summary = train_all(scaled_config(scale, seed), out=target, stages=names, progress=not quiet)
+    summary = train_all(scaled_config(scale, seed, guide_rounds), out=target, stages=names, progress=not quiet)
     for stage, seconds in summary["seconds"].items():
         last = [entry for entry in summary["log"] if entry["stage"] == stage][-1]
         values = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k not in ("stage", "step"))

@@ -182,12 +182,13 @@ SCALED_SETTINGS = ("dvae_steps", "clip_steps", "clip_round_steps", "clip_round_p
                    "judge_frame_prompts", "judge_frame_iters", "judge_frame_steps", "gpt_steps", "gpt_images")
 
 
-def scaled_config(scale: float = 1.0, seed: int = 0) -> TrainConfig:
+def scaled_config(scale: float = 1.0, seed: int = 0, guide_rounds: int = 0) -> TrainConfig:
     """The default recipe with its step and image counts times ``scale``: at least 1 each, so that
-    a smoke run still runs every stage, and 0 (a part that is off) stays 0."""
+    a smoke run still runs every stage, and 0 (a part that is off) stays 0; ``guide_rounds``: the
+    guide's rounds on its own drawings (``clip_rounds``)."""
     base = TrainConfig(seed=seed)
-    return TrainConfig(seed=seed, **{k: getattr(base, k) and max(1, round(getattr(base, k) * scale))
-                                     for k in SCALED_SETTINGS})
+    return TrainConfig(seed=seed, clip_rounds=guide_rounds,
+                       **{k: getattr(base, k) and max(1, round(getattr(base, k) * scale)) for k in SCALED_SETTINGS})
 
 
 def train_all(config: Optional[TrainConfig] = None, out: Path = WEIGHTS_DIR, stages=TOY_STAGES,
