@@ -617,19 +617,16 @@ def relabelled_frames(prompts: int, scene_seed: int):
     and the frames that show nothing."""
     import multiprocessing  # noqa: PLC0415
 
-    from clipdraw.toy.train_clip import _as_batch, named_frames  # noqa: PLC0415
+    from clipdraw.toy.train_clip import name_drawings  # noqa: PLC0415
 
     with multiprocessing.get_context("fork").Pool(2) as pool:
         drawn = [d for part in pool.starmap(_draw_training_captions,
                                                   [(list(range(w, prompts, 2)), scene_seed) for w in (0, 1)])
                  for d in part]
-    images, shown, asked, empty = [], [], [], []
-    for caption, frames in drawn:
-        showing, names, wrong, nothing = named_frames(caption, frames)
-        images, shown, asked, empty = images + showing, shown + names, asked + wrong, empty + nothing
+    images, shown, asked, empty = name_drawings(drawn)
     print(f"{len(drawn)} captions drawn: {len(images)} frames showing something, "
           f"{sum(1 for a in asked if a)} of them rejected for their caption; {len(empty)} showing nothing")
-    return _as_batch(images), shown, asked, _as_batch(empty)
+    return images, shown, asked, empty
 
 
 def asked_only_when_missing(shown: List[str], asked: List[str]) -> List[str]:

@@ -272,13 +272,23 @@ def named_drawings(guide, dvae, count: int, scene_seed: int, settings_at: Callab
     captions, each named for what the analytic judge sees in it (``named_frames``): the images a
     CLIP must learn to read as they are, not as they were asked for. Returns (images, what each
     shows, the asked caption where the judge rejects it or "", images that show nothing)."""
-    images, shown, asked, empty = [], [], [], []
+    status = {"frames": 0}   # the progress bar's, kept up to date by name_drawings
     encoder, decoder = dvae   # the toy defaults start from the blank canvas: the encoder reads it
     drawings = _guide_drawings(guide, decoder, count, scene_seed, settings_at, desc,
-                               lambda: {"frames": len(images)}, encoder=encoder, progress=progress)
+                               lambda: status, encoder=encoder, progress=progress)
+    return name_drawings(drawings, status)
+
+
+def name_drawings(drawings, status: Optional[dict] = None) -> Tuple[torch.Tensor, List[str], List[str], torch.Tensor]:
+    """``named_frames`` over (caption, frames) pairs, gathered: (images, what each shows, the
+    asked caption where the judge rejects it or "", images that show nothing). ``status["frames"]``
+    follows the count of images that show something."""
+    images, shown, asked, empty = [], [], [], []
     for caption, frames in drawings:
         showing, names, wrong, nothing = named_frames(caption, frames)
         images, shown, asked, empty = images + showing, shown + names, asked + wrong, empty + nothing
+        if status is not None:
+            status["frames"] = len(images)
     return _as_batch(images), shown, asked, _as_batch(empty)
 
 
