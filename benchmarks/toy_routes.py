@@ -689,7 +689,7 @@ def train_relabelled(out: Path, prompts: int, steps: int, scene_seed: int, frame
     print(f"wrote {out} ({time.perf_counter() - started:.0f} s)")
 
 
-def train_rounds(out: Path, rounds: int, rounds_done: int, iters: int = 300) -> None:
+def train_rounds(out: Path, rounds: int, rounds_done: int, iters: int = 300, asked_own_frame: bool = False) -> None:
     """The guide in use (``CLIPDRAW_TOY_WEIGHTS``'s, else the shipped one), which has had
     ``rounds_done`` rounds, given the rest of ``TrainConfig(clip_rounds=rounds)``'s rounds by
     ``train_guide``, each caption drawn with ``iters`` optimizer iterations; saved into ``out`` as
@@ -706,7 +706,7 @@ def train_rounds(out: Path, rounds: int, rounds_done: int, iters: int = 300) -> 
         raise SystemExit(f"{out} holds the weights in use or the shipped ones; name another folder")
     if not 0 <= rounds_done < rounds:
         raise SystemExit(f"--rounds {rounds} must exceed --rounds-done {rounds_done} (rounds the guide in use has had)")
-    config = TrainConfig(clip_rounds=rounds, clip_round_iters=iters)
+    config = TrainConfig(clip_rounds=rounds, clip_round_iters=iters, clip_asked_own_frame=asked_own_frame)
     started, log = time.perf_counter(), []
     torch.manual_seed(config.seed)
     model = train_guide(config, log, load_toy_dvae(), model=load_toy_clip(), rounds_done=rounds_done)
@@ -781,6 +781,8 @@ def main() -> None:
     rounds.add_argument("--rounds", type=int, default=2)
     rounds.add_argument("--rounds-done", type=int, default=0, help="rounds the guide in use has had already")
     rounds.add_argument("--iters", type=int, default=300, help="optimizer iterations per drawn caption")
+    rounds.add_argument("--asked-own-frame", action="store_true",
+                        help="a rejected frame's asked caption is wrong for that frame only (TrainConfig.clip_asked_own_frame)")
     args = parser.parse_args()
     torch.set_flush_denormal(True)
     # the patches go in before toy_success forks its workers, which inherit them
@@ -815,7 +817,7 @@ def main() -> None:
         run_toy_success(args.rest)
     elif args.route == "rounds":
         torch.set_num_threads(2)
-        train_rounds(args.out, args.rounds, args.rounds_done, args.iters)
+        train_rounds(args.out, args.rounds, args.rounds_done, args.iters, args.asked_own_frame)
     elif args.route == "relabel":
         train_relabelled(args.out, args.prompts, args.steps, args.scene_seed, args.frames, args.asked, args.judge)
     else:

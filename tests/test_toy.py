@@ -420,6 +420,57 @@ def test_a_frame_the_judge_rejected_meets_the_caption_it_was_drawn_for_as_a_wron
     assert batch_texts((frames, shown, ["", ""])) == batch_texts((frames, shown))
 
 
+def test_with_clip_asked_own_frame_the_asked_caption_counts_against_its_own_frames_alone(monkeypatch):
+    """The cleaner form of the rounds' wrong captions: the caption a rejected frame was drawn for
+    is wrong for that frame (and others drawn for it), not for the batch's renders, some of which
+    may show it; near misses still count against every image."""
+    from dataclasses import replace
+
+    from clipdraw.toy import train_clip as train_clip_module
+    from clipdraw.weights import import_clip
+
+    clip = import_clip()
+    tokenize, texts, masks = clip.tokenize, [], []
+    monkeypatch.setattr(clip, "tokenize", lambda captions, **kw: texts.append(list(captions)) or tokenize(captions, **kw))
+    loss = train_clip_module.contrastive_loss
+    monkeypatch.setattr(train_clip_module, "contrastive_loss",
+                        lambda *args: masks.append(args[5] if len(args) > 5 else None) or loss(*args))
+    config = replace(TINY, clip_steps=1, clip_batch=4, clip_robust_eps=0.0, judge_frames_per_step=6)
+    frames = data.image_batch([data.scene_at(0, 5, "train", "single")] * 2)
+    asked = ["a red square in the top", "a blue circle in the left"]   # phrasing no near miss uses
+    labelled = (frames, ["a large red circle on the top", "a small green square on the left"], asked)
+    train_clip_module.train_clip(config, [], progress=False, labelled=labelled)
+    assert masks == [None]   # off by default: the asked captions count against the whole batch
+    texts.clear()
+    train_clip_module.train_clip(replace(config, clip_asked_own_frame=True), [], progress=False, labelled=labelled)
+    scenes, n = 2 * config.clip_batch, 2 * config.clip_batch + config.judge_frames_per_step
+    wrong, wrong_for = texts[0][n:], masks[-1]
+    assert wrong_for.shape == (n, len(wrong))
+    columns = [j for j, w in enumerate(wrong) if w in asked]
+    assert columns and not wrong_for[:scenes, columns].any()   # never against the batch's renders
+    assert (wrong_for[scenes:, columns].sum(1) == 1).all()     # each frame meets the one it was drawn for
+    others = [j for j in range(len(wrong)) if j not in columns]
+    assert others and wrong_for[:, others].all()               # near misses count against every image
+
+
+def test_a_masked_wrong_caption_leaves_the_loss_as_if_it_were_absent():
+    from clipdraw.toy.models import build_clip
+    from clipdraw.toy.train_clip import contrastive_loss
+
+    model = build_clip(0, "resnet").eval()
+    images = data.image_batch([data.scene_at(i, 3, "train") for i in range(4)])
+    texts = torch.nn.functional.normalize(torch.randn(7, model.text_projection.shape[1]), dim=-1)
+    targets = torch.eye(4)
+    everywhere = torch.ones(4, 3, dtype=torch.bool)
+    full, _ = contrastive_loss(model, images, images[:0], texts, targets)
+    assert torch.allclose(contrastive_loss(model, images, images[:0], texts, targets, everywhere)[0], full)
+    nowhere = everywhere.clone()
+    nowhere[:, 2] = False
+    without, _ = contrastive_loss(model, images, images[:0], texts[:6], targets)
+    assert torch.allclose(contrastive_loss(model, images, images[:0], texts, targets, nowhere)[0], without, atol=1e-6)
+    assert not torch.allclose(without, full)
+
+
 def test_silhouette_rows_lose_their_colour_words_and_no_near_miss_becomes_a_caption():
     from clipdraw.toy.train_clip import _as_silhouettes
 

@@ -92,17 +92,21 @@ def redraw(images: torch.Tensor, encoder, decoder, corrupt: Optional[Tuple[float
 
 
 def contrastive_loss(model, images: torch.Tensor, negatives: torch.Tensor, text_features: torch.Tensor,
-                     targets: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+                     targets: torch.Tensor, wrong_for: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """CLIP's symmetric loss. ``targets`` (n, n) weighs every image with the same caption as a
     positive; text features beyond the first n are wrong captions, ``negatives`` wrong images.
-    Returns the loss and the logits."""
+    ``wrong_for`` (n, wrong), optional: which images each wrong caption counts against (all by
+    default). Returns the loss and the logits, masked as the loss reads them."""
     n = images.shape[0]
     batch = torch.cat([images, negatives]).contiguous(memory_format=torch.channels_last)
     image_features = F.normalize(model.encode_image(batch), dim=-1)
     logits = model.logit_scale.exp().clamp(max=100) * image_features @ text_features.T   # (n + neg, n + wrong)
-    image_to_text = F.cross_entropy(logits[:n], F.pad(targets, (0, logits.shape[1] - n)))
+    scores = logits[:n]
+    if wrong_for is not None:   # a large finite value: a zero target times log(0) would be nan
+        scores = torch.cat([scores[:, :n], scores[:, n:].masked_fill(~wrong_for, -1e4)], dim=1)
+    image_to_text = F.cross_entropy(scores, F.pad(targets, (0, logits.shape[1] - n)))
     text_to_image = F.cross_entropy(logits[:, :n].T, F.pad(targets.T, (0, logits.shape[0] - n)))
-    return (image_to_text + text_to_image) / 2, logits
+    return (image_to_text + text_to_image) / 2, torch.cat([scores, logits[n:]])
 
 
 def train_clip(config: TrainConfig, log: list, progress: bool = True, seed: Optional[int] = None,
@@ -116,7 +120,8 @@ def train_clip(config: TrainConfig, log: list, progress: bool = True, seed: Opti
     (adversarial training; Santurkar et al. 2019). ``labelled`` (images, captions[, asked]): more
     pairs, ``config.judge_frames_per_step`` of them in each batch (``named_drawings``); a
     non-empty ``asked[j]`` (the caption image j was drawn for and does not show) joins the
-    batch's wrong captions, which count against every image of the batch, not image j alone.
+    batch's wrong captions, which count against every image of the batch, or, with
+    ``config.clip_asked_own_frame``, against the frames drawn for it alone.
     ``silhouette_share``: that share of the scenes (and of the wrong images) shown as
     ``silhouettes`` with their colour words taken out, so that shape is learnt apart from colour,
     for the colour-shape pairs held out of training too (the judge's:
@@ -156,7 +161,8 @@ def train_clip(config: TrainConfig, log: list, progress: bool = True, seed: Opti
             chosen = torch.randint(len(labelled[1]), (config.judge_frames_per_step,), generator=generator)
             pixels = torch.cat([pixels, labelled[0][chosen]])
             captions += [labelled[1][j] for j in chosen.tolist()]
-            asked = [labelled[2][j] for j in chosen.tolist() if labelled[2][j]] if len(labelled) > 2 else []
+            frame_asked = [labelled[2][j] for j in chosen.tolist()] if len(labelled) > 2 else []
+            asked = [a for a in frame_asked if a]
         pixels = _augment(pixels, generator)
         negatives = negative_images(config.clip_negative_images, generator, dvae, seed, i)
         if bank is not None and len(bank):   # the optimizer's frames that show nothing
@@ -172,18 +178,22 @@ def train_clip(config: TrainConfig, log: list, progress: bool = True, seed: Opti
         if silhouette_share > 0:
             pixels, negatives, captions, wrong = _as_silhouettes(pixels, negatives, captions, wrong, len(scenes),
                                                                  silhouette_share, generator)
+        wrong_for = None
         if asked:   # after the silhouettes, which pair each near-miss with its scene
-            kept = set(captions)
+            kept, near_misses = set(captions), set(wrong)
             wrong = list(dict.fromkeys(wrong + [a for a in asked if a not in kept]))
+            if config.clip_asked_own_frame:   # the asked caption is wrong for the frames drawn for it alone
+                rows = ["" for _ in scenes] + frame_asked
+                wrong_for = torch.tensor([[w in near_misses or w == a for w in wrong] for a in rows], dtype=torch.bool)
         texts = clip.tokenize(captions + wrong, context_length=context, truncate=True)
         same = torch.tensor([[a == b for b in captions] for a in captions], dtype=torch.float)
         targets = same / same.sum(1, keepdim=True)
         text_features = F.normalize(model.encode_text(texts), dim=-1)
         if eps > 0 and i >= robust_from:
             pixels = perturb(model, pixels, (negatives - mean) / std, text_features.detach(), targets, eps,
-                             config.clip_robust_steps, generator, mean, std)
+                             config.clip_robust_steps, generator, mean, std, wrong_for)
         loss, logits = contrastive_loss(model, (pixels - mean) / std, (negatives - mean) / std, text_features,
-                                        targets)
+                                        targets, wrong_for)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -224,14 +234,15 @@ def _as_silhouettes(pixels: torch.Tensor, negatives: torch.Tensor, captions: Lis
 
 
 def perturb(model, pixels: torch.Tensor, negatives: torch.Tensor, text_features: torch.Tensor, targets: torch.Tensor,
-            eps: float, steps: int, generator: torch.Generator, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+            eps: float, steps: int, generator: torch.Generator, mean: torch.Tensor, std: torch.Tensor,
+            wrong_for: Optional[torch.Tensor] = None) -> torch.Tensor:
     """PGD within an L-inf ball of radius ``eps`` (pixels in [0, 1]) that raises the loss:
     the worst nearby image, which the model then learns to read correctly."""
     delta = (torch.rand(pixels.shape, generator=generator) * 2 - 1) * eps
     for _ in range(steps):
         delta.requires_grad_(True)
         loss, _ = contrastive_loss(model, ((pixels + delta).clamp(0, 1) - mean) / std, negatives, text_features,
-                                   targets)
+                                   targets, wrong_for)
         grad, = torch.autograd.grad(loss, delta)
         delta = (delta.detach() + 2.5 * eps / steps * grad.sign()).clamp(-eps, eps)
     return (pixels + delta).clamp(0, 1).detach()
