@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from clipdraw import ClipdrawError
 from clipdraw.toy import data
 from clipdraw.toy.models import WEIGHTS_DIR, load_weights
 from clipdraw.toy.train import TrainConfig, train_all
