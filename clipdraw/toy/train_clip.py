@@ -101,12 +101,12 @@ def contrastive_loss(model, images: torch.Tensor, negatives: torch.Tensor, text_
     batch = torch.cat([images, negatives]).contiguous(memory_format=torch.channels_last)
     image_features = F.normalize(model.encode_image(batch), dim=-1)
     logits = model.logit_scale.exp().clamp(max=100) * image_features @ text_features.T   # (n + neg, n + wrong)
-    scores = logits[:n]
     if wrong_for is not None:   # a large finite value: a zero target times log(0) would be nan
-        scores = torch.cat([scores[:, :n], scores[:, n:].masked_fill(~wrong_for, -1e4)], dim=1)
-    image_to_text = F.cross_entropy(scores, F.pad(targets, (0, logits.shape[1] - n)))
+        masked = torch.cat([logits[:n, :n], logits[:n, n:].masked_fill(~wrong_for, -1e4)], dim=1)
+        logits = torch.cat([masked, logits[n:]])
+    image_to_text = F.cross_entropy(logits[:n], F.pad(targets, (0, logits.shape[1] - n)))
     text_to_image = F.cross_entropy(logits[:, :n].T, F.pad(targets.T, (0, logits.shape[0] - n)))
-    return (image_to_text + text_to_image) / 2, torch.cat([scores, logits[n:]])
+    return (image_to_text + text_to_image) / 2, logits
 
 
 def train_clip(config: TrainConfig, log: list, progress: bool = True, seed: Optional[int] = None,
