@@ -88,10 +88,10 @@ patches because they are forked, which this script asks for.
 
 * ``rounds``: the rounds ``clipdraw toy train --guide-rounds N`` trains the guide with
   (``train_guide``), given to the guide in use, which has had ``--rounds-done`` of them already
-  (the shipped guide: none).
+  (default: the ``clip_rounds`` its saved recipe names).
 
-      python benchmarks/toy_routes.py rounds OUT --rounds 2
-      CLIPDRAW_TOY_WEIGHTS=OUT python benchmarks/toy_routes.py rounds OUT3 --rounds 3 --rounds-done 2
+      python benchmarks/toy_routes.py rounds OUT --rounds 5           # one round more than the shipped guide's
+      CLIPDRAW_TOY_WEIGHTS=OUT python benchmarks/toy_routes.py rounds OUT6 --rounds 6
 """
 
 from __future__ import annotations
@@ -689,29 +689,34 @@ def train_relabelled(out: Path, prompts: int, steps: int, scene_seed: int, frame
     print(f"wrote {out} ({time.perf_counter() - started:.0f} s)")
 
 
-def train_rounds(out: Path, rounds: int, rounds_done: int, iters: int = 300, asked_own_frame: bool = False) -> None:
+def train_rounds(out: Path, rounds: int, rounds_done: Optional[int] = None, iters: Optional[int] = None,
+                 asked_own_frame: bool = False) -> None:
     """The guide in use (``CLIPDRAW_TOY_WEIGHTS``'s, else the shipped one), which has had
-    ``rounds_done`` rounds, given the rest of ``TrainConfig(clip_rounds=rounds)``'s rounds by
-    ``train_guide``, each caption drawn with ``iters`` optimizer iterations; saved into ``out`` as
-    ``train_all`` saves a guide, with the other weights in use. The round entries of the training
-    log are printed."""
-    from dataclasses import asdict  # noqa: PLC0415
+    ``rounds_done`` rounds (None: as many as its saved recipe says), given the rest of
+    ``TrainConfig(clip_rounds=rounds)``'s rounds by ``train_guide``, each caption drawn with ``iters``
+    optimizer iterations (None: the recipe's); saved into ``out`` as ``train_all`` saves a guide,
+    with the other weights in use. The round entries of the training log are printed."""
+    from dataclasses import asdict, replace  # noqa: PLC0415
 
     from clipdraw.toy.models import (WEIGHTS_DIR, clip_state_for_saving, load_toy_clip, load_toy_dvae,  # noqa: PLC0415
-                                     save_weights, weights_dir)
+                                     load_weights, save_weights, weights_dir)
     from clipdraw.toy.train import TrainConfig  # noqa: PLC0415
     from clipdraw.toy.train_clip import saved_token_rows, train_guide  # noqa: PLC0415
 
     if out.resolve() in (weights_dir().resolve(), WEIGHTS_DIR.resolve()):
         raise SystemExit(f"{out} holds the weights in use or the shipped ones; name another folder")
+    if rounds_done is None:
+        rounds_done = load_weights("clip")[1].get("train_config", {}).get("clip_rounds", 0)
     if not 0 <= rounds_done < rounds:
         raise SystemExit(f"--rounds {rounds} must exceed --rounds-done {rounds_done} (rounds the guide in use has had)")
-    config = TrainConfig(clip_rounds=rounds, clip_round_iters=iters, clip_asked_own_frame=asked_own_frame)
+    config = replace(TrainConfig(), clip_rounds=rounds, clip_asked_own_frame=asked_own_frame)
+    if iters is not None:
+        config = replace(config, clip_round_iters=iters)
     started, log = time.perf_counter(), []
     torch.manual_seed(config.seed)
     model = train_guide(config, log, load_toy_dvae(), model=load_toy_clip(), rounds_done=rounds_done)
     copy_shipped_weights(out)
-    save_weights(out / "clip.safetensors", clip_state_for_saving(model, saved_token_rows(config)),
+    save_weights(out / "clip.safetensors", clip_state_for_saving(model, saved_token_rows(config, named_frames=True)),
                  {"train_config": asdict(config)})
     for entry in log:
         if "round" in entry:
@@ -779,8 +784,8 @@ def main() -> None:
     rounds = routes.add_parser("rounds", help="the guide in use given TrainConfig(clip_rounds=N)'s rounds")
     rounds.add_argument("out", type=Path)
     rounds.add_argument("--rounds", type=int, default=2)
-    rounds.add_argument("--rounds-done", type=int, default=0, help="rounds the guide in use has had already")
-    rounds.add_argument("--iters", type=int, default=300, help="optimizer iterations per drawn caption")
+    rounds.add_argument("--rounds-done", type=int, help="rounds the guide in use has had already (default: its saved recipe's)")
+    rounds.add_argument("--iters", type=int, help="optimizer iterations per drawn caption (default: the recipe's)")
     rounds.add_argument("--asked-own-frame", action="store_true",
                         help="a rejected frame's asked caption is wrong for that frame only (TrainConfig.clip_asked_own_frame)")
     args = parser.parse_args()

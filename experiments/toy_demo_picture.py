@@ -1,5 +1,6 @@
-"""The README's picture (docs/images/toy-demo.png): optimizer frames for three toy prompts at the
-toy defaults (the kept candidate's), the judge's pick boxed, the analytic judge's verdict under each frame.
+"""The README's picture (docs/images/toy-demo.png): optimizer frames for one prompt of each shape
+at the toy defaults and seed 0 (not chosen for looking good), the judge's pick boxed and always
+shown, the analytic judge's verdict under each frame.
 
     python experiments/toy_demo_picture.py
 """
@@ -13,7 +14,7 @@ from clipdraw.optimize import generate
 from clipdraw.toy.world import load_toy_models
 from clipdraw.toy.judge import satisfies
 
-PROMPTS = (("an image of a blue triangle", 9), ("a painting of a green triangle", 6), ("a red circle", 1))
+PROMPTS = (("a red circle", 0), ("a picture of a blue square", 0), ("an image of a green triangle", 0))
 SHOWN = (0, 10, 30, 60, 100, 150, 200, 300)   # iterations shown (0: the blank canvas)
 
 
@@ -35,14 +36,16 @@ def main() -> None:
     rows = []
     for prompt, seed in PROMPTS:
         result = generate(models, prompt, toy_config(seed=seed), progress=False, keep_images=True)
-        tiles = [tile(f, prompt, f.iteration == result.chosen_frame.iteration)
-                 for f in result.frames if f.iteration in SHOWN]
+        picked = result.chosen_frame.iteration
+        tiles = [tile(f, prompt, f.iteration == picked) for f in result.frames if f.iteration in SHOWN + (picked,)]
         label = Image.new("RGB", (136 * len(tiles), 18), "white")
         kept = "" if result.candidate is None else f" of candidate {result.candidate + 1} of {len(result.candidate_scores)}"
         ImageDraw.Draw(label).text((4, 3), f'"{prompt}" seed {seed}: final.png is the boxed frame '
                                            f"(the judge's pick: it {result.chosen_frame.iteration}{kept})",
                                    fill=(0, 0, 0))
         rows += [np.asarray(label), np.concatenate(tiles, 1)]
+    width = max(row.shape[1] for row in rows)   # a row whose pick is not among SHOWN has one tile more
+    rows = [np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0)), constant_values=255) for row in rows]
     Image.fromarray(np.concatenate(rows, 0)).save("docs/images/toy-demo.png")
 
 

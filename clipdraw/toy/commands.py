@@ -83,9 +83,10 @@ def toy_scene(caption: str, out: Path, seed: int, size: int) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--scale", type=float, default=1.0, show_default=True,
               help="Multiply every stage's step count (0.01 for a smoke run).")
-@click.option("--guide-rounds", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--guide-rounds", type=click.IntRange(min=0), default=None,
               help="Rounds in which the guide trains on its own drawings, each frame named by the analytic judge "
-                   "(about 15 minutes each on 2 cores; measured in docs/toy-guidance.md, off by default).")
+                   "(about 15 minutes each on 2 cores; 0: none; measured in docs/toy-guidance.md)  "
+                   "[default: the recipe's, TrainConfig.clip_rounds].")
 @click.option("--coco", type=click.Path(path_type=Path), default=None,
               help="Train the transformer on a real image-caption set: a COCO captions JSON file.")
 @click.option("--images", type=click.Path(path_type=Path), default=None, help="With --coco: the folder of its images.")
@@ -98,7 +99,7 @@ def toy_scene(caption: str, out: Path, seed: int, size: int) -> None:
 @click.option("--device", default=None, help="With --coco: auto, cpu or cuda  [default: auto].")
 @click.option("--offline", is_flag=True, help="With --coco: never download the encoder; use a cached or given file.")
 @click.option("--quiet", "-q", is_flag=True)
-def toy_train(out: Optional[Path], stages: str, seed: int, scale: float, guide_rounds: int, coco: Optional[Path],
+def toy_train(out: Optional[Path], stages: str, seed: int, scale: float, guide_rounds: Optional[int], coco: Optional[Path],
               images: Optional[Path], keywords: Optional[str], encoder: Optional[str], size: Optional[int],
               device: Optional[str], offline: bool, quiet: bool) -> None:
     """Train the toy world from scratch on the CPU (deterministic by seed), or with --coco the
@@ -106,7 +107,7 @@ def toy_train(out: Optional[Path], stages: str, seed: int, scale: float, guide_r
     if not scale > 0:
         raise ClipdrawError(f"--scale must be positive, got {scale}")
     if coco is not None:
-        if guide_rounds:
+        if guide_rounds is not None:
             raise ClipdrawError("--guide-rounds trains the toy world's guide: it does not go with --coco")
         _train_coco(coco, images, keywords, encoder or "openai-encoder", size or 256, device or "auto", offline,
                     out or Path("coco-transformer"), seed, scale, quiet)

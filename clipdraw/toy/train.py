@@ -48,7 +48,7 @@ class TrainConfig:
     clip_robust_steps: int = 2
     clip_robust_from: float = 0.2      # share of the steps before PGD starts
     clip_view_augmentations: bool = False   # images also get the optimizer's cutout augmentations (augment.py)
-    clip_rounds: int = 0               # rounds in which the guide trains on its own frames, named by the judge (off: docs/toy-guidance.md)
+    clip_rounds: int = 4               # rounds in which the guide trains on its own frames, named by the judge (docs/toy-guidance.md)
     clip_round_prompts: int = 40       # training captions the guide draws per round
     clip_round_iters: int = 300        # optimizer iterations per caption (the toy default)
     clip_round_steps: int = 200        # training steps per round on those frames
@@ -183,12 +183,12 @@ SCALED_SETTINGS = ("dvae_steps", "clip_steps", "clip_round_steps", "clip_round_p
                    "judge_frame_prompts", "judge_frame_iters", "judge_frame_steps", "gpt_steps", "gpt_images")
 
 
-def scaled_config(scale: float = 1.0, seed: int = 0, guide_rounds: int = 0) -> TrainConfig:
+def scaled_config(scale: float = 1.0, seed: int = 0, guide_rounds: Optional[int] = None) -> TrainConfig:
     """The default recipe with its step and image counts times ``scale``: at least 1 each, so that
     a smoke run still runs every stage, and 0 (a part that is off) stays 0; ``guide_rounds``: the
-    guide's rounds on its own drawings (``clip_rounds``)."""
+    guide's rounds on its own drawings (``clip_rounds``; None: the recipe's)."""
     base = TrainConfig(seed=seed)
-    return TrainConfig(seed=seed, clip_rounds=guide_rounds,
+    return TrainConfig(seed=seed, clip_rounds=base.clip_rounds if guide_rounds is None else guide_rounds,
                        **{k: getattr(base, k) and max(1, round(getattr(base, k) * scale)) for k in SCALED_SETTINGS})
 
 
@@ -218,7 +218,7 @@ def _train_stages(config: TrainConfig, out: Path, stages, progress: bool) -> dic
         seconds["dvae"] = time.perf_counter() - start
     from .train_clip import saved_token_rows, train_guide, train_judge  # noqa: PLC0415  (it builds on this module)
 
-    rows = saved_token_rows(config)
+    named_frames = {"clip": bool(config.clip_rounds), "judge": bool(config.judge_frame_prompts)}
     for stage in ("clip", "judge"):   # the guide first: the judge learns from the guide's drawings
         if stage in stages:
             start = time.perf_counter()
@@ -228,6 +228,7 @@ def _train_stages(config: TrainConfig, out: Path, stages, progress: bool) -> dic
             else:
                 guide = load_toy_clip(out) if config.judge_frame_prompts else None
                 model = train_judge(config, log, dvae, guide, progress)
+            rows = saved_token_rows(config, named_frames[stage])
             save_weights(out / f"{stage}.safetensors", clip_state_for_saving(model, rows), meta)
             seconds[stage] = time.perf_counter() - start
     if "transformer" in stages:

@@ -45,15 +45,16 @@ def caption_token_rows(captions: List[str]) -> torch.Tensor:
     return torch.unique(tokens)
 
 
-def saved_token_rows(config: TrainConfig) -> torch.Tensor:
+def saved_token_rows(config: TrainConfig, named_frames: bool = False) -> torch.Tensor:
     """The token-table rows a saved toy CLIP keeps: every word of the world's captions, and,
-    when the recipe trains a CLIP on drawn frames (``named_frames``), the words the analytic
-    judge's names for them add ("and", counts above three). Other rows are never trained."""
+    for a CLIP trained on drawn frames (``named_frames``: the guide's rounds, the judge's
+    frames), the words the analytic judge's names for them add ("and", counts above three).
+    Other rows are never trained."""
     from .specs import WORD_FOR_NUMBER  # noqa: PLC0415
 
     captions = [s.caption for split in ("train", "heldout") for kind in data.SCENE_KINDS
                 for s in data.scenes(400, config.seed, split, kind)]
-    if config.clip_rounds or config.judge_frame_prompts:
+    if named_frames:
         captions.append(", ".join(WORD_FOR_NUMBER.values()) + " and")
     return caption_token_rows(captions)
 
@@ -350,7 +351,7 @@ def train_judge(config: TrainConfig, log: list, dvae, guide=None, progress: bool
     if model is None:
         model = train_clip(recipe, log, progress, seed=seed, dvae=dvae, name="judge",
                            silhouette_share=config.judge_silhouettes)
-        _round_to_half(model)
+        _as_saved(model)
     if guide is None or not config.judge_frame_prompts:
         return model
     images, captions, empty = labelled_frames(guide, dvae, config, seed, progress)
@@ -360,13 +361,19 @@ def train_judge(config: TrainConfig, log: list, dvae, guide=None, progress: bool
                       bank=empty, step_offset=config.clip_steps, name="judge", labelled=(images, captions))
 
 
-def _round_to_half(model) -> None:
-    """The weights as they are saved (half precision): training on from a model saved and
-    reloaded then continues exactly as one run through."""
+def _as_saved(model, rows: Optional[torch.Tensor] = None) -> None:
+    """The weights as they are saved (half precision; with ``rows``, the other token rows, which
+    saving drops, zero): training on from a model saved and reloaded then continues exactly as
+    one run through."""
     with torch.no_grad():
         for tensor in model.state_dict().values():
             if tensor.is_floating_point():
                 tensor.copy_(tensor.half().float())
+        if rows is not None:
+            table = model.token_embedding.weight
+            dropped = torch.ones(table.shape[0], dtype=torch.bool)
+            dropped[rows] = False
+            table[dropped] = 0
 
 
 def train_guide(config: TrainConfig, log: list, dvae, progress: bool = True, model=None, rounds_done: int = 0):
@@ -381,7 +388,7 @@ def train_guide(config: TrainConfig, log: list, dvae, progress: bool = True, mod
 
     if model is None:
         model = train_clip(config, log, progress, dvae=dvae)
-        _round_to_half(model)
+        _as_saved(model, saved_token_rows(config))   # as a guide saved before its rounds
     for r in range(rounds_done, config.clip_rounds):
         images, shown, asked, empty = named_drawings(
             model, dvae, config.clip_round_prompts, config.seed + 31 + r,
@@ -392,5 +399,5 @@ def train_guide(config: TrainConfig, log: list, dvae, progress: bool = True, mod
                     "rejected_frames": sum(1 for a in asked if a), "empty_frames": len(empty)})
         model = train_clip(config, log, progress, dvae=dvae, model=model, steps=config.clip_round_steps, bank=empty,
                            step_offset=offset, name="clip", labelled=(images, shown, asked))
-        _round_to_half(model)
+        _as_saved(model)
     return model
