@@ -85,7 +85,7 @@ def toy_scene(caption: str, out: Path, seed: int, size: int) -> None:
               help="Multiply every stage's step count (0.01 for a smoke run).")
 @click.option("--guide-rounds", type=click.IntRange(min=0), default=None,
               help="Rounds in which the guide trains on its own drawings, each frame named by the analytic judge "
-                   "(about 15 minutes each on 2 cores; 0: none; measured in docs/toy-guidance.md)  "
+                   "(13-16 minutes each on 2 cores; 0: none; measured in docs/toy-guidance.md)  "
                    "[default: the recipe's, TrainConfig.clip_rounds].")
 @click.option("--coco", type=click.Path(path_type=Path), default=None,
               help="Train the transformer on a real image-caption set: a COCO captions JSON file.")
