@@ -7,6 +7,8 @@ denormals flushed).
 """
 
 import argparse
+from contextlib import contextmanager
+from typing import Iterator, List, Tuple
 
 import torch
 
@@ -20,13 +22,27 @@ PROMPTS = ("a red circle", "a picture of a blue square", "an image of a green tr
            "a red triangle")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", default="0", help="comma-separated seeds")
-    seeds = [int(s) for s in parser.parse_args().seeds.split(",")]
+@contextmanager
+def as_the_benchmark_runs() -> Iterator[None]:
+    """One thread and denormals flushed, as benchmarks/toy_success.py runs (the thread count
+    changes sums, and so which frame a run ends on); the settings before are restored after."""
+    threads, flush = torch.get_num_threads(), torch.set_flush_denormal(True)
     torch.set_num_threads(1)
-    torch.set_flush_denormal(True)
-    models = load_toy_models("cpu")
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.set_flush_denormal(flush)
+
+
+def verdicts(models, prompt: str, seed: int) -> Tuple[bool, bool]:
+    """Whether the analytic judge accepts the run's final.png (the judge CLIP's pick) and its last frame."""
+    result = generate(models, prompt, toy_config(seed=seed), progress=False, keep_images=True)
+    return satisfies(prompt, result.chosen_frame.image), satisfies(prompt, result.frames[-1].image)
+
+
+def report(models, seeds: List[int]) -> None:
+    """The table of verdicts, one row per prompt, one column per seed, and the totals."""
     print(f"guide{weights_source() or ' (shipped)'}")
     print("| prompt | " + " | ".join(f"seed {s}: pick / last" for s in seeds) + " |")
     print("| --- |" + " --- |" * len(seeds))
@@ -34,13 +50,20 @@ def main() -> None:
     for prompt in PROMPTS:
         cells = []
         for seed in seeds:
-            result = generate(models, prompt, toy_config(seed=seed), progress=False, keep_images=True)
-            pick, last = satisfies(prompt, result.chosen_frame.image), satisfies(prompt, result.frames[-1].image)
+            pick, last = verdicts(models, prompt, seed)
             picks, lasts = picks + pick, lasts + last
             cells.append(f"{'yes' if pick else 'no'} / {'yes' if last else 'no'}")
         print(f"| {prompt} | " + " | ".join(cells) + " |", flush=True)
     runs = len(PROMPTS) * len(seeds)
     print(f"accepted: picks {picks} of {runs}, last frames {lasts} of {runs}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds")
+    seeds = [int(s) for s in parser.parse_args().seeds.split(",")]
+    with as_the_benchmark_runs():
+        report(load_toy_models("cpu"), seeds)
 
 
 if __name__ == "__main__":

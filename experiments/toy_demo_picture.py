@@ -41,7 +41,7 @@ def main() -> None:
         label = Image.new("RGB", (136 * len(tiles), 18), "white")
         kept = "" if result.candidate is None else f" of candidate {result.candidate + 1} of {len(result.candidate_scores)}"
         ImageDraw.Draw(label).text((4, 3), f'"{prompt}" seed {seed}: final.png is the boxed frame '
-                                           f"(the judge's pick: it {result.chosen_frame.iteration}{kept})",
+                                           f"(the judge's pick: it {picked}{kept})",
                                    fill=(0, 0, 0))
         rows += [np.asarray(label), np.concatenate(tiles, 1)]
     width = max(row.shape[1] for row in rows)   # a row whose pick is not among SHOWN has one tile more

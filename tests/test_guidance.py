@@ -420,16 +420,20 @@ def test_the_transformer_prior_of_toy_routes_reads_tokens_as_the_transformer_doe
 
 
 @functools.lru_cache(maxsize=None)
-def toy_routes():
-    """benchmarks/toy_routes.py as a module (the benchmarks are scripts, not a package), loaded once."""
+def script(relative: str):
+    """A script of benchmarks/ or experiments/ (scripts, not packages) as a module, loaded once."""
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "toy_routes.py"
-    spec = importlib.util.spec_from_file_location("toy_routes", path)
+    path = Path(__file__).resolve().parents[1] / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def toy_routes():
+    return script("benchmarks/toy_routes.py")
 
 
 def test_the_perspective_views_paint_black_corners_unless_padded_with_the_border():

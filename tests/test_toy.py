@@ -247,32 +247,20 @@ def test_a_short_fixed_seed_optimization_draws_what_the_judge_reads():
     assert not verdicts[0] and any(verdicts)
 
 
-FIVE_PROMPTS = ("a red circle", "a picture of a blue square", "an image of a green triangle", "a yellow square",
-                "a red triangle")
-
-
 def test_five_fixed_prompts_at_the_toy_defaults_are_mostly_drawn_right():
-    """The issue's check on the shipped world: five single-object prompts (two of them held-out
-    colour-shape pairs, three in templates training never used) at seed 0 and the toy defaults,
-    as the benchmark runs them (one thread, denormals flushed); final.png is judged right for at
-    least four. The prompts and the seed were fixed before the run; other seeds do worse
-    (docs/toy-guidance.md, "The shipped world")."""
-    from clipdraw import generate
-    from clipdraw.config import toy_config
-    from clipdraw.toy.judge import satisfies
+    """The issue's check on the shipped world (experiments/five_prompts.py's prompts: two of them
+    held-out colour-shape pairs, three in templates training never used) at seed 0 and the toy
+    defaults, as the benchmark runs them; final.png is judged right for at least four. The prompts
+    and the seed were fixed before the run; other seeds do worse (docs/toy-guidance.md, "The
+    shipped world")."""
     from clipdraw.toy.world import load_toy_models
+    from test_guidance import script
 
-    threads, flush = torch.get_num_threads(), torch.set_flush_denormal(True)
-    torch.set_num_threads(1)
-    try:
+    five = script("experiments/five_prompts.py")
+    with five.as_the_benchmark_runs():
         models = load_toy_models("cpu")
-        verdicts = {prompt: satisfies(prompt, generate(models, prompt, toy_config(seed=0), progress=False,
-                                                       keep_images=True).chosen_frame.image)
-                    for prompt in FIVE_PROMPTS}
-    finally:
-        torch.set_num_threads(threads)
-        torch.set_flush_denormal(flush)
-    assert sum(verdicts.values()) >= 4, verdicts
+        picks = {prompt: five.verdicts(models, prompt, seed=0)[0] for prompt in five.PROMPTS}
+    assert sum(picks.values()) >= 4, picks
 
 
 # --------------------------------------------------------------------------- guidance training pieces
