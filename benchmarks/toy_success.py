@@ -49,6 +49,7 @@ TRICKS = {   # the toy default each row undoes (clipdraw.config.TOY_DEFAULTS)
     "judge-picked frame": None,   # computed from the same runs: "optimizer, last frame"
     "the blank canvas": {"init_image": None},
     "flatness in the pick": {"pick_flatness": 0.0},
+    "each object in its half": {"region_weight": 0.0},   # relation prompts only
     "overview cuts": {"overview": 0},
     "total variation": {"tv_weight": 0.0},
     "straight-through tokens": {"relaxation": "softmax"},

@@ -49,6 +49,8 @@ class GenerationConfig:
     cut_pow: float = 1.0            # crop sides min + (1 - min) * u ** cut_pow: < 1 favours large crops
     overview: int = 0               # of the cutn views, how many show the whole image (all of them if cutn is fewer)
     tv_weight: float = 0.0          # total-variation penalty on the image: flat regions, clean edges
+    region_weight: float = 0.0      # "A above B": also "A on the top" of the top half alone, and so on (regions.py); 0: off
+    region_cuts: int = 8            # cutouts of each half-picture per step, beside the cutn of the whole
     ema: float = 0.0                # frames show an exponential average of the latents (decay per step); 0: off
     patience: int = 0               # stop when the judge's best frame is this many frames old; 0: never
     pick_flatness: float = 0.0      # the judge's ranking minus this times off-colour, stray and missing foreground
@@ -70,7 +72,7 @@ class GenerationConfig:
         self.augmentations = parse_augmentations(self.augmentations)
         self.image_prompts = (self.image_prompts,) if isinstance(self.image_prompts, str) else tuple(self.image_prompts)
         self._check_inputs()
-        for name in ("iters", "cutn", "size", "save_every", "batch", "candidates"):
+        for name in ("iters", "cutn", "size", "save_every", "batch", "candidates", "region_cuts"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ClipdrawError(f"{name.replace('_', '-')} must be a positive whole number, got {value!r}")
@@ -89,7 +91,7 @@ class GenerationConfig:
         for name in ("overview", "patience"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ClipdrawError(f"{name} must be a whole number >= 0, got {getattr(self, name)!r}")
-        for name in ("tv_weight", "pick_flatness"):
+        for name in ("tv_weight", "pick_flatness", "region_weight"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise ClipdrawError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         for name, allowed in (("relaxation", RELAXATIONS), ("loss", LOSSES), ("lr_schedule", LR_SCHEDULES)):
@@ -144,7 +146,8 @@ TOY_STAGES = ("dvae", "clip", "judge", "transformer")
 # its frames are ranked with the flatness prior of clipdraw.picking.
 TOY_BLANK = str(Path(__file__).parent / "toy" / "blank.png")
 TOY_DEFAULTS = dict(size=64, iters=300, cutn=16, save_every=10, relaxation="straight-through", cut_min_scale=0.8,
-                    overview=4, tv_weight=0.1, ema=0.0, pick_flatness=20.0, init_image=TOY_BLANK, init_scale=3.0)
+                    overview=4, tv_weight=0.1, ema=0.0, pick_flatness=20.0, init_image=TOY_BLANK, init_scale=3.0,
+                    region_weight=1.0)
 
 
 REAL_MODEL_OPTIONS = ("clip_model", "decoder", "encoder")   # name real weights; the toy world has its own

@@ -32,6 +32,7 @@ from .progress import progress_bar
 from .results import Frame, Result, best_frame, to_pil
 from .picking import frame_pickers
 from .prompts import require_something_to_draw
+from .regions import GREY, region_targets
 from .targets import Segment, parse_schedule, schedule_targets
 
 
@@ -150,6 +151,9 @@ class Optimization:
         self.texts = [segment.text for segment in schedule] if len(schedule) > 1 else [None]
         self.targets, self.judge_targets = schedule_targets(models, schedule, config, self.init_pixels)  # once per run
         self.pickers = frame_pickers(models, schedule, config)
+        self.regions = [[] if config.edit_from is not None else
+                        region_targets(clip, segment.prompts, config.size, config.region_weight, device)
+                        for segment in schedule]
         self.logits = torch.cat([torch.randn(1, decoder.vocab_size, grid, grid, generator=g, device=device)
                                  for g in self.generators]).mul_(config.init_std)
         if init_logits is None and self.init_pixels is not None:   # the image's tokens, over the noise
@@ -173,6 +177,10 @@ class Optimization:
         self.ema_logits = self.logits.detach().clone() if config.ema else None
         self.cutouts = Cutouts(clip.input_resolution, config.cutn, config.cut_min_scale, config.augmentations,
                                config.cut_pow, config.overview).to(device)
+        self.region_cutouts = Cutouts(clip.input_resolution, config.region_cuts, config.cut_min_scale,
+                                      config.augmentations, config.cut_pow, config.overview).to(device)
+        self.region_fill = self.init_pixels if self.init_pixels is not None else torch.full(
+            (3, config.size, config.size), GREY, device=device)
         dtype = clip_autocast_dtype(device, models.precision)
         self.clip_precision: Callable[[], ContextManager] = (
             (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext)
@@ -190,11 +198,18 @@ class Optimization:
         image = self.models.decoder.decode(*tempered_scores(self.logits, self.config, step - 1, self.generators),
                                            relaxation=self.relaxation, low_memory=self.config.low_memory,
                                            compiler=self.compiler)
+        segment = self.segment_at(step - 1)
+        regions = self.regions[segment]   # "A above B": the half-pictures "A on the top", ... (regions.py)
+        cutouts = [self.cutouts(image)] + [self.region_cutouts(r.shown(image, self.region_fill)) for r in regions]
         with self.clip_precision():
-            embeds = self.encode(self.cutouts(image), low_memory=self.config.low_memory)  # views -> CLIP
-        views = embeds.view(self.rows, self.config.cutn, -1)             # row i: views i*cutn...
-        targets = self.targets[self.segment_at(step - 1)]
+            embeds = self.encode(torch.cat(cutouts), low_memory=self.config.low_memory)  # views -> CLIP
+        views, *region_views = embeds.split([len(c) for c in cutouts])
+        views = views.view(self.rows, self.config.cutn, -1)             # row i: views i*cutn...
+        targets = self.targets[segment]
         loss, similarity = targets.loss(views, self.config.loss), targets.similarity(views).mean(-1)
+        for region, seen in zip(regions, region_views):
+            loss = loss + region.weight * region.targets.loss(seen.view(self.rows, self.config.region_cuts, -1),
+                                                              self.config.loss)
         if self.config.tv_weight:
             loss = loss + self.config.tv_weight * total_variation(image)
         if self.config.init_weight:

@@ -50,10 +50,12 @@ def pixels(image: Image.Image) -> np.ndarray:
 
 def test_new_settings_are_validated_and_toy_config_layers_settings_over_the_toy_defaults():
     for bad in (dict(cut_pow=0), dict(cut_pow=-1.0), dict(ema=1.0), dict(ema=-0.1), dict(overview=-1),
-                dict(overview=1.5), dict(patience=-2), dict(patience=2.0), dict(tv_weight=-0.1)):
+                dict(overview=1.5), dict(patience=-2), dict(patience=2.0), dict(tv_weight=-0.1),
+                dict(region_weight=-0.5), dict(region_weight=float("nan")), dict(region_cuts=0)):
         with pytest.raises(ClipdrawError):
             GenerationConfig(**bad)
-    GenerationConfig(cut_pow=0.5, ema=0.9, overview=3, patience=4, tv_weight=0.2)   # the same, in range
+    GenerationConfig(cut_pow=0.5, ema=0.9, overview=3, patience=4, tv_weight=0.2, region_weight=2.0,
+                     region_cuts=3)   # the same, in range
     toy = toy_config()
     assert {k: getattr(toy, k) for k in TOY_DEFAULTS} == TOY_DEFAULTS
     changed = toy_config(cutn=3, seed=9)
@@ -449,3 +451,73 @@ def test_the_perspective_views_paint_black_corners_unless_padded_with_the_border
     assert torch.allclose(padded, plain, atol=1e-4)
     ramp = torch.linspace(0, 1, 32).expand(1, 3, 32, 32).contiguous()
     assert not torch.allclose(toy_routes().border_perspective(0.4, 1.0)(ramp), ramp, atol=1e-2)   # it still warps
+
+
+# --------------------------------------------------------------------------- regions
+
+
+def test_a_relation_prompt_names_each_object_with_its_half():
+    from clipdraw.regions import Region, relation_regions
+
+    assert relation_regions("a picture of a red circle above a blue square") == [
+        Region("a picture of a red circle on the top", "top"), Region("a blue square on the bottom", "bottom")]
+    assert relation_regions("a red square right of a green circle.") == [
+        Region("a red square on the right", "right"), Region("a green circle on the left", "left")]
+    assert [r.position for r in relation_regions("a cat to the left of a dog")] == ["left", "right"]
+    assert [r.position for r in relation_regions("a sun below a cloud")] == ["bottom", "top"]
+    for plain in ("a red circle", "a red circle on the top", "a cat above a dog above a bird", "above a dog",
+                  "a dog above", "a gloved hand", "a leftover sandwich"):
+        assert relation_regions(plain) == [], plain
+
+
+def test_a_region_shows_its_half_and_the_fill_elsewhere():
+    from clipdraw.regions import RegionTarget, half_mask
+
+    images = torch.rand(2, 3, 8, 8, requires_grad=True)
+    fill = torch.full((3, 8, 8), 0.25)
+    for position, kept in (("top", (slice(None), slice(0, 4), slice(None))),
+                           ("bottom", (slice(None), slice(4, None), slice(None))),
+                           ("left", (slice(None), slice(None), slice(0, 4))),
+                           ("right", (slice(None), slice(None), slice(4, None)))):
+        mask = half_mask(position, 8)
+        assert mask.sum() == 32 and torch.all(mask[(0,) + kept] == 1)
+        shown = RegionTarget(mask, 1.0, None).shown(images, fill)
+        assert torch.equal(shown[(slice(None),) + kept], images[(slice(None),) + kept])
+        assert torch.all((shown == images) | (shown == 0.25))
+        assert int((shown == 0.25).sum()) >= 2 * 3 * 32          # the other half is the fill
+        grad, = torch.autograd.grad(shown.sum(), images)
+        assert torch.equal(grad, mask.expand_as(grad))            # only the region's half is asked for
+
+
+def test_region_weight_adds_the_half_pictures_loss_for_a_relation_prompt_only(tiny_models_cpu):
+    from clipdraw.regions import relation_regions
+
+    decoder, clip = tiny_models_cpu.decoder, tiny_models_cpu.clip
+    grid = 32 // decoder.upsample_factor
+    start = torch.randn(decoder.vocab_size, grid, grid, generator=torch.Generator().manual_seed(1))
+    # every view the whole picture, no augmentation: the views are known without the random crops
+    config = GenerationConfig(iters=1, seed=0, save_every=1, overview=2, region_cuts=2, **FAST)
+    relation = "a kite above a boat"
+    plain = generate(tiny_models_cpu, relation, config, progress=False, init_logits=start)
+    weighted = generate(tiny_models_cpu, relation, replace(config, region_weight=0.5), progress=False,
+                        init_logits=start)
+    with torch.no_grad():
+        image = decoder(relax(start[None], config, 0, torch.Generator()))
+        expected = 0.0
+        for region in relation_regions(relation):
+            mask = torch.zeros_like(image[:, :1])
+            mask[..., :16, :] = 1 if region.position == "top" else 0
+            mask[..., 16:, :] = 1 if region.position == "bottom" else 0
+            shown = image * mask + 0.5 * (1 - mask)   # no start image: the other half is grey
+            view = F.interpolate(shown, size=clip.input_resolution, mode="bilinear", align_corners=False)
+            cosine = (clip.encode_image(view) @ clip.encode_text([region.text]).T).item()
+            expected += 0.5 * -cosine
+    assert weighted.losses[0] - plain.losses[0] == pytest.approx(expected, rel=1e-3, abs=1e-5)
+    assert weighted.similarities == pytest.approx(plain.similarities)   # the whole picture's views are the same
+    assert weighted.losses[0] != plain.losses[0]
+    # A prompt that states no relation runs exactly as without the setting.
+    single = generate(tiny_models_cpu, "a kite", config, progress=False, init_logits=start)
+    single_weighted = generate(tiny_models_cpu, "a kite", replace(config, region_weight=0.5), progress=False,
+                               init_logits=start)
+    assert single_weighted.losses == single.losses
+    assert np.array_equal(pixels(single_weighted.image), pixels(single.image))
