@@ -202,7 +202,8 @@ class Optimization:
         regions = self.regions[segment]   # "A above B": the half-pictures "A on the top", ... (regions.py)
         cutouts = [self.cutouts(image)] + [self.region_cutouts(r.shown(image, self.region_fill)) for r in regions]
         with self.clip_precision():
-            embeds = self.encode(torch.cat(cutouts), low_memory=self.config.low_memory)  # views -> CLIP
+            views_in = torch.cat(cutouts) if regions else cutouts[0]   # no copy of the whole picture's views
+            embeds = self.encode(views_in, low_memory=self.config.low_memory)  # views -> CLIP
         views, *region_views = embeds.split([len(c) for c in cutouts])
         views = views.view(self.rows, self.config.cutn, -1)             # row i: views i*cutn...
         targets = self.targets[segment]
