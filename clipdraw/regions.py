@@ -19,6 +19,7 @@ from typing import List, Optional, Sequence
 import torch
 
 from .prompts import Prompt
+from .targets import Targets, build_targets
 
 # the relation words a prompt may join two objects with, and where each object then goes
 _RELATION_WORDS = {"above": ("top", "bottom"), "below": ("bottom", "top"),
@@ -63,11 +64,11 @@ def half_mask(position: str, size: int, device: Optional[torch.device] = None) -
 @dataclass
 class RegionTarget:
     """A region's half (``mask``), its weight in the loss, and what the guide should see there
-    (``targets``, a ``clipdraw.targets.Targets``)."""
+    (``targets``)."""
 
     mask: torch.Tensor
     weight: float
-    targets: object
+    targets: Targets
 
     def shown(self, images: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
         """``images`` (B, 3, H, W) with everything outside the region painted with ``fill``."""
@@ -78,8 +79,6 @@ def region_targets(clip, prompts: Sequence[Prompt], size: int, weight: float,
                    device: Optional[torch.device] = None) -> List[RegionTarget]:
     """The guide's region targets for the positive ``prompts`` that state a relation, each
     region weighted ``weight`` times its prompt's weight; none when ``weight`` is 0."""
-    from .targets import build_targets  # noqa: PLC0415 (targets imports prompts, as this module does)
-
     found = []
     if not weight:
         return found
