@@ -32,7 +32,7 @@ from .progress import progress_bar
 from .results import Frame, Result, best_frame, to_pil
 from .picking import frame_pickers
 from .prompts import require_something_to_draw
-from .regions import GREY, region_targets
+from .regions import region_targets
 from .targets import Segment, parse_schedule, schedule_targets
 
 
@@ -152,7 +152,8 @@ class Optimization:
         self.targets, self.judge_targets = schedule_targets(models, schedule, config, self.init_pixels)  # once per run
         self.pickers = frame_pickers(models, schedule, config)
         self.regions = [[] if config.edit_from is not None else
-                        region_targets(clip, segment.prompts, config.size, config.region_weight, device)
+                        region_targets(clip, segment.prompts, config.size, config.region_weight, self.init_pixels,
+                                       device)
                         for segment in schedule]
         self.logits = torch.cat([torch.randn(1, decoder.vocab_size, grid, grid, generator=g, device=device)
                                  for g in self.generators]).mul_(config.init_std)
@@ -179,8 +180,6 @@ class Optimization:
                                config.cut_pow, config.overview).to(device)
         self.region_cutouts = Cutouts(clip.input_resolution, config.region_cuts, config.cut_min_scale,
                                       config.augmentations, config.cut_pow, config.overview).to(device)
-        self.region_fill = self.init_pixels if self.init_pixels is not None else torch.full(
-            (3, config.size, config.size), GREY, device=device)
         dtype = clip_autocast_dtype(device, models.precision)
         self.clip_precision: Callable[[], ContextManager] = (
             (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext)
@@ -200,7 +199,7 @@ class Optimization:
                                            compiler=self.compiler)
         segment = self.segment_at(step - 1)
         regions = self.regions[segment]   # "A above B": the half-pictures "A on the top", ... (regions.py)
-        cutouts = [self.cutouts(image)] + [self.region_cutouts(r.shown(image, self.region_fill)) for r in regions]
+        cutouts = [self.cutouts(image)] + [self.region_cutouts(r.shown(image)) for r in regions]
         with self.clip_precision():
             views_in = torch.cat(cutouts) if regions else cutouts[0]   # no copy of the whole picture's views
             embeds = self.encode(views_in, low_memory=self.config.low_memory)  # views -> CLIP

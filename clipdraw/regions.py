@@ -63,29 +63,39 @@ def half_mask(position: str, size: int, device: Optional[torch.device] = None) -
 
 @dataclass
 class RegionTarget:
-    """A region's half (``mask``), its weight in the loss, and what the guide should see there
-    (``targets``)."""
+    """A region's half (``mask``), what the rest of its half-picture shows (``painted``, the
+    fill outside the mask, computed once), its weight in the loss, and what the guide should
+    see there (``targets``)."""
 
     mask: torch.Tensor
+    painted: torch.Tensor
     weight: float
     targets: Targets
 
-    def shown(self, images: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
-        """``images`` (B, 3, H, W) with everything outside the region painted with ``fill``."""
-        return images * self.mask + fill * (1 - self.mask)
+    def shown(self, images: torch.Tensor) -> torch.Tensor:
+        """``images`` (B, 3, H, W) with everything outside the region painted over."""
+        return images * self.mask + self.painted
 
 
-def region_targets(clip, prompts: Sequence[Prompt], size: int, weight: float,
+def half_picture(position: str, fill: torch.Tensor, weight: float, targets: Targets) -> RegionTarget:
+    """The region of ``position``'s half, the other half painted with ``fill`` (3, H, W)."""
+    mask = half_mask(position, fill.shape[-1], fill.device)
+    return RegionTarget(mask, fill * (1 - mask), weight, targets)
+
+
+def region_targets(clip, prompts: Sequence[Prompt], size: int, weight: float, start: Optional[torch.Tensor] = None,
                    device: Optional[torch.device] = None) -> List[RegionTarget]:
     """The guide's region targets for the positive ``prompts`` that state a relation, each
-    region weighted ``weight`` times its prompt's weight; none when ``weight`` is 0."""
+    region weighted ``weight`` times its prompt's weight, the other half painted with the run's
+    ``start`` image (3, size, size), or grey without one; none when ``weight`` is 0."""
     found = []
     if not weight:
         return found
+    fill = start if start is not None else torch.full((3, size, size), GREY, device=device)
     for prompt in prompts:
         if prompt.weight <= 0:
             continue
         for region in relation_regions(prompt.text):
-            found.append(RegionTarget(half_mask(region.position, size, device), weight * prompt.weight,
+            found.append(half_picture(region.position, fill, weight * prompt.weight,
                                       build_targets(clip, [Prompt(region.text)])))
     return found

@@ -471,7 +471,7 @@ def test_a_relation_prompt_names_each_object_with_its_half():
 
 
 def test_a_region_shows_its_half_and_the_fill_elsewhere():
-    from clipdraw.regions import RegionTarget, half_mask
+    from clipdraw.regions import half_picture
 
     images = torch.rand(2, 3, 8, 8, requires_grad=True)
     fill = torch.full((3, 8, 8), 0.25)
@@ -479,9 +479,10 @@ def test_a_region_shows_its_half_and_the_fill_elsewhere():
                            ("bottom", (slice(None), slice(4, None), slice(None))),
                            ("left", (slice(None), slice(None), slice(0, 4))),
                            ("right", (slice(None), slice(None), slice(4, None)))):
-        mask = half_mask(position, 8)
+        region = half_picture(position, fill, 1.0, None)
+        mask = region.mask
         assert mask.sum() == 32 and torch.all(mask[(0,) + kept] == 1)
-        shown = RegionTarget(mask, 1.0, None).shown(images, fill)
+        shown = region.shown(images)
         assert torch.equal(shown[(slice(None),) + kept], images[(slice(None),) + kept])
         assert torch.all((shown == images) | (shown == 0.25))
         assert int((shown == 0.25).sum()) >= 2 * 3 * 32          # the other half is the fill
