@@ -690,7 +690,7 @@ def train_relabelled(out: Path, prompts: int, steps: int, scene_seed: int, frame
 
 
 def train_rounds(out: Path, rounds: int, rounds_done: Optional[int] = None, iters: Optional[int] = None,
-                 asked_own_frame: bool = False) -> None:
+                 asked_own_frame: bool = False, regions: float = 0.0) -> None:
     """The guide in use (``CLIPDRAW_TOY_WEIGHTS``'s, else the shipped one), which has had
     ``rounds_done`` rounds (None: as many as its saved recipe says), given the rest of
     ``TrainConfig(clip_rounds=rounds)``'s rounds by ``train_guide``, each caption drawn with ``iters``
@@ -709,7 +709,8 @@ def train_rounds(out: Path, rounds: int, rounds_done: Optional[int] = None, iter
         rounds_done = load_weights("clip")[1].get("train_config", {}).get("clip_rounds", 0)
     if not 0 <= rounds_done < rounds:
         raise SystemExit(f"--rounds {rounds} must exceed --rounds-done {rounds_done} (rounds the guide in use has had)")
-    config = replace(TrainConfig(), clip_rounds=rounds, clip_asked_own_frame=asked_own_frame)
+    config = replace(TrainConfig(), clip_rounds=rounds, clip_asked_own_frame=asked_own_frame,
+                     clip_round_regions=regions)
     if iters is not None:
         config = replace(config, clip_round_iters=iters)
     started, log = time.perf_counter(), []
@@ -788,6 +789,8 @@ def main() -> None:
     rounds.add_argument("--iters", type=int, help="optimizer iterations per drawn caption (default: the recipe's)")
     rounds.add_argument("--asked-own-frame", action="store_true",
                         help="a rejected frame's asked caption is wrong for that frame only (TrainConfig.clip_asked_own_frame)")
+    rounds.add_argument("--regions", type=float, default=0.0,
+                        help="draw relation captions with their half-pictures at this weight (TrainConfig.clip_round_regions)")
     args = parser.parse_args()
     torch.set_flush_denormal(True)
     # the patches go in before toy_success forks its workers, which inherit them
@@ -822,7 +825,7 @@ def main() -> None:
         run_toy_success(args.rest)
     elif args.route == "rounds":
         torch.set_num_threads(2)
-        train_rounds(args.out, args.rounds, args.rounds_done, args.iters, args.asked_own_frame)
+        train_rounds(args.out, args.rounds, args.rounds_done, args.iters, args.asked_own_frame, args.regions)
     elif args.route == "relabel":
         train_relabelled(args.out, args.prompts, args.steps, args.scene_seed, args.frames, args.asked, args.judge)
     else:

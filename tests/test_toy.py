@@ -123,6 +123,23 @@ def test_a_guide_round_continues_the_saved_guide_exactly_and_changes_it(tiny_wor
     assert not all(torch.equal(moved[k], p) for k, p in before.named_parameters())
 
 
+def test_the_rounds_draw_with_the_recipes_settings_not_whatever_the_toy_defaults_are_now():
+    """The guide's rounds drew their relation captions without half-pictures (they came later, on
+    by default in the toy world): the recipe says so, so that retraining rebuilds that guide."""
+    from dataclasses import replace
+
+    from clipdraw.config import toy_config
+    from clipdraw.toy.train_clip import round_settings
+
+    recipe = TrainConfig()
+    drawn = round_settings(recipe, 3)
+    assert toy_config().region_weight > 0 and drawn.region_weight == recipe.clip_round_regions == 0
+    assert (drawn.iters, drawn.seed) == (recipe.clip_round_iters, recipe.seed + 2003)
+    assert drawn.init_image == toy_config().init_image   # the rest: the toy defaults
+    changed = round_settings(replace(recipe, clip_round_regions=1.5, clip_round_iters=150), 0)
+    assert (changed.region_weight, changed.iters) == (1.5, 150)
+
+
 def test_training_is_deterministic_by_seed(tiny_world, tmp_path):
     root, _ = tiny_world
     train_all(TINY, out=tmp_path, stages=("dvae",), progress=False)

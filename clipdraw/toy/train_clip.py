@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..augment import build_augmentations
-from ..config import DEFAULT_AUGMENTATIONS
+from ..config import DEFAULT_AUGMENTATIONS, GenerationConfig, toy_config
 from ..dvae import decoder_output_to_pixels
 from ..models import CLIP_MEAN, CLIP_STD
 from ..picking import foreground
@@ -310,11 +310,10 @@ def labelled_frames(guide, dvae, config: TrainConfig, seed: int,
     defaults, named for what they show (``named_drawings``). Returns (images, captions, images
     that show nothing). Frames showing a held-out colour-shape pair are left out, so that those
     pairs stay unseen."""
-    from ..config import toy_config  # noqa: PLC0415
-
     images, shown, _, empty = named_drawings(
         guide, dvae, config.judge_frame_prompts, seed + 23,
-        lambda k: toy_config(seed=seed + 1000 + k, iters=config.judge_frame_iters, candidates=1, pick_flatness=0.0),
+        lambda k: toy_config(seed=seed + 1000 + k, iters=config.judge_frame_iters, candidates=1, pick_flatness=0.0,
+                             region_weight=config.clip_round_regions),
         "judge frames", progress)
     return images, shown, empty
 
@@ -376,6 +375,15 @@ def _as_saved(model, rows: Optional[torch.Tensor] = None) -> None:
             table[dropped] = 0
 
 
+def round_settings(config: TrainConfig, k: int) -> GenerationConfig:
+    """The settings the guide draws its rounds' ``k``-th caption with: the toy defaults, but for
+    the iterations and the half-pictures of relations (``clip_round_regions``), which the recipe
+    fixes, so that a later change of those toy defaults does not change what ``clipdraw toy
+    train`` makes."""
+    return toy_config(seed=config.seed + 2000 + k, iters=config.clip_round_iters,
+                      region_weight=config.clip_round_regions)
+
+
 def train_guide(config: TrainConfig, log: list, dvae, progress: bool = True, model=None, rounds_done: int = 0):
     """The guiding CLIP: train_clip (or start from ``model``, a guide that has had ``rounds_done``
     rounds), then the rest of ``config.clip_rounds`` rounds, in each of which it draws training
@@ -384,15 +392,13 @@ def train_guide(config: TrainConfig, log: list, dvae, progress: bool = True, mod
     the frame, and frames that show nothing as wrong images. Each round starts from the weights
     in the precision they are saved in, so a training saved and reloaded continues exactly as
     one run through."""
-    from ..config import toy_config  # noqa: PLC0415
-
     if model is None:
         model = train_clip(config, log, progress, dvae=dvae)
         _as_saved(model, saved_token_rows(config))   # as a guide saved before its rounds
     for r in range(rounds_done, config.clip_rounds):
         images, shown, asked, empty = named_drawings(
             model, dvae, config.clip_round_prompts, config.seed + 31 + r,
-            lambda k: toy_config(seed=config.seed + 2000 + k, iters=config.clip_round_iters),
+            lambda k: round_settings(config, k),
             f"guide round {r + 1}", progress)
         offset = config.clip_steps + r * config.clip_round_steps
         log.append({"stage": "clip", "step": offset, "round": r + 1, "labelled_frames": len(shown),
