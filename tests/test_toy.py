@@ -129,7 +129,7 @@ def test_the_rounds_draw_with_the_recipes_settings_not_whatever_the_toy_defaults
     from dataclasses import replace
 
     from clipdraw.config import toy_config
-    from clipdraw.toy.train_clip import round_settings
+    from clipdraw.toy.train_clip import drawing_settings, round_settings
 
     recipe = TrainConfig()
     drawn = round_settings(recipe, 3)
@@ -138,6 +138,9 @@ def test_the_rounds_draw_with_the_recipes_settings_not_whatever_the_toy_defaults
     assert drawn.init_image == toy_config().init_image   # the rest: the toy defaults
     changed = round_settings(replace(recipe, clip_round_regions=1.5, clip_round_iters=150), 0)
     assert (changed.region_weight, changed.iters) == (1.5, 150)
+    # The judge's frames (labelled_frames) are drawn through the same settings.
+    judged = drawing_settings(recipe, 7, 120, candidates=1, pick_flatness=0.0)
+    assert (judged.region_weight, judged.iters, judged.seed, judged.pick_flatness) == (0, 120, 7, 0.0)
 
 
 def test_training_is_deterministic_by_seed(tiny_world, tmp_path):

@@ -312,8 +312,7 @@ def labelled_frames(guide, dvae, config: TrainConfig, seed: int,
     pairs stay unseen."""
     images, shown, _, empty = named_drawings(
         guide, dvae, config.judge_frame_prompts, seed + 23,
-        lambda k: toy_config(seed=seed + 1000 + k, iters=config.judge_frame_iters, candidates=1, pick_flatness=0.0,
-                             region_weight=config.clip_round_regions),
+        lambda k: drawing_settings(config, seed + 1000 + k, config.judge_frame_iters, candidates=1, pick_flatness=0.0),
         "judge frames", progress)
     return images, shown, empty
 
@@ -375,13 +374,17 @@ def _as_saved(model, rows: Optional[torch.Tensor] = None) -> None:
             table[dropped] = 0
 
 
+def drawing_settings(config: TrainConfig, seed: int, iters: int, **settings) -> GenerationConfig:
+    """The settings the guide draws a training caption with (its rounds, the judge's frames): the
+    toy defaults, but for what the recipe fixes (the iterations, the half-pictures of relations:
+    ``clip_round_regions``), so that a later change of those toy defaults does not change what
+    ``clipdraw toy train`` makes; then ``settings``."""
+    return toy_config(seed=seed, iters=iters, region_weight=config.clip_round_regions, **settings)
+
+
 def round_settings(config: TrainConfig, k: int) -> GenerationConfig:
-    """The settings the guide draws its rounds' ``k``-th caption with: the toy defaults, but for
-    the iterations and the half-pictures of relations (``clip_round_regions``), which the recipe
-    fixes, so that a later change of those toy defaults does not change what ``clipdraw toy
-    train`` makes."""
-    return toy_config(seed=config.seed + 2000 + k, iters=config.clip_round_iters,
-                      region_weight=config.clip_round_regions)
+    """The settings of the ``k``-th caption the guide draws in a round (``drawing_settings``)."""
+    return drawing_settings(config, config.seed + 2000 + k, config.clip_round_iters)
 
 
 def train_guide(config: TrainConfig, log: list, dvae, progress: bool = True, model=None, rounds_done: int = 0):
