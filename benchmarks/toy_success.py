@@ -157,9 +157,9 @@ def run_task(task: Tuple[str, str, int, str, dict]) -> dict:
         background = overrides.pop("background_start", None)
         from_transformer = overrides.pop("transformer_start", None)
         dump = overrides.pop("dump_frames", None)
-        if dump and os.path.exists(dump_path(dump, out)):
-            return read_dump(dump_path(dump, out), out)
         config = replace(toy_config(seed=index), **overrides)
+        if dump and os.path.exists(dump_path(dump, out)):
+            return read_dump(dump_path(dump, out), out, config.first_pick)
         init = None if background is None else background_logits(background, models.decoder.vocab_size, index)
         if from_transformer is not None:   # the other paradigm's picture (the transformer row's), then CLIP guidance
             sample = TransformerEngine(models).generate(caption, index, progress=False)
@@ -220,14 +220,16 @@ def dump_path(folder: str, run: dict) -> str:
     return os.path.join(folder, "".join(c for c in name if c.isalnum() or c in "_-.()") + ".npz")
 
 
-def read_dump(path: str, out: dict) -> dict:
+def read_dump(path: str, out: dict, first_pick: int) -> dict:
     """A run already dumped (an earlier, interrupted benchmark): its verdicts read back, not rerun;
     its seconds unknown."""
     import numpy as np  # noqa: PLC0415
 
     with np.load(path) as data:
         accepted, iterations, scores = data["accepted"], data["iterations"], data["judge_score"]
-    chosen = int(np.flatnonzero(scores == scores.max())[0])   # as results.best_frame: the earliest of equals
+    if (iterations >= first_pick).any():   # as results.best_frame: from first_pick on, the earliest of equals
+        scores = np.where(iterations >= first_pick, scores, -np.inf)
+    chosen = int(np.flatnonzero(scores == scores.max())[0])
     first = next((int(i) for i, ok in zip(iterations, accepted) if ok), None)
     return {**out, "ok": bool(accepted[chosen]), "last_ok": bool(accepted[-1]), "first_ok_iteration": first,
             "first_ok_seconds": None, "chosen_iteration": int(iterations[chosen]), "seconds": None, "resumed": True}

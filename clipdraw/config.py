@@ -54,6 +54,7 @@ class GenerationConfig:
     ema: float = 0.0                # frames show an exponential average of the latents (decay per step); 0: off
     patience: int = 0               # stop when the judge's best frame is this many frames old; 0: never
     pick_flatness: float = 0.0      # the judge's ranking minus this times off-colour, stray and missing foreground
+    pick_from: float = 0.0          # the judge picks among frames from this share of the run on (earlier: if none later)
     init_std: float = 1.0           # std of the initial logits
     save_every: int = 50
     batch: int = 1                  # images optimized at once, seeds seed, seed+1, ...: one decoder pass for all
@@ -88,6 +89,8 @@ class GenerationConfig:
             raise ClipdrawError(f"cut-pow must be positive, got {self.cut_pow}")
         if not 0 <= self.ema < 1:
             raise ClipdrawError(f"ema must lie in [0, 1), got {self.ema}")
+        if not 0 <= self.pick_from < 1:
+            raise ClipdrawError(f"pick-from must lie in [0, 1), got {self.pick_from}")
         for name in ("overview", "patience"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ClipdrawError(f"{name} must be a whole number >= 0, got {getattr(self, name)!r}")
@@ -98,6 +101,11 @@ class GenerationConfig:
             if getattr(self, name) not in allowed:
                 raise ClipdrawError(f"unknown {name.replace('_', '-')} {getattr(self, name)!r}: expected one of {', '.join(allowed)}")
 
+    @property
+    def first_pick(self) -> int:
+        """The first iteration whose frame the judge may pick: the early frames of a run, objects
+        still small and ragged, can outscore the finished drawing with a judge that forgives both."""
+        return round(self.pick_from * self.iters)
 
     def _check_inputs(self) -> None:
         """The images a run starts from or aims at, and edits."""
@@ -143,11 +151,11 @@ TOY_STAGES = ("dvae", "clip", "judge", "transformer")
 # The toy world's defaults where they differ from the real world's: chosen by the judge's
 # success rate in benchmarks/toy_success.py (docs/toy-guidance.md has the measurements). A toy
 # run starts from the empty canvas (the blank scene's dVAE tokens, over the usual noise), and
-# its frames are ranked with the flatness prior of clipdraw.picking.
+# its frames are ranked with the flatness prior of clipdraw.picking, from a third of the run on.
 TOY_BLANK = str(Path(__file__).parent / "toy" / "blank.png")
 TOY_DEFAULTS = dict(size=64, iters=300, cutn=16, save_every=10, relaxation="straight-through", cut_min_scale=0.8,
-                    overview=4, tv_weight=0.1, ema=0.0, pick_flatness=20.0, init_image=TOY_BLANK, init_scale=3.0,
-                    region_weight=1.0)
+                    overview=4, tv_weight=0.1, ema=0.0, pick_flatness=20.0, pick_from=0.33, init_image=TOY_BLANK,
+                    init_scale=3.0, region_weight=1.0)
 
 
 REAL_MODEL_OPTIONS = ("clip_model", "decoder", "encoder")   # name real weights; the toy world has its own

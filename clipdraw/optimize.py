@@ -48,6 +48,10 @@ class GenerationResult(Result):
     candidate: Optional[int] = None     # config.candidates > 1: which candidate the judge kept
     candidate_scores: List[Optional[float]] = field(default_factory=list)   # each candidate's, as ranked
 
+    @property
+    def first_pick(self) -> int:
+        return self.config.first_pick
+
     def summary(self) -> dict:
         chosen, last = self.chosen_frame, self.frames[-1] if self.frames else None
         return {**super().summary(),
@@ -369,7 +373,7 @@ def generate_batch(models: Models, prompt: str, config: Optional[GenerationConfi
                 if on_frame and live:
                     on_frame(row, frame)
                 if not keep_images and live:
-                    holding[row] = drop_images(kept, holding[row])
+                    holding[row] = drop_images(kept, holding[row], config.first_pick)
 
         interrupted = stopped_early = False
         if run.init_pixels is not None:
@@ -389,7 +393,7 @@ def generate_batch(models: Models, prompt: str, config: Optional[GenerationConfi
                 if step % config.save_every == 0 or step == config.iters:
                     keep(step)
                     if config.patience and step < config.iters and \
-                            all(judged_stale(kept, config.patience) for kept in frames):
+                            all(judged_stale(kept, config.patience, config.first_pick) for kept in frames):
                         stopped_early = True
                         break
         except KeyboardInterrupt:
@@ -400,7 +404,7 @@ def generate_batch(models: Models, prompt: str, config: Optional[GenerationConfi
         done = run.updates   # not len(losses): an interruption may fall between the update and its record
         if any(not kept or kept[-1].iteration != done for kept in frames):   # what an interruption left unsaved
             keep(done)
-        scores = [[candidate_score(kept) for kept in frames[i * config.candidates:(i + 1) * config.candidates]]
+        scores = [[candidate_score(kept, config.first_pick) for kept in frames[i * config.candidates:(i + 1) * config.candidates]]
                   for i in range(config.batch)]
         chosen = [i * config.candidates + best_candidate(row_scores) for i, row_scores in enumerate(scores)]
         if on_frame and not live:
@@ -408,13 +412,13 @@ def generate_batch(models: Models, prompt: str, config: Optional[GenerationConfi
                 for frame in frames[row]:
                     on_frame(image, frame)
         if not keep_images:   # again: a Ctrl-C inside on_frame skips it there
-            holding = [drop_images(kept, held) for kept, held in zip(frames, holding)]
+            holding = [drop_images(kept, held, config.first_pick) for kept, held in zip(frames, holding)]
 
     loss_rows = torch.stack(losses).T.tolist() if losses else [[] for _ in frames]
     similarity_rows = torch.stack(similarities).T.tolist() if similarities else [[] for _ in frames]
     return [GenerationResult(
         prompt=prompt, prompts=prompts, config=replace(config, seed=config.seed + i),
-        image=best_frame(frames[row]).image,
+        image=best_frame(frames[row], config.first_pick).image,
         frames=frames[row], losses=loss_rows[row], similarities=similarity_rows[row], iterations_done=done,
         seconds=seconds, interrupted=interrupted, latents=run.logits[row:row + 1].detach(),
         batch_index=i if config.batch > 1 else None, stopped_early=stopped_early,
@@ -423,10 +427,10 @@ def generate_batch(models: Models, prompt: str, config: Optional[GenerationConfi
         for i, row in enumerate(chosen)]
 
 
-def candidate_score(frames: Sequence[Frame]) -> Optional[float]:
+def candidate_score(frames: Sequence[Frame], first_pick: int = 0) -> Optional[float]:
     """How a candidate ranks: its best frame's judge score, or without a judge its last frame's
     similarity to the guide (which flatters: a guide grading its own work)."""
-    best = best_frame(frames)
+    best = best_frame(frames, first_pick)
     if best is None:
         return None
     return best.judge_score if best.judge_score is not None else best.similarity
@@ -453,11 +457,11 @@ def warn_if_long(bar, steps: int, seconds: float, iters: int, device: torch.devi
               "--model toy shows the whole loop in seconds", file=sys.stderr)
 
 
-def drop_images(frames: List[Frame], holding: Sequence[int]) -> List[int]:
+def drop_images(frames: List[Frame], holding: Sequence[int], first_pick: int = 0) -> List[int]:
     """Replace, in ``frames``, the frames at ``holding`` that are neither the chosen one nor the
     last by copies without their image (whoever got a frame keeps it whole); return where
     images remain: at most two places, however many frames."""
-    chosen, last, still = best_frame(frames), len(frames) - 1, []
+    chosen, last, still = best_frame(frames, first_pick), len(frames) - 1, []
     for j in holding:
         if j == last or frames[j] is chosen:
             still.append(j)
@@ -466,8 +470,9 @@ def drop_images(frames: List[Frame], holding: Sequence[int]) -> List[int]:
     return still
 
 
-def judged_stale(frames: Sequence[Frame], patience: int) -> bool:
-    """True when the judge's best frame is ``patience`` or more saved frames behind the last."""
-    best = best_frame(frames)
-    return best is not None and best.judge_score is not None and \
+def judged_stale(frames: Sequence[Frame], patience: int, first_pick: int = 0) -> bool:
+    """True when the judge's best frame is ``patience`` or more saved frames behind the last;
+    never before a frame from ``first_pick`` on was saved (the pick has not begun)."""
+    best = best_frame(frames, first_pick)
+    return best is not None and best.judge_score is not None and frames[-1].iteration >= first_pick and \
         len(frames) - 1 - frames.index(best) >= patience

@@ -34,15 +34,17 @@ class Frame:
     prompt: Optional[str] = None          # the prompt in force, when a schedule changes it during the run
 
 
-def best_frame(frames: Sequence[Frame]) -> Optional[Frame]:
+def best_frame(frames: Sequence[Frame], first_pick: int = 0) -> Optional[Frame]:
     """The judge's best frame (the earliest of equals) among those made for the last prompt of a
-    schedule; the last frame when none was judged."""
+    schedule, from iteration ``first_pick`` on when any was saved there; the last frame when none
+    was judged."""
     if not frames:
         return None
     if frames[-1].judge_score is None:
         return frames[-1]
     last = [f for f in frames if f.prompt == frames[-1].prompt]
-    return max(last, key=lambda f: (f.judge_score, -f.iteration))
+    pickable = [f for f in last if f.iteration >= first_pick] or last
+    return max(pickable, key=lambda f: (f.judge_score, -f.iteration))
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
@@ -70,9 +72,14 @@ class Result:
     step_unit: ClassVar[str] = "iteration"
 
     @property
+    def first_pick(self) -> int:
+        """The first iteration whose frame may be the result (earlier ones when none later was saved)."""
+        return 0
+
+    @property
     def chosen_frame(self) -> Optional[Frame]:
         """The frame that is the result: the judge's best when a judge scored the frames, else the last."""
-        return best_frame(self.frames)
+        return best_frame(self.frames, self.first_pick)
 
     @property
     def final_similarity(self) -> float:

@@ -96,7 +96,7 @@ FOREIGN = [(engine, option) for engine in ENGINE_NAMES
            for option in sorted({o for other in ENGINE_NAMES for o in engine_options(other)} - set(engine_options(engine)))]
 VALUES = {"augmentations": "none", "lr_schedule": "cosine", "relaxation": "gumbel", "loss": "spherical",
           "dtype": "float32", "rerank": "2:1", "transformer": ".", "judge_model": "none", "clip_model": "RN50",
-          "decoder": "openai", "ema": "0.5", "cut_min_scale": "0.5", "cut_pow": "0.5"}
+          "decoder": "openai", "ema": "0.5", "cut_min_scale": "0.5", "cut_pow": "0.5", "pick_from": "0.5"}
 FLAGS = {"compile": "--compile", "low_memory": "--low-memory", "mega": "--mega"}
 
 

@@ -17,8 +17,8 @@ from clipdraw import ClipdrawError, GenerationConfig, generate
 from clipdraw.augment import Cutouts
 from clipdraw.config import TOY_DEFAULTS, toy_config
 from clipdraw.models import ClipModel
-from clipdraw.optimize import (Frame, Optimization, best_frame, generate_batch, judged_stale, relax, to_pil,
-                               total_variation)
+from clipdraw.optimize import (Frame, Optimization, best_frame, candidate_score, generate_batch, judged_stale, relax,
+                               to_pil, total_variation)
 from clipdraw.outputs import RunWriter, make_run_dir
 from clipdraw.targets import parse_schedule
 
@@ -234,6 +234,23 @@ def test_best_frame_and_staleness_rules():
     assert judged_stale(judged, 3) and not judged_stale(judged, 4)
     assert not judged_stale(judged[:2], 1) and judged_stale(judged[:3], 1)
 
+    # From first_pick on: the best of the later frames, though an earlier one scores higher...
+    assert best_frame(judged, first_pick=3) is judged[3] and best_frame(judged, first_pick=5) is judged[4]
+    # ... and every frame when none was saved there yet (a run stopped or cut short before it).
+    assert best_frame(judged[:2], first_pick=3) is judged[1]
+    # Patience counts from the pick's start: no stop before a frame there was saved.
+    assert not judged_stale(judged[:3], 1, first_pick=4) and judged_stale(judged, 1, first_pick=4)
+    # Candidates rank by the same pick.
+    assert candidate_score(judged) == 0.6 and candidate_score(judged, first_pick=5) == 0.3
+
+
+def test_pick_from_is_a_share_of_the_run_and_checked():
+    assert GenerationConfig(iters=300, pick_from=0.33).first_pick == 99
+    assert GenerationConfig(iters=1000).first_pick == 0
+    for bad in (-0.1, 1.0, float("nan")):
+        with pytest.raises(ClipdrawError, match="pick-from"):
+            GenerationConfig(pick_from=bad)
+
 
 SCORES = [0.1, 0.4, 0.8, 0.3, 0.8, 0.2]   # a tie for best: the earlier frame wins
 
@@ -267,6 +284,21 @@ def test_the_judges_best_frame_is_the_result_and_the_judge_never_guides(judged_r
     assert judged.losses == plain.losses
     assert [f.similarity for f in judged.frames] == [f.similarity for f in plain.frames]
     assert all(np.array_equal(pixels(a.image), pixels(b.image)) for a, b in zip(judged.frames, plain.frames))
+
+
+def test_the_pick_from_a_share_of_the_run_on_makes_the_result_and_keeps_its_image(tiny_models_cpu):
+    """pick_from=0.6 of six iterations: the best of frames 4 to 6 is the result (iteration 5,
+    scored 0.8 like frame 3, which lies before the pick), with its image kept."""
+    config = GenerationConfig(iters=len(SCORES), seed=4, save_every=1, lr=0.3, pick_from=0.6, **FAST)
+    assert config.first_pick == 4
+    result = generate(replace(tiny_models_cpu, judge=ScriptedJudge(SCORES)), "a red apple", config, progress=False)
+    chosen = result.chosen_frame
+    assert (chosen.iteration, chosen.judge_score) == (5, pytest.approx(0.8))
+    assert result.image is chosen.image and result.summary()["judge"]["best_iteration"] == 5
+    assert [f.iteration for f in result.frames if f.image is not None] == [5, 6]   # the chosen and the last
+    every = generate(replace(tiny_models_cpu, judge=ScriptedJudge(SCORES)), "a red apple",
+                     replace(config, pick_from=0.0), progress=False)
+    assert every.chosen_frame.iteration == 3
 
 
 def write_run(tmp_path, config, result, name):
