@@ -48,7 +48,7 @@ def run_prompt(task) -> dict:
     results = generate_batch(toy_success._MODELS, caption, config, progress=False, keep_images=True)
     seconds = time.perf_counter() - start
     picks = [bool(satisfies(caption, r.chosen_frame.image)) for r in results]
-    chosen = best_candidate([candidate_score(r.frames) for r in results])
+    chosen = best_candidate([candidate_score(r.frames, config.first_pick) for r in results])
     verdicts = [[bool(satisfies(caption, f.image)) for f in r.frames] for r in results]
     if dump:   # every candidate's frames, for pickers tried offline (toy_picking.py --across)
         for j, (r, accepted) in enumerate(zip(results, verdicts)):

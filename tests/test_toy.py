@@ -84,6 +84,36 @@ def test_training_writes_half_precision_weights_and_logs(tiny_world):
         assert all(f.get_tensor(k).dtype == torch.float16 for k in f.keys() if "weight" in k or k.endswith(".w"))
 
 
+def test_drawing_workers_draw_what_one_thread_draws_here_whatever_their_number(tiny_world):
+    """TrainConfig.drawing_workers: the guide's drawings in worker processes of one thread are
+    those of a one-thread drawing here, caption for caption and in order, for 1 or 2 workers."""
+    from clipdraw.toy.models import load_toy_clip, load_toy_dvae
+    from clipdraw.config import toy_config
+    from clipdraw.toy.train_clip import _guide_drawings
+
+    root, _ = tiny_world
+    encoder, decoder = load_toy_dvae(root)
+    guide = load_toy_clip(root)
+
+    def drawings(workers):
+        return list(_guide_drawings(guide, decoder, 3, 5, lambda k: toy_config(seed=k, iters=20, save_every=10),
+                                    "drawing", dict, encoder=encoder, progress=False, workers=workers))
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        here = drawings(0)
+    finally:
+        torch.set_num_threads(threads)
+    assert [caption for caption, _ in here] == [data.scene_at(k, 5, "train", kind).caption
+                                               for k, kind in enumerate(("single", "single", "relation"))]
+    assert all(len(frames) == 3 for _, frames in here)   # the blank canvas, iterations 10 and 20
+    for workers in (1, 2):
+        drawn = drawings(workers)
+        assert [c for c, _ in drawn] == [c for c, _ in here]
+        assert all(np.array_equal(a, b) for (_, x), (_, y) in zip(drawn, here) for a, b in zip(x, y)), workers
+
+
 def test_the_judges_frames_are_the_guides_drawings_named_for_what_they_show(tiny_world):
     from clipdraw.toy.judge import detect, parse_caption, satisfies
     from clipdraw.toy.models import load_toy_clip, load_toy_dvae
@@ -231,6 +261,7 @@ def test_toy_cli_writes_the_same_outputs_for_both_paradigms(tiny_world, tmp_path
     (["toy", "train", "--stages", "vae"], "unknown stage"),
     (["toy", "train", "--scale", "0"], "--scale must be positive"),
     (["toy", "train", "--guide-rounds", "1", "--coco", "captions.json"], "does not go with --coco"),
+    (["toy", "train", "--drawing-workers", "2", "--coco", "captions.json"], "does not go with --coco"),
 ])
 def test_toy_bad_input(tmp_path, args, pattern):
     result = run_cli(*args, tmp_path=tmp_path, CLIPDRAW_TOY_WEIGHTS=str(tmp_path / "none"))
@@ -238,10 +269,10 @@ def test_toy_bad_input(tmp_path, args, pattern):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("guide_rounds", [None, 1])
-def test_toy_train_guide_rounds_train_the_guide_on_its_own_drawings(tmp_path, guide_rounds):
+@pytest.mark.parametrize("guide_rounds,workers", [(None, 0), (1, 2)])
+def test_toy_train_guide_rounds_train_the_guide_on_its_own_drawings(tmp_path, guide_rounds, workers):
     out = tmp_path / "weights"
-    chosen = [] if guide_rounds is None else ["--guide-rounds", str(guide_rounds)]
+    chosen = [] if guide_rounds is None else ["--guide-rounds", str(guide_rounds), "--drawing-workers", str(workers)]
     result = run_cli("toy", "train", "--scale", "0.002", *chosen, "--stages", "dvae,clip", "--out", out,
                      "--quiet", tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -249,7 +280,7 @@ def test_toy_train_guide_rounds_train_the_guide_on_its_own_drawings(tmp_path, gu
     log = json.loads((out / "train_log.json").read_text())
     rounds = [e for e in log["log"] if "round" in e]
     assert [(e["stage"], e["round"]) for e in rounds] == [("clip", r + 1) for r in range(expected)]
-    assert log["config"]["clip_rounds"] == expected and expected > 0
+    assert log["config"]["clip_rounds"] == expected and expected > 0 and log["config"]["drawing_workers"] == workers
     assert all(e["labelled_frames"] + e["empty_frames"] > 0 for e in rounds)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -87,6 +88,9 @@ def toy_scene(caption: str, out: Path, seed: int, size: int) -> None:
               help="Rounds in which the guide trains on its own drawings, each frame named by the analytic judge "
                    "(13-16 minutes each on 2 cores; 0: none; measured in docs/toy-guidance.md)  "
                    "[default: the recipe's, TrainConfig.clip_rounds].")
+@click.option("--drawing-workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Draw the guide's rounds in N processes of one thread each: faster on N cores, and the same "
+                   "drawings for any N, but not those of the shipped recipe, drawn on this process's threads (0).")
 @click.option("--coco", type=click.Path(path_type=Path), default=None,
               help="Train the transformer on a real image-caption set: a COCO captions JSON file.")
 @click.option("--images", type=click.Path(path_type=Path), default=None, help="With --coco: the folder of its images.")
@@ -99,7 +103,8 @@ def toy_scene(caption: str, out: Path, seed: int, size: int) -> None:
 @click.option("--device", default=None, help="With --coco: auto, cpu or cuda  [default: auto].")
 @click.option("--offline", is_flag=True, help="With --coco: never download the encoder; use a cached or given file.")
 @click.option("--quiet", "-q", is_flag=True)
-def toy_train(out: Optional[Path], stages: str, seed: int, scale: float, guide_rounds: Optional[int], coco: Optional[Path],
+def toy_train(out: Optional[Path], stages: str, seed: int, scale: float, guide_rounds: Optional[int],
+              drawing_workers: int, coco: Optional[Path],
               images: Optional[Path], keywords: Optional[str], encoder: Optional[str], size: Optional[int],
               device: Optional[str], offline: bool, quiet: bool) -> None:
     """Train the toy world from scratch on the CPU (deterministic by seed), or with --coco the
@@ -107,8 +112,9 @@ def toy_train(out: Optional[Path], stages: str, seed: int, scale: float, guide_r
     if not scale > 0:
         raise ClipdrawError(f"--scale must be positive, got {scale}")
     if coco is not None:
-        if guide_rounds is not None:
-            raise ClipdrawError("--guide-rounds trains the toy world's guide: it does not go with --coco")
+        if guide_rounds is not None or drawing_workers:
+            raise ClipdrawError(f"{'--guide-rounds' if guide_rounds is not None else '--drawing-workers'} trains "
+                                "the toy world's guide: it does not go with --coco")
         _train_coco(coco, images, keywords, encoder or "openai-encoder", size or 256, device or "auto", offline,
                     out or Path("coco-transformer"), seed, scale, quiet)
         return
@@ -127,7 +133,8 @@ def toy_train(out: Optional[Path], stages: str, seed: int, scale: float, guide_r
 
     target = out or weights_dir()
     check_output_root(target)
-    summary = train_all(scaled_config(scale, seed, guide_rounds), out=target, stages=names, progress=not quiet)
+    config = replace(scaled_config(scale, seed, guide_rounds), drawing_workers=drawing_workers)
+    summary = train_all(config, out=target, stages=names, progress=not quiet)
     for stage, seconds in summary["seconds"].items():
         last = [entry for entry in summary["log"] if entry["stage"] == stage][-1]
         values = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k not in ("stage", "step"))

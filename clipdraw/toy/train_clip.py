@@ -4,7 +4,10 @@ and its measurements: docs/toy-guidance.md."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -249,26 +252,63 @@ def perturb(model, pixels: torch.Tensor, negatives: torch.Tensor, text_features:
     return (pixels + delta).clamp(0, 1).detach()
 
 
-def _guide_drawings(guide, decoder, count: int, scene_seed: int, settings_at: Callable[[int], object], desc: str,
-                    status: Callable[[], dict], encoder=None, progress: bool = True,
-                    indices: Optional[Sequence[int]] = None):
-    """Draw ``count`` training captions (single, single, relation, ...; or those of ``indices``)
-    with clipdraw's own optimizer guided by copies of ``guide`` and the dVAE; yields (caption,
-    every saved frame as an (H, W, 3) array) per caption, the bar showing ``status()`` after each."""
+def _drawing_models(guide, decoder, encoder=None):
+    """The models a drawing runs on: copies of ``guide`` and the dVAE, on the CPU, without a judge."""
     from ..dvae import DVAEDecoder, DVAEEncoder  # noqa: PLC0415
     from ..models import ClipModel, Models  # noqa: PLC0415
+
+    return Models(clip=ClipModel(copy.deepcopy(guide)), decoder=DVAEDecoder(copy.deepcopy(decoder)),
+                  encoder=None if encoder is None else DVAEEncoder(copy.deepcopy(encoder)),
+                  device=torch.device("cpu"))
+
+
+def _draw(models, caption: str, settings: GenerationConfig) -> List[np.ndarray]:
+    """Every saved frame of one drawing of ``caption``, as (H, W, 3) arrays."""
     from ..optimize import generate  # noqa: PLC0415
 
-    models = Models(clip=ClipModel(copy.deepcopy(guide)), decoder=DVAEDecoder(copy.deepcopy(decoder)),
-                    encoder=None if encoder is None else DVAEEncoder(copy.deepcopy(encoder)),
-                    device=torch.device("cpu"))
+    result = generate(models, caption, settings, progress=False, keep_images=True)
+    return [np.asarray(f.image) for f in result.frames]
+
+
+_WORKER_MODELS = None   # a drawing worker's models (_start_drawing_worker)
+
+
+def _start_drawing_worker(guide, decoder, encoder) -> None:
+    global _WORKER_MODELS
+    torch.set_num_threads(1)
+    _WORKER_MODELS = _drawing_models(guide, decoder, encoder)
+
+
+def _draw_in_worker(caption: str, settings: GenerationConfig) -> List[np.ndarray]:
+    return _draw(_WORKER_MODELS, caption, settings)
+
+
+def _guide_drawings(guide, decoder, count: int, scene_seed: int, settings_at: Callable[[int], object], desc: str,
+                    status: Callable[[], dict], encoder=None, progress: bool = True,
+                    indices: Optional[Sequence[int]] = None, workers: int = 0):
+    """Draw ``count`` training captions (single, single, relation, ...; or those of ``indices``)
+    with clipdraw's own optimizer guided by copies of ``guide`` and the dVAE; yields (caption,
+    every saved frame as an (H, W, 3) array) per caption, in order, the bar showing ``status()``
+    after each. ``workers`` 0 draws here, at this process's torch threads; N > 0 in N processes
+    of one thread each, whose drawings are the same whatever N (a one-thread drawing here is
+    too), and not those of a drawing on more threads."""
     kinds = ("single", "single", "relation")
-    bar = progress_bar(range(count) if indices is None else indices, desc=desc, unit="prompt", disable=not progress, dynamic_ncols=True)
-    for k in bar:
-        scene = data.scene_at(k, scene_seed, "train", kinds[k % len(kinds)])
-        result = generate(models, scene.caption, settings_at(k), progress=False, keep_images=True)
-        yield scene.caption, [np.asarray(f.image) for f in result.frames]
-        bar.set_postfix(**status())
+    order = list(range(count) if indices is None else indices)
+    jobs = [(data.scene_at(k, scene_seed, "train", kinds[k % len(kinds)]).caption, settings_at(k)) for k in order]
+    captions = [caption for caption, _ in jobs]
+    with contextlib.ExitStack() as stack:
+        if workers:
+            pool = stack.enter_context(ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("spawn"),   # no fork of a threaded torch
+                initializer=_start_drawing_worker, initargs=(guide, decoder, encoder)))
+            drawn = pool.map(_draw_in_worker, captions, [settings for _, settings in jobs])
+        else:
+            models = _drawing_models(guide, decoder, encoder)
+            drawn = (_draw(models, caption, settings) for caption, settings in jobs)
+        bar = progress_bar(drawn, total=len(jobs), desc=desc, unit="prompt", disable=not progress, dynamic_ncols=True)
+        for caption, frames in zip(captions, bar):
+            yield caption, frames
+            bar.set_postfix(**status())
 
 
 def _as_batch(arrays: List[np.ndarray]) -> torch.Tensor:
@@ -279,7 +319,7 @@ def _as_batch(arrays: List[np.ndarray]) -> torch.Tensor:
 
 
 def named_drawings(guide, dvae, count: int, scene_seed: int, settings_at: Callable[[int], object], desc: str,
-                   progress: bool = True) -> Tuple[torch.Tensor, List[str], List[str], torch.Tensor]:
+                   progress: bool = True, workers: int = 0) -> Tuple[torch.Tensor, List[str], List[str], torch.Tensor]:
     """The frames ``guide`` draws through ``dvae`` (encoder, decoder) for ``count`` training
     captions, each named for what the analytic judge sees in it (``named_frames``): the images a
     CLIP must learn to read as they are, not as they were asked for. Returns (images, what each
@@ -287,7 +327,7 @@ def named_drawings(guide, dvae, count: int, scene_seed: int, settings_at: Callab
     status = {"frames": 0}   # the progress bar's, kept up to date by name_drawings
     encoder, decoder = dvae   # the toy defaults start from the blank canvas: the encoder reads it
     drawings = _guide_drawings(guide, decoder, count, scene_seed, settings_at, desc,
-                               lambda: status, encoder=encoder, progress=progress)
+                               lambda: status, encoder=encoder, progress=progress, workers=workers)
     return name_drawings(drawings, status)
 
 
@@ -313,7 +353,7 @@ def labelled_frames(guide, dvae, config: TrainConfig, seed: int,
     images, shown, _, empty = named_drawings(
         guide, dvae, config.judge_frame_prompts, seed + 23,
         lambda k: drawing_settings(config, seed + 1000 + k, config.judge_frame_iters, candidates=1, pick_flatness=0.0),
-        "judge frames", progress)
+        "judge frames", progress, config.drawing_workers)
     return images, shown, empty
 
 
@@ -402,7 +442,7 @@ def train_guide(config: TrainConfig, log: list, dvae, progress: bool = True, mod
         images, shown, asked, empty = named_drawings(
             model, dvae, config.clip_round_prompts, config.seed + 31 + r,
             lambda k: round_settings(config, k),
-            f"guide round {r + 1}", progress)
+            f"guide round {r + 1}", progress, config.drawing_workers)
         offset = config.clip_steps + r * config.clip_round_steps
         log.append({"stage": "clip", "step": offset, "round": r + 1, "labelled_frames": len(shown),
                     "rejected_frames": sum(1 for a in asked if a), "empty_frames": len(empty)})
