@@ -4,10 +4,9 @@ and its measurements: docs/toy-guidance.md."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
+import signal
 from dataclasses import replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -275,12 +274,13 @@ _WORKER_MODELS = None   # a drawing worker's models (_start_drawing_worker)
 
 def _start_drawing_worker(guide, decoder, encoder) -> None:
     global _WORKER_MODELS
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the parent's to handle: it ends the workers
     torch.set_num_threads(1)
     _WORKER_MODELS = _drawing_models(guide, decoder, encoder)
 
 
-def _draw_in_worker(caption: str, settings: GenerationConfig) -> List[np.ndarray]:
-    return _draw(_WORKER_MODELS, caption, settings)
+def _draw_in_worker(job: Tuple[str, GenerationConfig]) -> List[np.ndarray]:
+    return _draw(_WORKER_MODELS, *job)
 
 
 def _guide_drawings(guide, decoder, count: int, scene_seed: int, settings_at: Callable[[int], object], desc: str,
@@ -296,19 +296,23 @@ def _guide_drawings(guide, decoder, count: int, scene_seed: int, settings_at: Ca
     order = list(range(count) if indices is None else indices)
     jobs = [(data.scene_at(k, scene_seed, "train", kinds[k % len(kinds)]).caption, settings_at(k)) for k in order]
     captions = [caption for caption, _ in jobs]
-    with contextlib.ExitStack() as stack:
-        if workers:
-            pool = stack.enter_context(ProcessPoolExecutor(
-                workers, mp_context=multiprocessing.get_context("spawn"),   # no fork of a threaded torch
-                initializer=_start_drawing_worker, initargs=(guide, decoder, encoder)))
-            drawn = pool.map(_draw_in_worker, captions, [settings for _, settings in jobs])
-        else:
-            models = _drawing_models(guide, decoder, encoder)
-            drawn = (_draw(models, caption, settings) for caption, settings in jobs)
+    pool = None
+    if workers:   # spawned, not forked from a process whose torch threads run
+        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_start_drawing_worker,
+                                                         initargs=(guide, decoder, encoder))
+        drawn = pool.imap(_draw_in_worker, jobs)
+    else:
+        models = _drawing_models(guide, decoder, encoder)
+        drawn = (_draw(models, caption, settings) for caption, settings in jobs)
+    try:
         bar = progress_bar(drawn, total=len(jobs), desc=desc, unit="prompt", disable=not progress, dynamic_ncols=True)
         for caption, frames in zip(captions, bar):
             yield caption, frames
             bar.set_postfix(**status())
+    finally:
+        if pool is not None:   # Ctrl-C too: end the workers now, not after their drawings
+            pool.terminate()
+            pool.join()
 
 
 def _as_batch(arrays: List[np.ndarray]) -> torch.Tensor:
