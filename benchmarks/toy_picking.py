@@ -4,9 +4,11 @@
 Reads the frames that ``benchmarks/toy_success.py --dump-frames DIR`` wrote (every saved frame
 of every optimizer run, with the analytic judge's verdict), scores each frame with each
 candidate picker, and reports, per start and prompt group, how often the picked frame is one the
-analytic judge accepts, beside the ceiling (some frame accepted) and the current picker (the
-judge CLIP's raw cosine). The pickers never see the verdicts: they may use the toy CLIPs (guide
-and judge), the prompt, the frames and generic image statistics.
+analytic judge accepts, beside the ceiling (some frame accepted) and the first picker (the
+judge CLIP's raw cosine, "current" when this benchmark was written). The toy defaults' pick is
+the row "FramePicker, iteration >= 100 (the toy default, --pick-from 0.33)". The pickers never
+see the verdicts: they may use the toy CLIPs (guide and judge), the prompt, the frames and
+generic image statistics.
 
     python benchmarks/toy_success.py --prompts 20 --groups single --background-start 3 \\
         --optimizer-only --dump-frames /tmp/pk/single
@@ -29,7 +31,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 NEUTRAL = ("an image", "a picture", "a photo", "a drawing")
-SHIPPED_FLATNESS = 20.0   # the flatness weight of the row that runs clipdraw.picking.FramePicker itself
+SHIPPED_FLATNESS = 20.0   # the flatness weight of the rows that run clipdraw.picking.FramePicker itself
 
 
 def load_runs(folders: List[str]) -> List[dict]:
@@ -164,7 +166,7 @@ PICKERS: Dict[str, Callable[[dict], np.ndarray]] = {
     "FramePicker(judge), flatness 20 (clipdraw.picking)": lambda r: r["shipped"],
     "FramePicker(judge + guide, their CLIP terms summed), flatness 20": lambda r: r["judge_and_guide"],
     "FramePicker, smoothed over 3 frames": lambda r: smooth(r["shipped"]),
-    "FramePicker, iteration >= 100": lambda r: later(r["shipped"], r, 100),
+    "FramePicker, iteration >= 100 (the toy default, --pick-from 0.33)": lambda r: later(r["shipped"], r, 100),
     "last frame": lambda r: np.arange(len(r["iterations"]), dtype=float),
     "guide cosine": lambda r: r["guide_prompt"],
     "judge - mean neutral": lambda r: r["judge_prompt"] - r["judge_neutral"].mean(1),
