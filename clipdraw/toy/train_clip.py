@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import multiprocessing
+import pickle
 import signal
 from dataclasses import replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -20,6 +21,7 @@ from ..dvae import decoder_output_to_pixels
 from ..models import CLIP_MEAN, CLIP_STD
 from ..picking import foreground
 from ..progress import progress_bar
+from ..weights import import_clip
 from . import data
 from .models import build_clip, cosine_lr
 from .train import TrainConfig, map_pixels, scene_batch, train_loop
@@ -272,11 +274,14 @@ def _draw(models, caption: str, settings: GenerationConfig) -> List[np.ndarray]:
 _WORKER_MODELS = None   # a drawing worker's models (_start_drawing_worker)
 
 
-def _start_drawing_worker(guide, decoder, encoder) -> None:
+def _start_drawing_worker(models: bytes) -> None:
+    """A drawing worker's start: ``models`` is (guide, decoder, encoder) pickled, unpickled here
+    once OpenAI's ``clip`` package is imported quietly (the guide is one of its models)."""
     global _WORKER_MODELS
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the parent's to handle: it ends the workers
     torch.set_num_threads(1)
-    _WORKER_MODELS = _drawing_models(guide, decoder, encoder)
+    import_clip()
+    _WORKER_MODELS = _drawing_models(*pickle.loads(models))
 
 
 def _draw_in_worker(job: Tuple[str, GenerationConfig]) -> List[np.ndarray]:
@@ -299,7 +304,7 @@ def _guide_drawings(guide, decoder, count: int, scene_seed: int, settings_at: Ca
     pool = None
     if workers:   # spawned, not forked from a process whose torch threads run
         pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_start_drawing_worker,
-                                                         initargs=(guide, decoder, encoder))
+                                                         initargs=(pickle.dumps((guide, decoder, encoder)),))
         drawn = pool.imap(_draw_in_worker, jobs)
     else:
         models = _drawing_models(guide, decoder, encoder)
