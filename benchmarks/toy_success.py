@@ -225,11 +225,12 @@ def read_dump(path: str, out: dict, first_pick: int) -> dict:
     its seconds unknown."""
     import numpy as np  # noqa: PLC0415
 
+    from clipdraw.results import Frame, best_frame  # noqa: PLC0415
+
     with np.load(path) as data:
         accepted, iterations, scores = data["accepted"], data["iterations"], data["judge_score"]
-    if (iterations >= first_pick).any():   # as results.best_frame: from first_pick on, the earliest of equals
-        scores = np.where(iterations >= first_pick, scores, -np.inf)
-    chosen = int(np.flatnonzero(scores == scores.max())[0])
+    frames = [Frame(int(i), None, 0.0, None if np.isnan(s) else float(s)) for i, s in zip(iterations, scores)]
+    chosen = frames.index(best_frame(frames, first_pick))   # the run's own pick, by the rule the run used
     first = next((int(i) for i, ok in zip(iterations, accepted) if ok), None)
     return {**out, "ok": bool(accepted[chosen]), "last_ok": bool(accepted[-1]), "first_ok_iteration": first,
             "first_ok_seconds": None, "chosen_iteration": int(iterations[chosen]), "seconds": None, "resumed": True}
