@@ -4,9 +4,11 @@ final.png (the judge CLIP's pick) and the last frame, run as the benchmark runs 
 denormals flushed).
 
     python experiments/five_prompts.py --seeds 0,1,2
+    python experiments/five_prompts.py --seeds 0,1,2 --device cuda   # the same on a GPU (CLIP in float16)
 """
 
 import argparse
+import time
 from contextlib import contextmanager
 from typing import Iterator, List, Tuple
 
@@ -47,6 +49,7 @@ def report(models, seeds: List[int]) -> None:
     print("| prompt | " + " | ".join(f"seed {s}: pick / last" for s in seeds) + " |")
     print("| --- |" + " --- |" * len(seeds))
     picks = lasts = 0
+    start = time.perf_counter()
     for prompt in PROMPTS:
         cells = []
         for seed in seeds:
@@ -55,15 +58,18 @@ def report(models, seeds: List[int]) -> None:
             cells.append(f"{'yes' if pick else 'no'} / {'yes' if last else 'no'}")
         print(f"| {prompt} | " + " | ".join(cells) + " |", flush=True)
     runs = len(PROMPTS) * len(seeds)
-    print(f"accepted: picks {picks} of {runs}, last frames {lasts} of {runs}")
+    print(f"accepted: picks {picks} of {runs}, last frames {lasts} of {runs} "
+          f"({time.perf_counter() - start:.0f} s on {models.device})")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0", help="comma-separated seeds")
-    seeds = [int(s) for s in parser.parse_args().seeds.split(",")]
+    parser.add_argument("--device", default="cpu", help="cpu (as the test runs), cuda or auto")
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
     with as_the_benchmark_runs():
-        report(load_toy_models("cpu"), seeds)
+        report(load_toy_models(args.device), seeds)
 
 
 if __name__ == "__main__":
