@@ -589,6 +589,11 @@ def test_toy_judge_command_accepts_what_it_sees_and_rejects_the_rest(tmp_path, c
     other = next(s for s in data.scenes(50, 1, "train") if not satisfies(s.caption, picture))
     code, out, err = run_main(["toy", "judge", tmp_path / "scene.png", other.caption], capsys)
     assert code == 1 and out.startswith("rejected") and describe(picture) in out and err == ""
+    Image.fromarray(picture).save(tmp_path / "scene.gif")   # a frame as progress.gif holds it: a note, then the verdict
+    code, out, err = run_main(["toy", "judge", tmp_path / "scene.gif", scene.caption], capsys)
+    assert code == (0 if satisfies(scene.caption, np.asarray(Image.open(tmp_path / "scene.gif").convert("RGB"))) else 1)
+    assert out.startswith("accepted" if code == 0 else "rejected") and len(err.strip().splitlines()) == 1
+    assert "final.png" in err
 
 
 @pytest.mark.parametrize("problem", ["missing", "not-an-image", "caption"])

@@ -38,6 +38,9 @@ def toy_judge(image: Path, caption: str) -> None:
     from ..io import load_image
 
     picture = np.asarray(load_image(image))
+    if image.suffix.lower() == ".gif":   # progress.gif: 256 colours, chosen per frame
+        click.echo("clipdraw: note: a GIF keeps 256 colours, which can change the colours the judge reads; "
+                   "judge the run's final.png or frame_*.png", err=True)
     detections = detect(picture)
     seen = describe_detections(detections)
     if check(spec, detections):
@@ -97,7 +100,7 @@ def toy_scene(caption: str, out: Path, seed: int, size: int) -> None:
 @click.option("--filter", "keywords", default=None,
               help="With --coco: keep captions containing any of these comma-separated words (e.g. mountain,beach).")
 @click.option("--encoder", default=None,
-              help="With --coco: dVAE encoder name or encoder.pkl path  [default: openai-encoder].")
+              help="With --coco: dVAE encoder name or encoder.pkl path  [default: openai].")
 @click.option("--size", type=click.IntRange(min=1), default=None,
               help="With --coco: image side in pixels for the encoder, a multiple of 8  [default: 256].")
 @click.option("--device", default=None, help="With --coco: auto, cpu or cuda  [default: auto].")
@@ -115,7 +118,7 @@ def toy_train(out: Optional[Path], stages: str, seed: int, scale: float, guide_r
         if guide_rounds is not None or drawing_workers:
             raise ClipdrawError(f"{'--guide-rounds' if guide_rounds is not None else '--drawing-workers'} trains "
                                 "the toy world's guide: it does not go with --coco")
-        _train_coco(coco, images, keywords, encoder or "openai-encoder", size or 256, device or "auto", offline,
+        _train_coco(coco, images, keywords, encoder or "openai", size or 256, device or "auto", offline,
                     out or Path("coco-transformer"), seed, scale, quiet)
         return
     given = [flag for flag, value in (("--images", images), ("--filter", keywords), ("--encoder", encoder),
