@@ -196,6 +196,22 @@ def test_cli_bad_caption_set_arguments(coco, tmp_path, capsys, args, pattern):
     assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.parametrize("name", [None, "openai", "openai-encoder"])
+def test_the_encoder_names_mean_the_encoder_as_in_generate(coco, tmp_path, monkeypatch, capsys, name):
+    """Offline with an empty cache, each name asks for OpenAI's encoder.pkl (never its decoder)."""
+    from clipdraw.cli import main
+
+    monkeypatch.setenv("CLIPDRAW_CACHE", str(tmp_path / "cache"))
+    path, images_dir = coco
+    chosen = [] if name is None else ["--encoder", name]
+    with pytest.raises(SystemExit) as info:
+        main(["toy", "train", "--coco", str(path), "--images", str(images_dir), *chosen, "--offline",
+              "--device", "cpu", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "encoder.pkl" in err and "decoder.pkl" not in err
+
+
 def test_a_coco_transformer_draws_through_the_real_decoder_path(coco, tiny_files, tmp_path):
     """The trained transformer samples a token grid the (tiny, pickled) openai-format decoder draws:
     one frame per grid row, final.png at the training size, the same outputs as any run."""

@@ -184,7 +184,7 @@ def tokenize_images(pairs: Sequence[Pair], encoder: nn.Module, size: int = 256, 
 
 
 def train_coco(captions_json: Union[str, Path], images_dir: Union[str, Path], keywords: Optional[Sequence[str]],
-               encoder_name_or_path: str = "openai-encoder", out: Union[str, Path] = "coco-transformer",
+               encoder_name_or_path: str = "openai", out: Union[str, Path] = "coco-transformer",
                config: Optional[TrainConfig] = None, device: Union[str, torch.device] = "auto",
                progress: bool = True, size: int = 256, offline: bool = False, cache_dir: Optional[Path] = None,
                batch: int = 32, log_fn: Optional[Callable[[str], None]] = None) -> dict:
@@ -195,7 +195,7 @@ def train_coco(captions_json: Union[str, Path], images_dir: Union[str, Path], ke
     """
     from ..device import resolve_device  # noqa: PLC0415
     from ..weights import cache_dir as user_cache_dir  # noqa: PLC0415
-    from ..weights import file_sha256, load_dvae_module, locate, materialize  # noqa: PLC0415
+    from ..weights import ENCODER_NAMES, file_sha256, load_dvae_module, locate, materialize  # noqa: PLC0415
 
     config = config or TrainConfig()
     out = Path(out).expanduser()
@@ -203,7 +203,8 @@ def train_coco(captions_json: Union[str, Path], images_dir: Union[str, Path], ke
         raise ClipdrawError(f"--size must be a positive multiple of 8, got {size}")
     keywords = [k.strip() for k in (keywords or ()) if k and k.strip()]
     # Every cheap check before any download; notes wait until nothing more can fail early.
-    source = locate(encoder_name_or_path, "dvae")
+    # "openai" names the encoder here as in generate's --encoder; "openai-encoder", its file's name, too
+    source = locate(encoder_name_or_path, "encoder" if encoder_name_or_path in ENCODER_NAMES else "dvae")
     target = device if isinstance(device, torch.device) else resolve_device(device)
     notes: List[str] = []
     pairs = read_coco_captions(captions_json, images_dir, keywords, note=notes.append)
