@@ -139,7 +139,7 @@ ALL_ENGINE_OPTIONS = {name for engine in ENGINE_NAMES for name in engine_options
 @click.option("--offline", is_flag=True, help="Never touch the network; use cached or given files only.")
 @click.option("--gif/--no-gif", default=True, show_default=True,
               help="Write progress.gif of the frames (dallemini: --no-gif also skips decoding the partial images).")
-@click.option("--mp4", is_flag=True, help="Also write progress.mp4 (needs: pip install clipdraw[mp4]).")
+@click.option("--mp4", is_flag=True, help="Also write progress.mp4 (needs imageio-ffmpeg: pip install -e '.[mp4]' in the checkout).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @engine_option("--iters", type=click.IntRange(min=1), help="Optimization steps.")
 @engine_option("--size", type=click.IntRange(min=1), help="Image side in pixels, a multiple of 8.")
@@ -258,7 +258,7 @@ def _draw(ctx: click.Context, prompt: str, engine: str, model: str, seed: Option
     runner_class.check(settings, source)
     check_output_root(out)
     if mp4 and not mp4_available():
-        raise ClipdrawError("--mp4 needs imageio-ffmpeg: pip install 'clipdraw[mp4]' (or pip install imageio-ffmpeg)")
+        raise ClipdrawError("--mp4 needs imageio-ffmpeg: pip install imageio-ffmpeg (in a checkout: pip install -e '.[mp4]')")
     if source.target().type == "cpu" and engine == "optimize" and not settings.low_memory:
         from .device import keep_freed_memory
 
