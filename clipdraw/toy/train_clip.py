@@ -4,17 +4,18 @@ and its measurements: docs/toy-guidance.md."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import multiprocessing
 import pickle
 import signal
+import threading
 from dataclasses import replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.std import tqdm
 
 from ..augment import build_augmentations
 from ..config import DEFAULT_AUGMENTATIONS, GenerationConfig, toy_config
@@ -280,6 +281,9 @@ def _start_drawing_worker(models: bytes) -> None:
     once OpenAI's ``clip`` package is imported quietly (the guide is one of its models)."""
     global _WORKER_MODELS
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the parent's to handle: it ends the workers
+    # A worker's bars are off; tqdm's default lock is a named semaphore, which a worker ended by
+    # Ctrl-C would leave behind (Python's resource tracker then warns of it at exit).
+    tqdm.set_lock(threading.RLock())
     torch.set_num_threads(1)
     import_clip()
     _WORKER_MODELS = _drawing_models(*pickle.loads(models))
@@ -338,8 +342,7 @@ def named_drawings(guide, dvae, count: int, scene_seed: int, settings_at: Callab
     encoder, decoder = dvae   # the toy defaults start from the blank canvas: the encoder reads it
     drawings = _guide_drawings(guide, decoder, count, scene_seed, settings_at, desc,
                                lambda: status, encoder=encoder, progress=progress, workers=workers)
-    with contextlib.closing(drawings):   # Ctrl-C while naming a drawing ends the workers now, not at exit
-        return name_drawings(drawings, status)
+    return name_drawings(drawings, status)
 
 
 def name_drawings(drawings, status: Optional[dict] = None) -> Tuple[torch.Tensor, List[str], List[str], torch.Tensor]:
