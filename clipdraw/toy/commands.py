@@ -93,7 +93,8 @@ def toy_scene(caption: str, out: Path, seed: int, size: int) -> None:
                    "[default: the recipe's, TrainConfig.clip_rounds].")
 @click.option("--drawing-workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Draw the guide's rounds in N processes of one thread each: faster on N cores, and the same "
-                   "drawings for any N, but not those of the shipped recipe, drawn on this process's threads (0).")
+                   "drawings for any N, but not those of the shipped recipe, drawn on this process's threads (0); "
+                   "a guide so trained picked worse (docs/toy-world.md).")
 @click.option("--coco", type=click.Path(path_type=Path), default=None,
               help="Train the transformer on a real image-caption set: a COCO captions JSON file.")
 @click.option("--images", type=click.Path(path_type=Path), default=None, help="With --coco: the folder of its images.")
