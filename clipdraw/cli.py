@@ -139,7 +139,8 @@ ALL_ENGINE_OPTIONS = {name for engine in ENGINE_NAMES for name in engine_options
 @click.option("--offline", is_flag=True, help="Never touch the network; use cached or given files only.")
 @click.option("--gif/--no-gif", default=True, show_default=True,
               help="Write progress.gif of the frames (dallemini: --no-gif also skips decoding the partial images).")
-@click.option("--mp4", is_flag=True, help="Also write progress.mp4 (needs imageio-ffmpeg: pip install -e '.[mp4]' in the checkout).")
+@click.option("--mp4", is_flag=True,
+              help="Also write progress.mp4 (needs imageio-ffmpeg: pip install -e '.[mp4]' in the checkout).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @engine_option("--iters", type=click.IntRange(min=1), help="Optimization steps.")
 @engine_option("--size", type=click.IntRange(min=1), help="Image side in pixels, a multiple of 8.")

@@ -4,6 +4,7 @@ and its measurements: docs/toy-guidance.md."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import multiprocessing
 import pickle
@@ -342,7 +343,8 @@ def named_drawings(guide, dvae, count: int, scene_seed: int, settings_at: Callab
     encoder, decoder = dvae   # the toy defaults start from the blank canvas: the encoder reads it
     drawings = _guide_drawings(guide, decoder, count, scene_seed, settings_at, desc,
                                lambda: status, encoder=encoder, progress=progress, workers=workers)
-    return name_drawings(drawings, status)
+    with contextlib.closing(drawings):   # Ctrl-C while a drawing is named ends the workers now, not when collected
+        return name_drawings(drawings, status)
 
 
 def name_drawings(drawings, status: Optional[dict] = None) -> Tuple[torch.Tensor, List[str], List[str], torch.Tensor]:
