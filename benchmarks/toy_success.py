@@ -290,6 +290,7 @@ def main() -> None:
                         help="a toy CLIP (.safetensors) that guides beside the shipped one, as an ensemble")
     args = parser.parse_args()
     from clipdraw.errors import ClipdrawError  # noqa: PLC0415
+    from clipdraw.evaluate.judge import wilson_interval  # noqa: PLC0415
 
     for path in args.guide:   # a bad file: one line and exit 2 here, not a traceback from every worker
         try:
@@ -332,16 +333,20 @@ def main() -> None:
     rows = list(methods) + (["optimizer, last frame"] if "optimizer" in methods else []) + \
         ([] if args.optimizer_only else ["transformer", "random tokens", "dVAE reconstruction"])
     table: Dict[str, Dict[str, float]] = {m: {} for m in rows}
+    cells: Dict[str, Dict[str, str]] = {m: {} for m in rows}
     for group in groups:
         for method in rows:
             source = "optimizer" if method == "optimizer, last frame" else method
             key = "last_ok" if method == "optimizer, last frame" else "ok"
             hits = [r[key] for r in results if r["method"] == source and r["group"] == group]
             table[method][group] = sum(hits) / len(hits)
+            low, high = wilson_interval(sum(hits), len(hits))
+            cells[method][group] = f"{table[method][group]:.0%} ({low:.0%}-{high:.0%})"
     print("| method | " + " | ".join(groups) + " |")
     print("|" + " --- |" * (len(groups) + 1))
     for method in rows:
-        print(f"| {method} | " + " | ".join(f"{table[method][g]:.0%}" for g in groups) + " |")
+        print(f"| {method} | " + " | ".join(cells[method][g] for g in groups) + " |")
+    print(f"\n(in brackets: the 95% interval, Wilson's, of a share of {args.prompts} prompts)")
     for label in dict.fromkeys(r["method"] for r in results if r["method"].startswith("optimizer")):
         runs = [r for r in results if r["method"] == label]   # one line per optimizer row
         firsts = [r["first_ok_seconds"] for r in runs if r["first_ok_seconds"] is not None]

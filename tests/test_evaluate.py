@@ -784,6 +784,31 @@ def test_toy_verdicts_and_success_rate_by_hand():
     assert success_rate([None, None]) == (None, 0)
 
 
+def test_wilson_interval_holds_the_share_and_narrows_with_more_images():
+    from clipdraw.evaluate.judge import judged_summary, wilson_interval
+
+    assert wilson_interval(0, 0) == (None, None)
+    with pytest.raises(ValueError):
+        wilson_interval(7, 6)
+    for trials in (1, 6, 20, 80):
+        for successes in range(trials + 1):
+            low, high = wilson_interval(successes, trials)
+            assert 0 <= low <= successes / trials <= high <= 1
+            mirrored = wilson_interval(trials - successes, trials)   # accepted and rejected trade places
+            assert mirrored == (pytest.approx(1 - high), pytest.approx(1 - low))
+    assert wilson_interval(0, 20)[1] > 0 and wilson_interval(20, 20)[0] < 1   # not empty at the ends
+    z = 1.96   # at 0 of n the upper end solves n p = z sqrt(n p (1 - p)): p = z^2 / (n + z^2)
+    assert wilson_interval(0, 20)[1] == pytest.approx(z * z / (20 + z * z))
+    widths = [high - low for low, high in (wilson_interval(n // 2, n) for n in (6, 20, 80, 320))]
+    assert widths == sorted(widths, reverse=True) and widths[-1] < widths[0] / 5
+    assert wilson_interval(3, 6, z=1.0)[1] < wilson_interval(3, 6)[1]   # a lower confidence: a narrower interval
+    summary = judged_summary(["accepted", "rejected", None, "accepted"])
+    assert (summary["judge_success"], summary["judged"]) == (pytest.approx(2 / 3), 3)
+    assert (summary["judge_success_low"], summary["judge_success_high"]) == wilson_interval(2, 3)
+    assert judged_summary([None]) == {"judge_success": None, "judge_success_low": None, "judge_success_high": None,
+                                      "judged": 0}
+
+
 def test_compare_summary_gives_the_judge_success_rate_per_engine_and_group(tmp_path):
     """analyze and summarize on images whose verdicts are known: clean renders of the toy world."""
     from clipdraw.evaluate import compare
@@ -810,6 +835,7 @@ def test_compare_summary_gives_the_judge_success_rate_per_engine_and_group(tmp_p
         ("transformer", "a portrait of Albert Einstein"): (None, "a large blue square")}
     for row in compare.summarize(rows):
         assert (row["judge_success"], row["judged"]) == (0.5, 2)
+        assert row["judge_success_low"] < 0.5 < row["judge_success_high"]   # 1 of 2: wide either way
     by_group = {(r["engine"], r["group"]): (r["judge_success"], r["judged"]) for r in compare.summarize(rows, True)}
     assert by_group == {("optimize", "single"): (0.5, 2), ("transformer", "single"): (0.5, 2),
                         ("optimize", "odd"): (None, 0), ("transformer", "odd"): (None, 0)}
@@ -839,7 +865,10 @@ def test_toy_compare_reports_the_analytic_judges_verdict(tmp_path, capsys):
     assert {(s["engine"], s["group"], s["judged"]) for s in record["group_summary"]} == {
         ("optimize", "single", 2), ("transformer", "single", 2), ("optimize", "other", 0), ("transformer", "other", 0)}
     summary_csv = list(csv.DictReader((out / "compare_summary.csv").open()))
-    assert {"judge_success", "judged"} <= set(summary_csv[0])
+    assert {"judge_success", "judge_success_low", "judge_success_high", "judged"} <= set(summary_csv[0])
+    for row in summary_csv:   # the interval holds the share
+        if row["judged"] != "0":
+            assert float(row["judge_success_low"]) <= float(row["judge_success"]) <= float(row["judge_success_high"])
     # judged by the toy judge CLIP, which never guided, by default; the report says so
     assert record["judge"]["name"] == "toy-judge" and record["judge"]["path"].endswith("judge.safetensors")
     assert not any(r["judge_is_guide"] == "True" for r in rows) and record["notes"] == []
@@ -906,6 +935,8 @@ def test_probe_identification_requires_the_analytic_judges_acceptance_in_the_toy
 
 
 def test_toy_probe_reports_verdicts_on_final_png(tmp_path):
+    from clipdraw.evaluate.judge import wilson_interval
+
     entities = tmp_path / "entities.txt"
     entities.write_text("red circle\nblue square\nAlbert Einstein\n")
     out = tmp_path / "probe"
@@ -929,6 +960,8 @@ def test_toy_probe_reports_verdicts_on_final_png(tmp_path):
         judged = [r["verdict"] for r in runs if r["entity"] == summary["entity"] and r["verdict"]]
         assert summary["judged"] == len(judged)
         assert summary["judge_success"] == (judged.count("accepted") / len(judged) if judged else None)
+        assert (summary["judge_success_low"], summary["judge_success_high"]) == \
+            (wilson_interval(judged.count("accepted"), len(judged)) if judged else (None, None))
     assert record["judge"]["name"] == "toy-judge"
     text = " ".join(parse_page(out / "probe.html").text)
     assert "AND the analytic judge accepts it" in text

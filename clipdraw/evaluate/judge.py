@@ -14,6 +14,7 @@ both are the same file anyway, ``same_as`` says so and every command prints it.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -174,3 +175,30 @@ def success_rate(verdicts: Iterable[Optional[str]]) -> Tuple[Optional[float], in
     """(share accepted among the images with a verdict, how many had one); (None, 0) for none."""
     given = [v for v in verdicts if v is not None]
     return (sum(v == ToyVerdicts.ACCEPTED for v in given) / len(given) if given else None), len(given)
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.96) -> Tuple[Optional[float], Optional[float]]:
+    """The Wilson score interval (95% at the default ``z``) of a share of ``successes`` in
+    ``trials``: a report judges a handful of images, and 3 of 6 accepted is as much 0.2 as 0.8.
+    Unlike the share plus or minus its standard error, it stays inside [0, 1] and is not empty
+    at 0 or n successes. (None, None) for no trials."""
+    if trials <= 0:
+        return None, None
+    if not 0 <= successes <= trials:
+        raise ValueError(f"{successes} successes in {trials} trials")
+    share, z2 = successes / trials, z * z
+    centre = (share + z2 / (2 * trials)) / (1 + z2 / trials)
+    half = z * math.sqrt(share * (1 - share) / trials + z2 / (4 * trials * trials)) / (1 + z2 / trials)
+    low = 0.0 if successes == 0 else max(0.0, centre - half)            # exact at the ends, not 1 - 1e-16
+    high = 1.0 if successes == trials else min(1.0, centre + half)
+    return low, high
+
+
+def judged_summary(verdicts: Iterable[Optional[str]]) -> dict:
+    """The summary columns of a group of toy-world results: ``judge_success`` (``success_rate``),
+    its 95% interval (``judge_success_low``, ``judge_success_high``: ``wilson_interval``) and
+    ``judged``, how many images had a verdict."""
+    given = [v for v in verdicts if v is not None]
+    share, judged = success_rate(given)
+    low, high = wilson_interval(sum(v == ToyVerdicts.ACCEPTED for v in given), judged)
+    return {"judge_success": share, "judge_success_low": low, "judge_success_high": high, "judged": judged}

@@ -37,7 +37,7 @@ from ..io import load_image, read_text
 from ..outputs import slugify, unique_names
 from .datasets import read_lines
 from .faces import FaceCounter, first_iteration
-from .judge import Judge, ToyVerdicts, success_rate
+from .judge import Judge, ToyVerdicts, judged_summary
 from .report import PROBABILITY_LIMITS, Report, write_csv
 from .runs import Execution, RunSpec, experiment_notes
 from .scores import cosine_matrix, text_probabilities
@@ -180,21 +180,22 @@ def summarize(run_rows: List[dict], entities: Sequence[str], templates: Sequence
                 "final_judge_similarity_x100": statistics.fmean(r["final_judge_similarity_x100"] for r in rows),
                 "final_p_entity": statistics.fmean(r["p_entity"] for r in rows)})
             if any("verdict" in r for r in rows):
-                summary[-1]["judge_success"], summary[-1]["judged"] = success_rate(r.get("verdict") for r in rows)
+                summary[-1].update(judged_summary(r.get("verdict") for r in rows))
                 summary[-1]["verdict_caption"] = rows[0].get("verdict_caption")
     return summary
 
 
-SUMMARY_COLUMNS = ["entity", "template", "runs", "identified", "clip_identified", "judge_success", "judged",
-                   "verdict_caption", "ever_identified", "first_identified", "second_face_runs", "second_face",
-                   "final_judge_similarity_x100", "final_p_entity"]
+SUMMARY_COLUMNS = ["entity", "template", "runs", "identified", "clip_identified", "judge_success", "judge_success_low",
+                   "judge_success_high", "judged", "verdict_caption", "ever_identified", "first_identified",
+                   "second_face_runs", "second_face", "final_judge_similarity_x100", "final_p_entity"]
 RUN_COLUMNS = ["entity", "template", "prompt", "seed", "engine", "iterations", "result_iteration", "verdict", "sees",
                "verdict_caption", "identified", "clip_identified", "top_entity", "p_entity", "first_identified",
                "first_face", "second_face", "max_faces", "final_judge_similarity_x100", "final_guide_similarity",
                "seconds", "judge_is_guide", "run_dir"]
 FRAME_COLUMNS = ["entity", "template", "seed", "iteration", "guide_similarity", "judge_similarity_x100", "p_entity",
                  "top_entity", "verdict", "sees", "identified", "clip_identified", "faces", "file"]
-TOY_COLUMNS = ("judge_success", "judged", "verdict_caption", "verdict", "sees")   # toy-world runs only
+TOY_COLUMNS = ("judge_success", "judge_success_low", "judge_success_high", "judged",   # toy-world runs only
+               "verdict_caption", "verdict", "sees")
 FACE_COLUMNS = ("first_face", "second_face", "max_faces", "second_face_runs", "faces")   # when faces are counted
 
 
@@ -242,7 +243,8 @@ def _html_report(header: Dict[str, object], summary: List[dict], run_rows: List[
                          "as a caption when it cannot parse the prompt). Here a frame counts as identified only "
                          "when the judging CLIP picks its entity AND the analytic judge accepts it; clip_identified "
                          "is the CLIP's pick alone; judge_success: share of seeds whose result the analytic judge "
-                         "accepts, among the judged ones. Where it can parse neither, identified is the CLIP's pick.")
+                         "accepts, among the judged ones, with its 95% interval (judge_success_low to "
+                         "judge_success_high, Wilson's). Where it can parse neither, identified is the CLIP's pick.")
     report.table(summary, _columns(SUMMARY_COLUMNS, toy, counted))
     plt = report.pyplot()
     if plt is not None:
