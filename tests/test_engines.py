@@ -10,7 +10,7 @@ from dataclasses import asdict, fields
 import pytest
 from PIL import Image
 
-from clipdraw.config import ENGINE_NAMES, ENGINE_SETTINGS, NOT_OPTIONS, engine_options
+from clipdraw.config import ENGINE_NAMES, ENGINE_SETTINGS, NOT_OPTIONS, TOY_DEFAULTS, GenerationConfig, engine_options
 from clipdraw.engines import Engine, ModelSource, engine_class, load_engine
 from clipdraw.outputs import RunWriter
 from clipdraw.results import Frame, Result
@@ -126,7 +126,9 @@ def test_generate_help_lists_the_options_by_engine(capsys):
     assert positions == sorted(positions)
     dallemini = text[positions[3]:]
     assert "--mega" in dallemini and "--cutn" not in dallemini and "[default: 1]" in dallemini
-    assert "toy: 16" in text[positions[1]:positions[2]]   # --cutn's toy default, read from TOY_DEFAULTS
+    optimize = " ".join(text[positions[1]:positions[2]].split())   # the help's line breaks undone
+    cutn = optimize[optimize.index("--cutn"):optimize.index("--cut-min-scale")]
+    assert f"[default: {GenerationConfig().cutn}; toy: {TOY_DEFAULTS['cutn']}]" in cutn   # read from the config
 
 
 @pytest.mark.parametrize("args,refused", [

@@ -54,6 +54,8 @@ class TrainConfig:
     clip_round_steps: int = 200        # training steps per round on those frames
     clip_round_lr: float = 0.3         # peak learning rate of a round, as a share of clip_lr
     clip_round_regions: float = 0.0    # region_weight of the guide's drawings for training (rounds, judge frames); 0: as shipped
+    clip_round_cutn: int = 16          # those drawings' views per iteration (one candidate), of them whole images:
+    clip_round_overview: int = 4       # the toy defaults the shipped guide drew with
     drawing_workers: int = 0           # those drawings in N processes of one thread (same for any N); 0: here, as shipped
     clip_bank_per_step: int = 16       # drawn frames that show nothing, among each step's wrong images
     clip_asked_own_frame: bool = False  # a rejected frame's asked caption is wrong for that frame only, not its whole batch

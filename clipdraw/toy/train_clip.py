@@ -433,9 +433,12 @@ def _as_saved(model, rows: Optional[torch.Tensor] = None) -> None:
 def drawing_settings(config: TrainConfig, seed: int, iters: int, **settings) -> GenerationConfig:
     """The settings the guide draws a training caption with (its rounds, the judge's frames): the
     toy defaults, but for what the recipe fixes (the iterations, the half-pictures of relations:
-    ``clip_round_regions``), so that a later change of those toy defaults does not change what
-    ``clipdraw toy train`` makes; then ``settings``."""
-    return toy_config(seed=seed, iters=iters, region_weight=config.clip_round_regions, **settings)
+    ``clip_round_regions``, the views: one candidate of ``clip_round_cutn`` cutouts), so that a
+    later change of those toy defaults does not change what ``clipdraw toy train`` makes; then
+    ``settings``."""
+    recipe = dict(seed=seed, iters=iters, region_weight=config.clip_round_regions, candidates=1,
+                  cutn=config.clip_round_cutn, overview=config.clip_round_overview)
+    return toy_config(**{**recipe, **settings})
 
 
 def round_settings(config: TrainConfig, k: int) -> GenerationConfig:
