@@ -368,7 +368,7 @@ def labelled_frames(guide, dvae, config: TrainConfig, seed: int,
     pairs stay unseen."""
     images, shown, _, empty = named_drawings(
         guide, dvae, config.judge_frame_prompts, seed + 23,
-        lambda k: drawing_settings(config, seed + 1000 + k, config.judge_frame_iters, candidates=1, pick_flatness=0.0),
+        lambda k: drawing_settings(config, seed + 1000 + k, config.judge_frame_iters, pick_flatness=0.0),
         "judge frames", progress, config.drawing_workers)
     return images, shown, empty
 
