@@ -449,6 +449,7 @@ def test_a_silhouette_keeps_shapes_and_places_and_drops_colours():
     ink = ((shown[0].permute(1, 2, 0).numpy() * 255).round() != data.BACKGROUND).any(-1)
     assert (ink == (data.render(scene) != data.BACKGROUND).any(-1)).all()   # every drawn pixel, and only those
     assert len(np.unique(shown[0].reshape(3, -1).T.numpy(), axis=0)) == 2
+    assert silhouettes(torch.zeros(0, 3, 64, 64)).shape == (0, 3, 64, 64)   # a batch with none chosen
     colours = [o.color for o in scene.objects]
     assert data.without_colours(scene.caption) == scene.caption.replace(colours[0] + " ", "").replace(colours[1] + " ", "")
 
@@ -466,6 +467,28 @@ def test_the_judge_trains_on_silhouettes_when_asked_and_reproducibly():
     plain, shaped, again = weights
     assert all(torch.equal(shaped[k], again[k]) for k in shaped)
     assert not all(torch.equal(plain[k], shaped[k]) for k in plain)
+
+
+def test_the_guide_trains_on_silhouettes_when_asked_in_its_base_training_and_its_rounds():
+    import copy
+    from dataclasses import replace
+
+    from clipdraw.toy.models import load_toy_dvae
+    from clipdraw.toy.train_clip import train_guide
+
+    config = replace(TINY, clip_steps=2, clip_batch=4, clip_rounds=0)
+    dvae = load_toy_dvae()
+    weights = [train_guide(replace(config, clip_silhouettes=share), [], dvae, progress=False).state_dict()
+               for share in (0.0, 0.5, 0.5)]
+    plain, shaped, again = weights
+    assert all(torch.equal(shaped[k], again[k]) for k in shaped)
+    assert not all(torch.equal(plain[k], shaped[k]) for k in plain)
+    # A round on from the same guide: the share reaches the rounds' training too.
+    start = train_guide(config, [], dvae, progress=False)
+    rounds = replace(config, clip_rounds=1)
+    after = [train_guide(replace(rounds, clip_silhouettes=share), [], dvae, progress=False,
+                         model=copy.deepcopy(start)).state_dict() for share in (0.0, 0.5)]
+    assert not all(torch.equal(after[0][k], after[1][k]) for k in after[0])
 
 
 def test_the_guide_can_train_on_the_optimizers_views_reproducibly():

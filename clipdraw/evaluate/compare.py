@@ -192,7 +192,9 @@ def _html_report(header: dict, rows: List[dict], summary: List[dict], group_summ
                          "shapes, count, position, relation). judge_success: share of an engine's images it "
                          "accepts, among the judged ones (prompts it can parse), with its 95% interval "
                          "(judge_success_low to judge_success_high, Wilson's: with 6 images, 3 accepted reads 0.19 "
-                         "to 0.81, so two engines differ surely only where their intervals part); verdict and sees, "
+                         "to 0.81, so two engines differ surely only where their intervals part; it takes the images for "
+                         "independent trials, which several images of one prompt are not quite, so it reads a little "
+                         "narrow then); verdict and sees, "
                          "per image, are in the image table and under each image below.")
     report.heading("Summary per engine")
     gold = any(r["engine"] == "gold" for r in rows)

@@ -132,7 +132,7 @@ def train_clip(config: TrainConfig, log: list, progress: bool = True, seed: Opti
     ``config.clip_asked_own_frame``, against the frames drawn for it alone.
     ``silhouette_share``: that share of the scenes (and of the wrong images) shown as
     ``silhouettes`` with their colour words taken out, so that shape is learnt apart from colour,
-    for the colour-shape pairs held out of training too (the judge's:
+    for the colour-shape pairs held out of training too (``TrainConfig.clip_silhouettes``,
     ``TrainConfig.judge_silhouettes``)."""
     from ..weights import import_clip  # noqa: PLC0415
 
@@ -217,6 +217,8 @@ def silhouettes(images: torch.Tensor) -> torch.Tensor:
     """Images (B, 3, H, W) in [0, 1] as silhouettes: each foreground pixel (``picking.foreground``,
     the rule the pick's flatness statistics use) ink, the rest the toy background. Shapes,
     places and relations stay; colours go."""
+    if not len(images):   # a batch where no image was drawn for silhouettes
+        return images.detach().clone()
     pixels = images.detach().permute(0, 2, 3, 1).mul(255).cpu().numpy()
     drawn = torch.from_numpy(np.stack([foreground(image)[1] for image in pixels])).unsqueeze(1).to(images.device)
     ink = torch.tensor(SILHOUETTE_INK, dtype=images.dtype).view(1, 3, 1, 1) / 255
@@ -455,7 +457,7 @@ def train_guide(config: TrainConfig, log: list, dvae, progress: bool = True, mod
     in the precision they are saved in, so a training saved and reloaded continues exactly as
     one run through."""
     if model is None:
-        model = train_clip(config, log, progress, dvae=dvae)
+        model = train_clip(config, log, progress, dvae=dvae, silhouette_share=config.clip_silhouettes)
         _as_saved(model, saved_token_rows(config))   # as a guide saved before its rounds
     for r in range(rounds_done, config.clip_rounds):
         images, shown, asked, empty = named_drawings(
@@ -466,6 +468,7 @@ def train_guide(config: TrainConfig, log: list, dvae, progress: bool = True, mod
         log.append({"stage": "clip", "step": offset, "round": r + 1, "labelled_frames": len(shown),
                     "rejected_frames": sum(1 for a in asked if a), "empty_frames": len(empty)})
         model = train_clip(config, log, progress, dvae=dvae, model=model, steps=config.clip_round_steps, bank=empty,
-                           step_offset=offset, name="clip", labelled=(images, shown, asked))
+                           step_offset=offset, name="clip", labelled=(images, shown, asked),
+                           silhouette_share=config.clip_silhouettes)
         _as_saved(model)
     return model
