@@ -8,6 +8,9 @@ judge.safetensors; "shipped" is the package's own):
 * shape on clean renders: for single-object scenes (seed 4242), how often the judge's cosine
   prefers the right one of "a <colour> circle / square / triangle", on colour-shape pairs seen
   in training and on the held-out pairs;
+* colour and shape named together: for the same scenes of each held-out pair, how often the
+  judge's cosine prefers the right one of the twelve "a <colour> <shape>" captions (whether
+  it composes a pair no training image showed, or names it as a seen pair);
 * ranking the transformer's samples: for each benchmark prompt (toy_success.py's, prompt seed
   999), 8 samples of the toy transformer; among those the analytic judge accepts and rejects,
   how often the judge CLIP scores an accepted one higher (AUC; 0.5 is chance), by its cosine
@@ -19,6 +22,9 @@ judge.safetensors; "shipped" is the package's own):
   ``--candidates`` keeps). The judge never guides, so re-scoring saved frames is exact.
 
     python benchmarks/toy_judges.py shipped /path/to/other/weights [--frames DIR ...] [--samples 0]
+
+"guide:FOLDER" (or "guide:shipped") measures a folder's guiding CLIP (clip.safetensors) the
+same way, as if it judged.
 """
 
 from __future__ import annotations
@@ -63,9 +69,38 @@ def shape_accuracy(judge, split: str, n: int = 120) -> float:
     return right / n
 
 
+def pair_accuracy(judge, n: int = 120) -> Dict[str, float]:
+    """Per held-out colour-shape pair, the share of its renders whose best caption among all
+    twelve "a <colour> <shape>" is the right one."""
+    from clipdraw.toy import data  # noqa: PLC0415
+
+    captions = [f"a {color} {shape}" for color in data.COLORS for shape in data.SHAPES]
+    texts = judge.encode_text(captions)
+    scenes = [data.scene_at(i, 4242, "heldout", "single") for i in range(n)]
+    named = (judge.encode_image(_images([data.render(s) for s in scenes])) @ texts.T).argmax(1).tolist()
+    right: Dict[str, List[bool]] = {f"{c} {s}": [] for c, s in sorted(data.HELDOUT_PAIRS)}
+    for index, scene in zip(named, scenes):
+        pair = f"{scene.objects[0].color} {scene.objects[0].shape}"
+        right[pair].append(captions[index] == f"a {pair}")
+    return {pair: sum(hits) / max(len(hits), 1) for pair, hits in right.items()}
+
+
+def _load(name: str, device: torch.device):
+    """A judge CLIP: "shipped", a weights folder's judge, or with "guide:", a folder's guide."""
+    from clipdraw.models import ClipModel  # noqa: PLC0415
+    from clipdraw.toy.models import load_toy_clip  # noqa: PLC0415
+    from clipdraw.toy.world import load_toy_judge  # noqa: PLC0415
+
+    if name.startswith("guide:"):
+        folder = name[len("guide:"):]
+        return ClipModel(load_toy_clip(None if folder == "shipped" else Path(folder), "clip")).to(device)
+    return load_toy_judge(device, None if name == "shipped" else Path(name))[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("judges", nargs="+", help='weights folders with a judge.safetensors, or "shipped"')
+    parser.add_argument("judges", nargs="+", help='weights folders with a judge.safetensors, or "shipped"; '
+                                                  '"guide:FOLDER" for a folder\'s guide')
     parser.add_argument("--samples", type=int, default=8, help="transformer samples per prompt (0: skip them)")
     parser.add_argument("--prompts", type=int, default=20, help="prompts per group")
     parser.add_argument("--frames", action="append", default=[],
@@ -76,7 +111,7 @@ def main() -> None:
     from clipdraw.engines.transformer import TransformerEngine  # noqa: PLC0415
     from clipdraw.picking import FramePicker, flatness_penalties, toy_object_count  # noqa: PLC0415
     from clipdraw.toy.judge import satisfies  # noqa: PLC0415
-    from clipdraw.toy.world import load_toy_judge, load_toy_models  # noqa: PLC0415
+    from clipdraw.toy.world import load_toy_models  # noqa: PLC0415
 
     torch.set_num_threads(1)
     start = time.perf_counter()
@@ -84,7 +119,7 @@ def main() -> None:
     from clipdraw.errors import ClipdrawError  # noqa: PLC0415
 
     try:
-        judges = {name: load_toy_judge(cpu, None if name == "shipped" else Path(name))[0] for name in args.judges}
+        judges = {name: _load(name, cpu) for name in args.judges}
     except ClipdrawError as error:
         print(f"toy_judges: {error}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -92,6 +127,8 @@ def main() -> None:
     for name, judge in judges.items():
         for split, label in (("train", "shape, seen pairs"), ("heldout", "shape, held-out pairs")):
             rows[name][label] = f"{100 * shape_accuracy(judge, split):.0f}%"
+        for pair, share in pair_accuracy(judge).items():
+            rows[name][f"{pair}, among 12 captions"] = f"{100 * share:.0f}%"
 
     engine = TransformerEngine(load_toy_models("cpu")) if args.samples else None
     cosine = {name: [0.0, 0] for name in judges}

@@ -554,3 +554,39 @@ def test_region_weight_adds_the_half_pictures_loss_for_a_relation_prompt_only(ti
                                init_logits=start)
     assert single_weighted.losses == single.losses
     assert np.array_equal(pixels(single_weighted.image), pixels(single.image))
+
+
+class _ReadingJudge:
+    """A stand-in judge CLIP whose embeddings are one-hot colour-shape names: it reads each image
+    with the analytic judge, then names it through ``rename`` (a binding the test chooses)."""
+
+    def __init__(self, rename=None):
+        from clipdraw.toy import data
+
+        self.captions = [f"a {c} {s}" for c in data.COLORS for s in data.SHAPES]
+        self.rename = rename or {}
+
+    def encode_text(self, texts):
+        return torch.stack([torch.nn.functional.one_hot(torch.tensor(self.captions.index(t)), len(self.captions))
+                            for t in texts]).float()
+
+    def encode_image(self, images):
+        from clipdraw.toy.judge import detect
+
+        names = []
+        for image in (images.permute(0, 2, 3, 1) * 255).round().byte().numpy():
+            found = detect(image)[0]
+            name = f"a {found.color} {found.shape}"
+            names.append(self.rename.get(name, name))
+        return self.encode_text(names)
+
+
+def test_toy_judges_names_each_held_out_pair_among_the_twelve_captions():
+    """benchmarks/toy_judges.py's ``pair_accuracy``: a judge that reads every render right names
+    each held-out pair right; one that binds blue to circles names no blue square."""
+    toy_judges = script("benchmarks/toy_judges.py")
+    right = toy_judges.pair_accuracy(_ReadingJudge(), n=30)
+    assert set(right) == {"blue square", "green triangle", "yellow circle"}
+    assert all(share == 1.0 for share in right.values())
+    bound = toy_judges.pair_accuracy(_ReadingJudge({"a blue square": "a blue circle"}), n=30)
+    assert bound["blue square"] == 0.0 and bound["green triangle"] == 1.0 and bound["yellow circle"] == 1.0
