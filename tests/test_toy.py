@@ -454,22 +454,24 @@ def test_a_silhouette_keeps_shapes_and_places_and_drops_colours():
     assert data.without_colours(scene.caption) == scene.caption.replace(colours[0] + " ", "").replace(colours[1] + " ", "")
 
 
-def test_the_judge_trains_on_silhouettes_when_asked_and_reproducibly():
+@pytest.mark.parametrize("which", ["judge", "guide"])
+def test_a_toy_clip_trains_on_silhouettes_when_asked_and_reproducibly(which):
     from dataclasses import replace
 
     from clipdraw.toy.models import load_toy_dvae
-    from clipdraw.toy.train_clip import train_judge
+    from clipdraw.toy.train_clip import train_guide, train_judge
 
-    config = replace(TINY, clip_steps=2, clip_batch=4, judge_frame_prompts=0)
+    config = replace(TINY, clip_steps=2, clip_batch=4, judge_frame_prompts=0, clip_rounds=0)
     dvae = load_toy_dvae()
-    weights = [train_judge(replace(config, judge_silhouettes=share), [], dvae, progress=False).state_dict()
+    train, setting = {"judge": (train_judge, "judge_silhouettes"), "guide": (train_guide, "clip_silhouettes")}[which]
+    weights = [train(replace(config, **{setting: share}), [], dvae, progress=False).state_dict()
                for share in (0.0, 0.5, 0.5)]
     plain, shaped, again = weights
     assert all(torch.equal(shaped[k], again[k]) for k in shaped)
     assert not all(torch.equal(plain[k], shaped[k]) for k in plain)
 
 
-def test_the_guide_trains_on_silhouettes_when_asked_in_its_base_training_and_its_rounds():
+def test_the_guides_rounds_train_on_silhouettes_too():
     import copy
     from dataclasses import replace
 
@@ -478,15 +480,8 @@ def test_the_guide_trains_on_silhouettes_when_asked_in_its_base_training_and_its
 
     config = replace(TINY, clip_steps=2, clip_batch=4, clip_rounds=0)
     dvae = load_toy_dvae()
-    weights = [train_guide(replace(config, clip_silhouettes=share), [], dvae, progress=False).state_dict()
-               for share in (0.0, 0.5, 0.5)]
-    plain, shaped, again = weights
-    assert all(torch.equal(shaped[k], again[k]) for k in shaped)
-    assert not all(torch.equal(plain[k], shaped[k]) for k in plain)
-    # A round on from the same guide: the share reaches the rounds' training too.
     start = train_guide(config, [], dvae, progress=False)
-    rounds = replace(config, clip_rounds=1)
-    after = [train_guide(replace(rounds, clip_silhouettes=share), [], dvae, progress=False,
+    after = [train_guide(replace(config, clip_rounds=1, clip_silhouettes=share), [], dvae, progress=False,
                          model=copy.deepcopy(start)).state_dict() for share in (0.0, 0.5)]
     assert not all(torch.equal(after[0][k], after[1][k]) for k in after[0])
 
