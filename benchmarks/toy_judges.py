@@ -56,11 +56,19 @@ def _auc(tally: List[float], scores: np.ndarray, accepted: np.ndarray) -> None:
     tally[1] += pairs
 
 
-def shape_accuracy(judge, split: str, n: int = 120) -> float:
+def _single_renders(judge, split: str, n: int):
+    """The ``n`` single-object scenes of ``split`` (seed 4242) both measures on clean renders use,
+    and the judge's embeddings of their renders."""
     from clipdraw.toy import data  # noqa: PLC0415
 
     scenes = [data.scene_at(i, 4242, split, "single") for i in range(n)]
-    embeds = judge.encode_image(_images([data.render(s) for s in scenes]))
+    return scenes, judge.encode_image(_images([data.render(s) for s in scenes]))
+
+
+def shape_accuracy(judge, split: str, n: int = 120) -> float:
+    from clipdraw.toy import data  # noqa: PLC0415
+
+    scenes, embeds = _single_renders(judge, split, n)
     texts = {color: judge.encode_text([f"a {color} {shape}" for shape in data.SHAPES])   # once per colour
              for color in {s.objects[0].color for s in scenes}}
     right = 0
@@ -75,9 +83,8 @@ def pair_accuracy(judge, n: int = 120) -> Dict[str, float]:
     from clipdraw.toy import data  # noqa: PLC0415
 
     captions = [f"a {color} {shape}" for color in data.COLORS for shape in data.SHAPES]
-    texts = judge.encode_text(captions)
-    scenes = [data.scene_at(i, 4242, "heldout", "single") for i in range(n)]
-    named = (judge.encode_image(_images([data.render(s) for s in scenes])) @ texts.T).argmax(1).tolist()
+    scenes, embeds = _single_renders(judge, "heldout", n)
+    named = (embeds @ judge.encode_text(captions).T).argmax(1).tolist()
     right: Dict[str, List[bool]] = {f"{c} {s}": [] for c, s in sorted(data.HELDOUT_PAIRS)}
     for index, scene in zip(named, scenes):
         pair = f"{scene.objects[0].color} {scene.objects[0].shape}"
@@ -89,12 +96,9 @@ def _load(name: str, device: torch.device):
     """A judge CLIP: "shipped", a weights folder's judge, or with "guide:", a folder's guide."""
     from clipdraw.models import ClipModel  # noqa: PLC0415
     from clipdraw.toy.models import load_toy_clip  # noqa: PLC0415
-    from clipdraw.toy.world import load_toy_judge  # noqa: PLC0415
 
-    if name.startswith("guide:"):
-        folder = name[len("guide:"):]
-        return ClipModel(load_toy_clip(None if folder == "shipped" else Path(folder), "clip")).to(device)
-    return load_toy_judge(device, None if name == "shipped" else Path(name))[0]
+    folder, model = (name[len("guide:"):], "clip") if name.startswith("guide:") else (name, "judge")
+    return ClipModel(load_toy_clip(None if folder == "shipped" else Path(folder), model)).to(device)
 
 
 def main() -> None:
