@@ -120,7 +120,7 @@ def contrastive_loss(model, images: torch.Tensor, negatives: torch.Tensor, text_
 def train_clip(config: TrainConfig, log: list, progress: bool = True, seed: Optional[int] = None,
                dvae=None, name: str = "clip", model=None, steps: Optional[int] = None, bank=None, step_offset: int = 0,
                labelled: Optional[Union[Tuple[torch.Tensor, List[str]], Tuple[torch.Tensor, List[str], List[str]]]] = None,
-               silhouette_share: float = 0.0):
+               silhouette_share: float = 0.0, silhouette_frames: bool = False):
     """Contrastive CLIP on (render, caption) pairs, with clip's own tokenizer, trained to be a
     guide whose gradient draws: each scene meets its twin (one word changed, data.twin) and a
     near-miss caption, images no caption describes, the dVAE's redraws of the renders, and,
@@ -133,7 +133,9 @@ def train_clip(config: TrainConfig, log: list, progress: bool = True, seed: Opti
     ``silhouette_share``: that share of the scenes (and of the wrong images) shown as
     ``silhouettes`` with their colour words taken out, so that shape is learnt apart from colour,
     for the colour-shape pairs held out of training too (``TrainConfig.clip_silhouettes``,
-    ``TrainConfig.judge_silhouettes``)."""
+    ``TrainConfig.judge_silhouettes``); with ``silhouette_frames``, the ``labelled`` frames too, so
+    that frames of the pairs seen in training do not tie their shapes back to their colours
+    (``TrainConfig.clip_silhouette_frames``)."""
     from ..weights import import_clip  # noqa: PLC0415
 
     clip = import_clip()
@@ -165,11 +167,12 @@ def train_clip(config: TrainConfig, log: list, progress: bool = True, seed: Opti
                 pixels[chosen] = redraw(pixels[chosen], *dvae)
         captions = [s.caption for s in scenes]
         asked: List[str] = []
+        frame_asked: List[str] = []
         if labelled is not None and len(labelled[1]):
             chosen = torch.randint(len(labelled[1]), (config.judge_frames_per_step,), generator=generator)
             pixels = torch.cat([pixels, labelled[0][chosen]])
             captions += [labelled[1][j] for j in chosen.tolist()]
-            frame_asked = [labelled[2][j] for j in chosen.tolist()] if len(labelled) > 2 else []
+            frame_asked = [labelled[2][j] for j in chosen.tolist()] if len(labelled) > 2 else [""] * len(chosen)
             asked = [a for a in frame_asked if a]
         pixels = _augment(pixels, generator)
         negatives = negative_images(config.clip_negative_images, generator, dvae, seed, i)
@@ -184,8 +187,9 @@ def train_clip(config: TrainConfig, log: list, progress: bool = True, seed: Opti
         # Each image also meets a near-miss caption (one attribute changed) among its candidates.
         wrong = [data.hard_negative(s, rng) for s in scenes] if config.clip_hard_negatives else []
         if silhouette_share > 0:
+            frames = frame_asked if silhouette_frames else []
             pixels, negatives, captions, wrong = _as_silhouettes(pixels, negatives, captions, wrong, len(scenes),
-                                                                 silhouette_share, generator)
+                                                                 silhouette_share, generator, frames)
         wrong_for = None
         if asked:   # after the silhouettes, which pair each near-miss with its scene
             kept, near_misses = set(captions), set(wrong)
@@ -227,18 +231,23 @@ def silhouettes(images: torch.Tensor) -> torch.Tensor:
 
 
 def _as_silhouettes(pixels: torch.Tensor, negatives: torch.Tensor, captions: List[str], wrong: List[str],
-                    scenes: int, share: float, generator: torch.Generator):
+                    scenes: int, share: float, generator: torch.Generator, frames_asked: Sequence[str] = ()):
     """A batch with ``share`` of its first ``scenes`` images and of its wrong images turned into
     silhouettes, those images' captions and near misses without colour words; near misses that
-    became some image's caption are dropped (a colour twin's silhouette is the scene's)."""
-    shown = torch.rand(scenes, generator=generator) < share
+    became some image's caption are dropped (a colour twin's silhouette is the scene's).
+    ``frames_asked``: the caption each drawn frame after the scenes was asked for ("" where the
+    judge accepts it); those frames are drawn for silhouettes at the same share, and the asked
+    caption without its colours, where that is not what the frame shows, is a near miss."""
+    eligible = scenes + len(frames_asked)
+    shown = torch.rand(eligible, generator=generator) < share
     pixels = pixels.clone()
-    pixels[:scenes][shown] = silhouettes(pixels[:scenes][shown])
+    pixels[:eligible][shown] = silhouettes(pixels[:eligible][shown])
     dark = torch.rand(negatives.shape[0], generator=generator) < share
     negatives = negatives.clone()
     negatives[dark] = silhouettes(negatives[dark])
-    captions = [data.without_colours(c) if j < scenes and shown[j] else c for j, c in enumerate(captions)]
+    captions = [data.without_colours(c) if j < eligible and shown[j] else c for j, c in enumerate(captions)]
     wrong = wrong + [data.without_colours(w) for w, s in zip(wrong, shown.tolist()) if s]
+    wrong += [data.without_colours(a) for a, s in zip(frames_asked, shown[scenes:].tolist()) if a and s]
     kept = set(captions)
     return pixels, negatives, captions, [w for w in dict.fromkeys(wrong) if w not in kept]
 
@@ -469,6 +478,6 @@ def train_guide(config: TrainConfig, log: list, dvae, progress: bool = True, mod
                     "rejected_frames": sum(1 for a in asked if a), "empty_frames": len(empty)})
         model = train_clip(config, log, progress, dvae=dvae, model=model, steps=config.clip_round_steps, bank=empty,
                            step_offset=offset, name="clip", labelled=(images, shown, asked),
-                           silhouette_share=config.clip_silhouettes)
+                           silhouette_share=config.clip_silhouettes, silhouette_frames=config.clip_silhouette_frames)
         _as_saved(model)
     return model
