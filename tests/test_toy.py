@@ -486,6 +486,38 @@ def test_the_guides_rounds_train_on_silhouettes_too():
     assert not all(torch.equal(after[0][k], after[1][k]) for k in after[0])
 
 
+def test_the_rounds_frames_become_silhouettes_when_asked():
+    from clipdraw.toy.train_clip import SILHOUETTE_INK, _as_silhouettes
+
+    scenes = [data.scene_at(i, 3, "train") for i in range(2)]
+    frames = data.image_batch([data.scene_at(i, 3, "train") for i in range(2, 4)])
+    pixels = torch.cat([data.image_batch(scenes), frames])
+    captions = [s.caption for s in scenes] + ["a red circle", "a green square"]
+    asked = ["", "a green triangle"]   # the second frame was drawn for a triangle and shows a square
+    negatives = torch.rand(3, 3, 64, 64)
+    args = (negatives, captions, [], 2, 1.0, torch.Generator().manual_seed(0))
+    plain_pixels, _, plain_captions, _ = _as_silhouettes(pixels, *args)
+    shaped_pixels, _, shaped_captions, wrong = _as_silhouettes(pixels, *args, frames_asked=asked)
+    assert torch.equal(plain_pixels[2:], pixels[2:]) and plain_captions[2:] == captions[2:]
+    assert shaped_captions[2:] == ["a circle", "a square"] and "a triangle" in wrong
+    ink = torch.tensor(SILHOUETTE_INK, dtype=pixels.dtype) / 255
+    assert ((shaped_pixels[2:] - ink.view(1, 3, 1, 1)).abs().amax(1) < 1e-6).any()
+    assert torch.equal(shaped_pixels[:2], plain_pixels[:2])
+
+
+def test_the_guides_round_passes_its_frames_silhouettes_on():
+    from dataclasses import replace
+
+    from clipdraw.toy.train_clip import train_clip
+
+    config = replace(TINY, clip_steps=2, clip_batch=4, judge_frames_per_step=4)
+    frames = data.image_batch([data.scene_at(i, 3, "train") for i in range(4)])
+    labelled = (frames, ["a red circle", "a green square", "a blue circle", "a red square"], ["", "a green circle", "", ""])
+    weights = [train_clip(config, [], progress=False, labelled=labelled, silhouette_share=0.5,
+                          silhouette_frames=on).state_dict() for on in (False, True)]
+    assert not all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
 def test_the_guide_can_train_on_the_optimizers_views_reproducibly():
     from dataclasses import replace
 
@@ -696,34 +728,3 @@ def test_toy_runs_take_the_toy_defaults_unless_told_otherwise(tmp_path, capsys):
     assert "judge" not in record["models"] and "chosen_by" not in record["final"] and "judge" not in record
     assert record["final"]["iteration"] == 2 == record["last"]["iteration"]
 
-
-def test_the_rounds_frames_become_silhouettes_when_asked():
-    from clipdraw.toy.train_clip import SILHOUETTE_INK, _as_silhouettes
-
-    scenes = [data.scene_at(i, 3, "train") for i in range(2)]
-    frames = data.image_batch([data.scene_at(i, 3, "train") for i in range(2, 4)])
-    pixels = torch.cat([data.image_batch(scenes), frames])
-    captions = [s.caption for s in scenes] + ["a red circle", "a green square"]
-    asked = ["", "a green triangle"]   # the second frame was drawn for a triangle and shows a square
-    negatives = torch.rand(3, 3, 64, 64)
-    args = (negatives, captions, [], 2, 1.0, torch.Generator().manual_seed(0))
-    plain_pixels, _, plain_captions, _ = _as_silhouettes(pixels, *args)
-    shaped_pixels, _, shaped_captions, wrong = _as_silhouettes(pixels, *args, frames_asked=asked)
-    assert torch.equal(plain_pixels[2:], pixels[2:]) and plain_captions[2:] == captions[2:]
-    assert shaped_captions[2:] == ["a circle", "a square"] and "a triangle" in wrong
-    ink = torch.tensor(SILHOUETTE_INK, dtype=pixels.dtype) / 255
-    assert ((shaped_pixels[2:] - ink.view(1, 3, 1, 1)).abs().amax(1) < 1e-6).any()
-    assert torch.equal(shaped_pixels[:2], plain_pixels[:2])
-
-
-def test_the_guides_round_passes_its_frames_silhouettes_on():
-    from dataclasses import replace
-
-    from clipdraw.toy.train_clip import train_clip
-
-    config = replace(TINY, clip_steps=2, clip_batch=4, judge_frames_per_step=4)
-    frames = data.image_batch([data.scene_at(i, 3, "train") for i in range(4)])
-    labelled = (frames, ["a red circle", "a green square", "a blue circle", "a red square"], ["", "a green circle", "", ""])
-    weights = [train_clip(config, [], progress=False, labelled=labelled, silhouette_share=0.5,
-                          silhouette_frames=on).state_dict() for on in (False, True)]
-    assert not all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

@@ -236,7 +236,7 @@ def _as_silhouettes(pixels: torch.Tensor, negatives: torch.Tensor, captions: Lis
     silhouettes, those images' captions and near misses without colour words; near misses that
     became some image's caption are dropped (a colour twin's silhouette is the scene's).
     ``frames_asked``: the caption each drawn frame after the scenes was asked for ("" where the
-    judge accepts it); those frames are drawn for silhouettes at the same share, and the asked
+    judge accepts it); those frames are chosen for silhouettes at the same share, and the asked
     caption without its colours, where that is not what the frame shows, is a near miss."""
     eligible = scenes + len(frames_asked)
     shown = torch.rand(eligible, generator=generator) < share
