@@ -111,6 +111,52 @@ def features(runs: List[dict], bank: List[str]) -> None:
         stats = [flatness_statistics(image, toy_object_count(caption)) for image in run["images"]]
         for key in stats[0]:
             run[key] = np.array([s[key] for s in stats])
+        for name, clip in clips.items():
+            run[f"{name}_alone"] = objects_alone(run, clip)
+
+
+def parts_alone(image: np.ndarray, parts: int) -> List[np.ndarray]:
+    """``parts`` copies of a frame, the k-th showing only the k-th largest foreground part, every
+    other foreground pixel painted the background (the frame itself where fewer parts exist)."""
+    from clipdraw.picking import foreground  # noqa: PLC0415
+    from clipdraw.toy.judge import components  # noqa: PLC0415
+
+    background, mask = foreground(image)
+    found = sorted(components(mask, diagonal=True), key=lambda part: -len(part[0]))[:parts]
+    alone = []
+    for k in range(parts):
+        copy = image.copy()
+        if k < len(found):
+            keep = np.zeros_like(mask)
+            keep[found[k]] = True
+            copy[mask & ~keep] = np.round(background).astype(np.uint8)
+        alone.append(copy)
+    return alone
+
+
+def objects_alone(run: dict, clip) -> np.ndarray:
+    """Per frame, how well each object the prompt names is read off one foreground part shown
+    alone: the mean over the objects of log P(object | its part) among the object's twins
+    (colour and shape changed), for the best matching of objects to parts. A CLIP that cannot
+    read a relation may still read each object."""
+    import itertools  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+
+    from clipdraw.picking import _NOUN, toy_twin_captions  # noqa: PLC0415
+
+    nouns = [m.group(0) for m in _NOUN.finditer(run["caption"])]
+    if not nouns:
+        return np.zeros(len(run["images"]))
+    views = np.stack([part for image in run["images"] for part in parts_alone(image, len(nouns))])
+    with torch.no_grad():
+        embeds = clip.encode_image(torch.from_numpy(views).permute(0, 3, 1, 2).float() / 255)
+        embeds = embeds.view(len(run["images"]), len(nouns), -1)
+        scale = float(clip.model.logit_scale.exp())
+        reads = [torch.log_softmax(embeds @ clip.encode_text([noun, *toy_twin_captions(noun)]).T * scale, -1)[..., 0]
+                 for noun in nouns]                                       # per object: (frames, parts)
+    return np.max([np.mean([reads[i][:, part].numpy() for i, part in enumerate(order)], axis=0)
+                   for order in itertools.permutations(range(len(nouns)))], axis=0)
 
 
 def extra_object_captions(caption: str) -> List[str]:
@@ -231,6 +277,11 @@ PICKERS: Dict[str, Callable[[dict], np.ndarray]] = {
     "judge + guide contr. (twins + extras) - 20 (off-colour + stray)": lambda r: sum(log_softmax_first(
         r[f"{n}_prompt"], np.concatenate([r[f"{n}_twins"], r[f"{n}_extras"]], 1), r[f"{n}_scale"])
         for n in ("judge", "guide")) - 20.0 * (r["off_colour"] + r["stray"]),
+    "judge, each object alone": lambda r: r["judge_alone"],
+    "guide, each object alone": lambda r: r["guide_alone"],
+    "FramePicker + judge, each object alone, iteration >= 100": lambda r: later(r["shipped"] + r["judge_alone"], r, 100),
+    "FramePicker + judge and guide, each object alone, iteration >= 100": lambda r: later(
+        r["shipped"] + r["judge_alone"] + r["guide_alone"], r, 100),
     "transformer log-likelihood given the prompt": lambda r: r["transformer_prompt"],
     "transformer posterior among the twins": lambda r: log_softmax_first(
         r["transformer_prompt"], r["transformer_twins"], 1.0),
@@ -391,11 +442,19 @@ def main() -> None:
     parser.add_argument("--blank-frame-0", action="store_true",
                         help="put a blank frame (rejected) before each run's frames, as a blank start's frame 0 "
                              "would be: a picker must not choose it")
-    parser.add_argument("--pickers", help="comma-separated picker names (default: all)")
+    parser.add_argument("--picker", action="append", default=[], metavar="NAME",
+                        help="a picker to run, by its name in PICKERS (repeatable; names hold commas; default: all)")
+    parser.add_argument("--auc-from", type=int, default=0, metavar="N",
+                        help="the frame AUC compares the frames from iteration N on (100: those the toy default "
+                             "picks among); the picks are unchanged")
     parser.add_argument("--across", action="store_true",
                         help="the folders hold several candidates per prompt (toy_candidates.py --dump-frames): "
                              "pick across them")
     args = parser.parse_args()
+    names = args.picker or list(PICKERS)
+    unknown = [name for name in names if name not in PICKERS]
+    if unknown:
+        parser.error(f"unknown picker {unknown[0]!r}")
 
     runs = load_runs(args.folders)
     if args.blank_frame_0:
@@ -405,7 +464,6 @@ def main() -> None:
     if args.across:
         across_table(runs)
         return
-    names = list(PICKERS) if not args.pickers else args.pickers.split(",")
     cells: Dict[tuple, List[int]] = defaultdict(list)
     for run in runs:
         key = (run["method"], run["group"])
@@ -413,8 +471,10 @@ def main() -> None:
         cells[key + ("ever",)].append(int(accepted.any()))
         for name in names:
             cells[key + (name,)].append(int(accepted[pick(PICKERS[name](run))]))
-    mixed = [r for r in runs if 0 < r["accepted"].sum() < len(r["accepted"])]
-    auc = {name: float(np.mean([within_run_auc(PICKERS[name](r), r["accepted"]) for r in mixed])) if mixed
+    ranked = [r["iterations"] >= args.auc_from for r in runs]   # the frames the AUC compares
+    mixed = [(r, keep) for r, keep in zip(runs, ranked) if 0 < r["accepted"][keep].sum() < keep.sum()]
+    auc = {name: float(np.mean([within_run_auc(PICKERS[name](r)[keep], r["accepted"][keep]) for r, keep in mixed]))
+           if mixed
            else float("nan") for name in names}
     columns = sorted({(r["method"], r["group"]) for r in runs})
     shipped, current = "FramePicker(judge), flatness 20 (clipdraw.picking)", "judge cosine (current)"
