@@ -474,8 +474,7 @@ def main() -> None:
     ranked = [r["iterations"] >= args.auc_from for r in runs]   # the frames the AUC compares
     mixed = [(r, keep) for r, keep in zip(runs, ranked) if 0 < r["accepted"][keep].sum() < keep.sum()]
     auc = {name: float(np.mean([within_run_auc(PICKERS[name](r)[keep], r["accepted"][keep]) for r, keep in mixed]))
-           if mixed
-           else float("nan") for name in names}
+           if mixed else float("nan") for name in names}
     columns = sorted({(r["method"], r["group"]) for r in runs})
     shipped, current = "FramePicker(judge), flatness 20 (clipdraw.picking)", "judge cosine (current)"
     if shipped in names and current in names:
