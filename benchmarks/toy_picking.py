@@ -98,6 +98,7 @@ def features(runs: List[dict], bank: List[str]) -> None:
                 for part, start, end in zip(("twins", "neutral", "bank", "extras"), ends[:-1], ends[1:]):
                     run[f"{name}{tag}_{part}"] = block[:, start:end]
             run[f"{name}_aug_min"] = cos[:, :, 0].min(0).values.numpy()
+            run[f"{name}_alone"] = objects_alone(run, clip, run[f"{name}_scale"])
         with torch.no_grad():   # the toy transformer's log p(frame's tokens | caption): a model unlike the CLIPs
             codes = encoder(map_pixels(images)).argmax(1).flatten(1)
             likelihood = [torch.log_softmax(gpt(text.expand(len(codes), -1), codes), -1)
@@ -111,8 +112,6 @@ def features(runs: List[dict], bank: List[str]) -> None:
         stats = [flatness_statistics(image, toy_object_count(caption)) for image in run["images"]]
         for key in stats[0]:
             run[key] = np.array([s[key] for s in stats])
-        for name, clip in clips.items():
-            run[f"{name}_alone"] = objects_alone(run, clip)
 
 
 def parts_alone(image: np.ndarray, parts: int) -> List[np.ndarray]:
@@ -134,11 +133,11 @@ def parts_alone(image: np.ndarray, parts: int) -> List[np.ndarray]:
     return alone
 
 
-def objects_alone(run: dict, clip) -> np.ndarray:
+def objects_alone(run: dict, clip, scale: float) -> np.ndarray:
     """Per frame, how well each object the prompt names is read off one foreground part shown
     alone: the mean over the objects of log P(object | its part) among the object's twins
     (colour and shape changed), for the best matching of objects to parts. A CLIP that cannot
-    read a relation may still read each object."""
+    read a relation may still read each object. ``scale``: the CLIP's softmax temperature."""
     import itertools  # noqa: PLC0415
 
     import torch  # noqa: PLC0415
@@ -152,7 +151,6 @@ def objects_alone(run: dict, clip) -> np.ndarray:
     with torch.no_grad():
         embeds = clip.encode_image(torch.from_numpy(views).permute(0, 3, 1, 2).float() / 255)
         embeds = embeds.view(len(run["images"]), len(nouns), -1)
-        scale = float(clip.model.logit_scale.exp())
         reads = [torch.log_softmax(embeds @ clip.encode_text([noun, *toy_twin_captions(noun)]).T * scale, -1)[..., 0]
                  for noun in nouns]                                       # per object: (frames, parts)
     return np.max([np.mean([reads[i][:, part].numpy() for i, part in enumerate(order)], axis=0)
