@@ -114,47 +114,20 @@ def features(runs: List[dict], bank: List[str]) -> None:
             run[key] = np.array([s[key] for s in stats])
 
 
-def parts_alone(image: np.ndarray, parts: int) -> List[np.ndarray]:
-    """``parts`` copies of a frame, the k-th showing only the k-th largest foreground part, every
-    other foreground pixel painted the background (the frame itself where fewer parts exist)."""
-    from clipdraw.picking import foreground  # noqa: PLC0415
-    from clipdraw.toy.judge import components  # noqa: PLC0415
-
-    background, mask = foreground(image)
-    found = sorted(components(mask, diagonal=True), key=lambda part: -len(part[0]))[:parts]
-    alone = []
-    for k in range(parts):
-        copy = image.copy()
-        if k < len(found):
-            keep = np.zeros_like(mask)
-            keep[found[k]] = True
-            copy[mask & ~keep] = np.round(background).astype(np.uint8)
-        alone.append(copy)
-    return alone
-
-
 def objects_alone(run: dict, clip, scale: float) -> np.ndarray:
     """Per frame, how well each object the prompt names is read off one foreground part shown
-    alone: the mean over the objects of log P(object | its part) among the object's twins
-    (colour and shape changed), for the best matching of objects to parts. A CLIP that cannot
-    read a relation may still read each object. ``scale``: the CLIP's softmax temperature."""
-    import itertools  # noqa: PLC0415
-
+    alone (``clipdraw.picking.read_objects_alone``; here for one-object prompts too). A CLIP that
+    cannot read a relation may still read each object. ``scale``: the CLIP's softmax temperature."""
     import torch  # noqa: PLC0415
 
-    from clipdraw.picking import _NOUN, toy_twin_captions  # noqa: PLC0415
+    from clipdraw.picking import _NOUN, read_objects_alone, toy_twin_captions  # noqa: PLC0415
 
     nouns = [m.group(0) for m in _NOUN.finditer(run["caption"])]
     if not nouns:
         return np.zeros(len(run["images"]))
-    views = np.stack([part for image in run["images"] for part in parts_alone(image, len(nouns))])
     with torch.no_grad():
-        embeds = clip.encode_image(torch.from_numpy(views).permute(0, 3, 1, 2).float() / 255)
-        embeds = embeds.view(len(run["images"]), len(nouns), -1)
-        reads = [torch.log_softmax(embeds @ clip.encode_text([noun, *toy_twin_captions(noun)]).T * scale, -1)[..., 0]
-                 for noun in nouns]                                       # per object: (frames, parts)
-    return np.max([np.mean([reads[i][:, part].numpy() for i, part in enumerate(order)], axis=0)
-                   for order in itertools.permutations(range(len(nouns)))], axis=0)
+        texts = [clip.encode_text([noun, *toy_twin_captions(noun)]) for noun in nouns]
+    return read_objects_alone(clip, texts, scale, run["images"]).numpy()
 
 
 def extra_object_captions(caption: str) -> List[str]:

@@ -172,6 +172,9 @@ ALL_ENGINE_OPTIONS = {name for engine in ENGINE_NAMES for name in engine_options
 @engine_option("--pick-flatness", type=click.FloatRange(min=0),
                help="Rank frames by the judge's log P(prompt) among the prompt's toy twins minus this times the "
                     "off-colour, stray and missing foreground (worlds of flat shapes); 0: the judge's cosine.")
+@engine_option("--pick-objects", type=click.FloatRange(min=0),
+               help="For a prompt naming two objects, add this times the judge's and the guide's log P(object) "
+                    "among its toy twins, each object read off one foreground part shown alone; 0: off.")
 @engine_option("--pick-from", type=click.FloatRange(min=0, max=1, max_open=True),
                help="The judge picks among the frames from this share of the run on (earlier ones only when none "
                     "later was saved); 0: every frame.")

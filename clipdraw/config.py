@@ -54,6 +54,7 @@ class GenerationConfig:
     ema: float = 0.0                # frames show an exponential average of the latents (decay per step); 0: off
     patience: int = 0               # stop when the judge's best frame is this many frames old; 0: never
     pick_flatness: float = 0.0      # the judge's ranking minus this times off-colour, stray and missing foreground
+    pick_objects: float = 0.0       # two-object prompts: plus this times judge's and guide's reading of each object alone
     pick_from: float = 0.0          # the judge picks among frames from this share of the run on (earlier: if none later)
     init_std: float = 1.0           # std of the initial logits
     save_every: int = 50
@@ -94,7 +95,7 @@ class GenerationConfig:
         for name in ("overview", "patience"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ClipdrawError(f"{name} must be a whole number >= 0, got {getattr(self, name)!r}")
-        for name in ("tv_weight", "pick_flatness", "region_weight"):
+        for name in ("tv_weight", "pick_flatness", "pick_objects", "region_weight"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise ClipdrawError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         for name, allowed in (("relaxation", RELAXATIONS), ("loss", LOSSES), ("lr_schedule", LR_SCHEDULES)):

@@ -7,8 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from clipdraw.picking import FramePicker, flatness_penalties, flatness_statistics, toy_object_count, toy_twin_captions
+from dataclasses import replace
+from types import SimpleNamespace
+
+from clipdraw.config import GenerationConfig
+from clipdraw.picking import (FramePicker, flatness_penalties, flatness_statistics, foreground, frame_pickers,
+                              parts_alone, toy_object_count, toy_twin_captions)
+from clipdraw.prompts import Prompt, Segment
 from clipdraw.toy import data
+from clipdraw.toy.judge import components
 
 
 def _changed_words(a: str, b: str) -> int:
@@ -131,3 +138,61 @@ def test_an_empty_frame_is_not_the_best_one(toy_judge):
     clean, empty = FramePicker([toy_judge], [scene.caption], [1.0], flatness_weight=20.0).scores(
         _tensor([data.render(scene), blank]))
     assert clean > empty
+
+
+def test_parts_alone_shows_each_object_of_a_relation_scene_by_itself():
+    image = _scene_image("relation")
+    background, mask = foreground(image)
+    views = parts_alone(image, 2)
+    masks = [foreground(view)[1] for view in views]
+    assert all(len(components(m, diagonal=True)) == 1 for m in masks)        # one object in each
+    assert not (masks[0] & masks[1]).any() and np.array_equal(masks[0] | masks[1], mask)
+    assert masks[0].sum() >= masks[1].sum()                                   # the larger part first
+    assert np.array_equal(views[0][masks[0]], image[masks[0]])                # drawn as it was
+    assert np.array_equal(parts_alone(image, 3)[2], image)                    # no third part: the frame itself
+
+
+def _recoloured_first_object(scene):
+    first = scene.objects[0]
+    other = next(c for c in data.COLORS if c not in (first.color, scene.objects[1].color))
+    return replace(scene, objects=(replace(first, color=other), *scene.objects[1:]))
+
+
+def test_the_object_term_prefers_both_objects_right_and_ignores_their_order(toy_judge):
+    """Each object read alone: a relation scene scores above the same scene with its first object
+    recoloured, and naming the objects in the other order reads the same."""
+    right = 0
+    for index in range(6):
+        scene = data.scene_at(index, 555, "all", "relation")
+        images = _tensor([data.render(scene), data.render(_recoloured_first_object(scene))])
+        picker = FramePicker([toy_judge], [scene.caption], [1.0], object_clips=[toy_judge], object_weight=1.0)
+        own, wrong = picker.object_scores(images).tolist()
+        assert own <= 0.0   # a mean of log-probabilities
+        right += own > wrong
+        first, second = (f"a {o.color} {o.shape}" for o in scene.objects)
+        swapped = FramePicker([toy_judge], [f"{second} and {first}"], [1.0], object_clips=[toy_judge],
+                              object_weight=1.0)
+        assert swapped.object_scores(images).tolist() == pytest.approx([own, wrong], abs=1e-5)
+        plain = FramePicker([toy_judge], [scene.caption], [1.0]).scores(images)
+        assert picker.scores(images) == pytest.approx([p + o for p, o in zip(plain, [own, wrong])], abs=1e-4)
+    assert right >= 5
+
+
+def test_the_object_term_leaves_one_object_prompts_alone(toy_judge):
+    scene = data.scene_at(3, 4321, "all", "single")
+    images = _tensor([data.render(scene), _scene_image("relation")])
+    with_term = FramePicker([toy_judge], [scene.caption], [1.0], flatness_weight=20.0, object_clips=[toy_judge],
+                            object_weight=1.0)
+    without = FramePicker([toy_judge], [scene.caption], [1.0], flatness_weight=20.0)
+    assert with_term.object_clips == [] and with_term.scores(images) == without.scores(images)
+
+
+def test_frame_pickers_read_objects_with_the_judge_and_the_guide(toy_judge):
+    guide = SimpleNamespace(encode_text=toy_judge.encode_text, encode_image=toy_judge.encode_image)
+    models = SimpleNamespace(judge=toy_judge, clip=guide)
+    schedule = [Segment(0, "a red circle above a blue square", (Prompt("a red circle above a blue square"),))]
+    assert frame_pickers(models, schedule, GenerationConfig()) is None                  # nothing asked of the pick
+    picker, = frame_pickers(models, schedule, GenerationConfig(pick_objects=0.5))
+    assert picker.object_clips == [toy_judge, guide] and picker.object_weight == 0.5 and picker.flatness_weight == 0
+    with pytest.raises(Exception, match="pick-objects"):
+        GenerationConfig(pick_objects=-1.0)
