@@ -50,6 +50,7 @@ TRICKS = {   # the toy default each row undoes (clipdraw.config.TOY_DEFAULTS)
     "the blank canvas": {"init_image": None},
     "flatness in the pick": {"pick_flatness": 0.0},
     "each object in its half": {"region_weight": 0.0},   # relation prompts only
+    "each object read alone in the pick": {"pick_objects": 0.0},   # relation prompts only
     "overview cuts": {"overview": 0},
     "total variation": {"tv_weight": 0.0},
     "straight-through tokens": {"relaxation": "softmax"},

@@ -152,12 +152,13 @@ TOY_STAGES = ("dvae", "clip", "judge", "transformer")
 # The toy world's defaults where they differ from the real world's: chosen by the judge's
 # success rate in benchmarks/toy_success.py (docs/toy-guidance.md has the measurements). A toy
 # run starts from the empty canvas (the blank scene's dVAE tokens, over the usual noise), and
-# its frames are ranked with the flatness prior of clipdraw.picking, from a third of the run on,
-# among four candidates drawn side by side, each through fewer views.
+# its frames are ranked with the flatness prior of clipdraw.picking (and, for two objects, each
+# object read alone), from a third of the run on, among four candidates drawn side by side,
+# each through fewer views.
 TOY_BLANK = str(Path(__file__).parent / "toy" / "blank.png")
 TOY_DEFAULTS = dict(size=64, iters=300, candidates=4, cutn=4, save_every=10, relaxation="straight-through",
-                    cut_min_scale=0.8, overview=1, tv_weight=0.1, ema=0.0, pick_flatness=20.0, pick_from=0.33,
-                    init_image=TOY_BLANK, init_scale=3.0, region_weight=1.0, region_cuts=2)
+                    cut_min_scale=0.8, overview=1, tv_weight=0.1, ema=0.0, pick_flatness=20.0, pick_objects=1.0,
+                    pick_from=0.33, init_image=TOY_BLANK, init_scale=3.0, region_weight=1.0, region_cuts=2)
 
 
 REAL_MODEL_OPTIONS = ("clip_model", "decoder", "encoder")   # name real weights; the toy world has its own
