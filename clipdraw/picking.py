@@ -223,7 +223,6 @@ class FramePicker:
                 total += weight * part
         return total
 
-
     @torch.no_grad()
     def object_scores(self, images: torch.Tensor) -> torch.Tensor:
         """The object-wise term before its weight, (B,) float32 on the CPU: per prompt naming n >= 2
@@ -237,20 +236,22 @@ class FramePicker:
         for index, (weight, nouns) in enumerate(zip(self.weights, self.nouns)):
             if len(nouns) > 1:
                 for clip, texts, scale in zip(self.object_clips, self.object_texts, self.object_scales):
-                    total += weight * read_objects_alone(clip, texts[index], scale, pixels, images.device)
+                    total += weight * read_objects_alone(clip, texts[index], scale, pixels, images)
         return total
 
 
 @torch.no_grad()
 def read_objects_alone(clip, object_texts: Sequence[torch.Tensor], scale: float, pixels: np.ndarray,
-                       device: torch.device = torch.device("cpu")) -> torch.Tensor:
+                       like: Optional[torch.Tensor] = None) -> torch.Tensor:
     """(B,) float32 on the CPU: for frames ``pixels`` (B, H, W, 3 uint8), the mean over n objects of
     ``log P(object | its part)`` at softmax temperature ``scale``, each object's part being one of
     the n largest foreground parts shown alone (``parts_alone``), matched to the objects the way
-    that reads best. ``object_texts``: per object, the text embeddings of its caption, then its twins."""
+    that reads best. ``object_texts``: per object, the text embeddings of its caption, then its twins.
+    The views go to ``like``'s device and dtype (the frames they came from; float32 on the CPU if none)."""
     count = len(object_texts)
     views = np.stack([part for image in pixels for part in parts_alone(image, count)])
-    views = torch.from_numpy(views).to(device).permute(0, 3, 1, 2).float() / 255
+    views = torch.from_numpy(views).permute(0, 3, 1, 2).float().div(255)
+    views = views if like is None else views.to(like.device, like.dtype)
     embeds = clip.encode_image(views).view(len(pixels), count, -1)
     reads = [torch.log_softmax((embeds @ text.T).float() * scale, -1)[..., 0].cpu() for text in object_texts]
     matchings = [torch.stack([reads[i][:, part] for i, part in enumerate(order)]).mean(0)
