@@ -37,6 +37,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from .results import eight_bit
 from .toy.judge import components
 from .toy.data import COLORS, OPPOSITE, POSITIONS, RELATIONS, SHAPES, SIZES, _article
 
@@ -257,11 +258,6 @@ def read_objects_alone(clip, object_texts: Sequence[torch.Tensor], scale: float,
     matchings = [torch.stack([reads[i][:, part] for i, part in enumerate(order)]).mean(0)
                  for order in itertools.permutations(range(count))]      # (B,) per matching of objects to parts
     return torch.stack(matchings).max(0).values
-
-
-def eight_bit(images: torch.Tensor) -> np.ndarray:
-    """(B, 3, H, W) in [0, 1] -> (B, H, W, 3) uint8 on the CPU: frames as they are saved."""
-    return images.detach().clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
 def flatness_penalties(images: torch.Tensor, objects: int) -> List[float]:

@@ -47,10 +47,14 @@ def best_frame(frames: Sequence[Frame], first_pick: int = 0) -> Optional[Frame]:
     return max(pickable, key=lambda f: (f.judge_score, -f.iteration))
 
 
+def eight_bit(images: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) in [0, 1] -> (B, H, W, 3) uint8 on the CPU: frames as they are saved."""
+    return images.detach().clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
 def to_pil(image: torch.Tensor) -> Image.Image:
     """(3, H, W) in [0, 1] -> PIL RGB."""
-    array = (image.detach().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy())
-    return Image.fromarray(np.ascontiguousarray(array), "RGB")
+    return Image.fromarray(np.ascontiguousarray(eight_bit(image[None])[0]), "RGB")
 
 
 @dataclass
