@@ -341,8 +341,8 @@ def test_five_fixed_prompts_at_the_toy_defaults_are_mostly_drawn_right():
     held-out colour-shape pairs, three in templates training never used) at seed 0 and the toy
     defaults, as the benchmark runs them; final.png is judged right for at least three. The
     prompts and the seed were fixed before the first run. The issue asks four, which the toy
-    defaults do not reach at every seed (docs/toy-guidance.md, "The shipped world", has the
-    counts at four seeds)."""
+    defaults do not reach at every seed (docs/toy-guidance.md, "The guide taught shapes apart
+    from colours, with its rounds", has the shipped guide's counts at four seeds)."""
     from clipdraw.toy.world import load_toy_models
     from test_guidance import script
 

@@ -48,8 +48,8 @@ class TrainConfig:
     clip_robust_steps: int = 2
     clip_robust_from: float = 0.2      # share of the steps before PGD starts
     clip_view_augmentations: bool = False   # images also get the optimizer's cutout augmentations (augment.py)
-    clip_silhouettes: float = 0.0      # share of the guide's scenes shown as silhouettes, captions without colours
-    clip_silhouette_frames: bool = False   # the rounds' named frames too, at that share (docs/toy-guidance.md)
+    clip_silhouettes: float = 0.3      # share of the guide's scenes shown as silhouettes, captions without colours
+    clip_silhouette_frames: bool = True    # the rounds' named frames too, at that share (docs/toy-guidance.md)
     clip_rounds: int = 4               # rounds in which the guide trains on its own frames, named by the judge (docs/toy-guidance.md)
     clip_round_prompts: int = 40       # training captions the guide draws per round
     clip_round_iters: int = 300        # optimizer iterations per caption (the toy default)
