@@ -272,6 +272,17 @@ def test_shipped_weights_fit_and_load():
     assert models.info["judge"]["name"] == "toy-judge" and load_toy_models("cpu", judge=False).judge is None
 
 
+def test_the_shipped_guide_is_what_clipdraw_toy_train_trains():
+    """The guide's recipe saved with the shipped weights is TrainConfig's default, so that a retrain
+    rebuilds that guide; changing the recipe means retraining and re-measuring it (docs/toy-guidance.md)."""
+    from dataclasses import asdict
+
+    _, meta = load_weights("clip", WEIGHTS_DIR)
+    recipe = {k: v for k, v in asdict(TrainConfig()).items() if k.startswith("clip_") or k in ("seed", "drawing_workers")}
+    assert {k: meta["train_config"].get(k) for k in recipe} == recipe
+    assert recipe["clip_silhouettes"] > 0 and recipe["clip_rounds"] > 0   # the recipe as measured, not a blank one
+
+
 def run_cli(*args, tmp_path, **env):
     return subprocess.run([sys.executable, "-m", "clipdraw", *map(str, args)], cwd=tmp_path, capture_output=True,
                           text=True, timeout=300, env={**os.environ, **env})
