@@ -17,8 +17,9 @@ judge.safetensors; "shipped" is the package's own):
   and by the contrastive score frames are picked with (clipdraw.picking.FramePicker);
 * ranking optimizer frames: the same AUC over the frames that `toy_success.py --dump-frames`
   or `toy_candidates.py` saved (--frames DIR, optional, repeatable), and how many runs end on
-  a frame the analytic judge accepts when that judge picks (``FramePicker`` with the toy
-  defaults' flatness weight; across a run's candidates, the best frame of all, as
+  a frame the analytic judge accepts when that judge picks (``FramePicker`` as a toy run builds it:
+  the toy defaults' flatness weight, and for two objects each object read alone by that judge and
+  the guide of CLIPDRAW_TOY_WEIGHTS or the package; across a run's candidates, the best frame of all, as
   ``--candidates`` keeps). The judge never guides, so re-scoring saved frames is exact.
 
     python benchmarks/toy_judges.py shipped /path/to/other/weights [--frames DIR ...] [--samples 0]
@@ -151,6 +152,7 @@ def main() -> None:
         rows[name]["transformer samples, cosine AUC"] = f"{cosine[name][0] / max(cosine[name][1], 1):.3f}"
         rows[name]["transformer samples, contrastive AUC"] = f"{contrastive[name][0] / max(contrastive[name][1], 1):.3f}"
 
+    guide = _load("guide:shipped", cpu) if args.frames else None   # reads each object alone beside the judge
     for folder in args.frames:
         frames = {name: [0.0, 0] for name in judges}
         picked = {name: 0 for name in judges}
@@ -160,12 +162,14 @@ def main() -> None:
             caption, accepted = str(dump["caption"]), dump["accepted"].reshape(-1)   # candidates' frames in a row
             images = _images(dump["images"].reshape(-1, *dump["images"].shape[-3:]))
             penalties = flatness_penalties(images, toy_object_count(caption))   # no CLIP in them: once for all judges
-            for name, judge in judges.items():
-                picker = FramePicker([judge], [caption], [1.0], flatness_weight=TOY_DEFAULTS["pick_flatness"])
+            for name, judge in judges.items():   # the pick as a toy run makes it, with this judge (frame_pickers)
+                picker = FramePicker([judge], [caption], [1.0], flatness_weight=TOY_DEFAULTS["pick_flatness"],
+                                     object_clips=[judge, guide], object_weight=TOY_DEFAULTS["pick_objects"])
                 clip_scores = picker.clip_scores(images)
                 if not accepted.all() and accepted.any():
                     _auc(frames[name], clip_scores.numpy(), accepted)
-                picked[name] += int(accepted[int(np.argmax(picker.total(clip_scores, penalties).numpy()))])
+                score = picker.total(clip_scores, penalties) + picker.object_weight * picker.object_scores(images)
+                picked[name] += int(accepted[int(np.argmax(score.numpy()))])
         label = Path(folder).name
         for name in judges:
             rows[name][f"{label}: frames, contrastive AUC"] = f"{frames[name][0] / max(frames[name][1], 1):.3f}"

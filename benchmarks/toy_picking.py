@@ -6,7 +6,9 @@ of every optimizer run, with the analytic judge's verdict), scores each frame wi
 candidate picker, and reports, per start and prompt group, how often the picked frame is one the
 analytic judge accepts, beside the ceiling (some frame accepted) and the first picker (the
 judge CLIP's raw cosine, "current" when this benchmark was written). The toy defaults' pick is
-the row "FramePicker, iteration >= 100 (the toy default, --pick-from 0.33)". The pickers never
+the row "FramePicker, iteration >= 100 (the toy default, --pick-from 0.33)", built as a toy run builds
+it (``clipdraw.picking.frame_pickers``, the package's TOY_DEFAULTS: for two objects, each object read
+alone by the judge and the guide). The pickers never
 see the verdicts: they may use the toy CLIPs (guide and judge), the prompt, the frames and
 generic image statistics.
 
@@ -69,6 +71,7 @@ def features(runs: List[dict], bank: List[str]) -> None:
     import torch  # noqa: PLC0415
 
     from clipdraw.models import ClipModel  # noqa: PLC0415
+    from clipdraw.config import TOY_DEFAULTS  # noqa: PLC0415
     from clipdraw.picking import FramePicker, flatness_statistics, toy_object_count, toy_twin_captions  # noqa: PLC0415
     from clipdraw.dvae import map_pixels  # noqa: PLC0415
     from clipdraw.toy.models import load_toy_clip, load_toy_dvae, load_toy_gpt, weights_dir  # noqa: PLC0415
@@ -107,6 +110,9 @@ def features(runs: List[dict], bank: List[str]) -> None:
         run["transformer_twins"] = torch.stack(likelihood[1:], 1).numpy()
         picker = FramePicker([clips["judge"]], [caption], [1.0], flatness_weight=SHIPPED_FLATNESS)
         run["shipped"] = np.array(picker.scores(images))
+        default = FramePicker([clips["judge"]], [caption], [1.0], flatness_weight=TOY_DEFAULTS["pick_flatness"],
+                              object_clips=[clips["judge"], clips["guide"]], object_weight=TOY_DEFAULTS["pick_objects"])
+        run["toy_default"] = np.array(default.scores(images))   # as frame_pickers builds it for a toy run
         both = FramePicker([clips["judge"], clips["guide"]], [caption], [1.0], flatness_weight=SHIPPED_FLATNESS)
         run["judge_and_guide"] = np.array(both.scores(images))
         stats = [flatness_statistics(image, toy_object_count(caption)) for image in run["images"]]
@@ -183,7 +189,7 @@ PICKERS: Dict[str, Callable[[dict], np.ndarray]] = {
     "FramePicker(judge), flatness 20 (clipdraw.picking)": lambda r: r["shipped"],
     "FramePicker(judge + guide, their CLIP terms summed), flatness 20": lambda r: r["judge_and_guide"],
     "FramePicker, smoothed over 3 frames": lambda r: smooth(r["shipped"]),
-    "FramePicker, iteration >= 100 (the toy default, --pick-from 0.33)": lambda r: later(r["shipped"], r, 100),
+    "FramePicker, iteration >= 100 (the toy default, --pick-from 0.33)": lambda r: later(r["toy_default"], r, 100),
     "last frame": lambda r: np.arange(len(r["iterations"]), dtype=float),
     "guide cosine": lambda r: r["guide_prompt"],
     "judge - mean neutral": lambda r: r["judge_prompt"] - r["judge_neutral"].mean(1),
