@@ -8,6 +8,8 @@ judge.safetensors; "shipped" is the package's own):
 * shape on clean renders: for single-object scenes (seed 4242), how often the judge's cosine
   prefers the right one of "a <colour> circle / square / triangle", on colour-shape pairs seen
   in training and on the held-out pairs;
+* shape on silhouettes: the held-out pairs' renders as silhouettes, read among the colourless
+  "a circle / square / triangle" (what a guide taught silhouettes learnt apart from colour);
 * colour and shape named together: for the same scenes of each held-out pair, how often the
   judge's cosine prefers the right one of the twelve "a <colour> <shape>" captions (whether
   it composes a pair no training image showed, or names it as a seen pair);
@@ -78,6 +80,19 @@ def shape_accuracy(judge, split: str, n: int = 120) -> float:
     return right / n
 
 
+def silhouette_shape_accuracy(judge, split: str, n: int = 120) -> float:
+    """The same scenes as ``shape_accuracy``, shown as silhouettes (``toy.train_clip.silhouettes``,
+    as the guide is taught them): how often the judge's cosine prefers the right one of "a
+    circle / square / triangle", no colour named."""
+    from clipdraw.toy import data  # noqa: PLC0415
+    from clipdraw.toy.train_clip import silhouettes  # noqa: PLC0415
+
+    scenes = [data.scene_at(i, 4242, split, "single") for i in range(n)]
+    embeds = judge.encode_image(silhouettes(_images([data.render(s) for s in scenes])))
+    read = (embeds @ judge.encode_text([f"a {shape}" for shape in data.SHAPES]).T).argmax(1).tolist()
+    return sum(data.SHAPES[r] == s.objects[0].shape for r, s in zip(read, scenes)) / n
+
+
 def pair_accuracy(judge, n: int = 120) -> Dict[str, float]:
     """Per held-out colour-shape pair, the share of its renders whose best caption among all
     twelve "a <colour> <shape>" is the right one."""
@@ -132,6 +147,7 @@ def main() -> None:
     for name, judge in judges.items():
         for split, label in (("train", "shape, seen pairs"), ("heldout", "shape, held-out pairs")):
             rows[name][label] = f"{100 * shape_accuracy(judge, split):.0f}%"
+        rows[name]["shape on silhouettes, held-out pairs"] = f"{100 * silhouette_shape_accuracy(judge, 'heldout'):.0f}%"
         for pair, share in pair_accuracy(judge).items():
             rows[name][f"{pair}, among 12 captions"] = f"{100 * share:.0f}%"
 

@@ -293,16 +293,17 @@ def redraw_pick(folder: str) -> None:
     for path in sorted(glob.glob(os.path.join(folder, "*.npz"))):
         with np.load(path) as run:
             caption, accepted, picked = str(run["caption"]), run["accepted"], run["judge_score"]
+            own = own_pick(run)
             frames = torch.from_numpy(run["images"]).permute(0, 3, 1, 2).float() / 255
         redrawn = redraw(frames, *dvae)
         closeness = -(redrawn - frames).abs().mean((1, 2, 3)).numpy() * 100   # mean change, in % of the range
         if accepted.any() and not accepted.all():
             aucs.append(within_run_auc(closeness, accepted))
         counts["some frame accepted"] += bool(accepted.any())
-        counts["the run's own pick (FramePicker)"] += bool(accepted[picked.argmax()])
+        counts["the run's own pick (FramePicker)"] += bool(accepted[own])
         counts["smallest redraw change"] += bool(accepted[closeness.argmax()])
         counts["FramePicker + redraw change"] += bool(accepted[(picked + closeness).argmax()])
-        counts["the run's pick, redrawn"] += bool(satisfies(caption, to_pil(redrawn[picked.argmax()])))
+        counts["the run's pick, redrawn"] += bool(satisfies(caption, to_pil(redrawn[own])))
     runs = len(glob.glob(os.path.join(folder, "*.npz")))
     for name, count in counts.items():
         print(f"{name}: {count} / {runs}")
@@ -358,6 +359,16 @@ def largest_part(image: np.ndarray):
     return largest if len(largest[0]) >= OBJECT_AREA else (np.array([], dtype=int), np.array([], dtype=int))
 
 
+def own_pick(run) -> int:
+    """The index of the frame a dumped run picked: the judge's best from the toy defaults'
+    ``pick_from`` on, by the rule runs pick with (``clipdraw.results.best_frame``)."""
+    from clipdraw.config import toy_config  # noqa: PLC0415
+    from clipdraw.results import Frame, best_frame  # noqa: PLC0415
+
+    frames = [Frame(int(i), None, 0.0, float(s)) for i, s in zip(run["iterations"], run["judge_score"])]
+    return frames.index(best_frame(frames, toy_config().first_pick))
+
+
 def single_object_runs(folder: str):
     """(run, shape asked, colour asked) of each single-object run in a frames folder; ``run``
     holds its caption, verdicts, the judge CLIP's scores and the frames as ``toy_success.py``
@@ -368,7 +379,7 @@ def single_object_runs(folder: str):
         with np.load(path) as stored:
             if not str(stored["group"]).startswith("single"):
                 continue
-            run = {key: stored[key] for key in ("caption", "accepted", "judge_score", "images")}
+            run = {key: stored[key] for key in ("caption", "accepted", "judge_score", "iterations", "images")}
         caption = str(run["caption"])
         yield (run, next(shape for shape in data.SHAPES if shape in caption),
                next(colour for colour in data.COLORS if colour in caption))
@@ -399,7 +410,7 @@ def against_renders(folder: str, views: int = 64) -> None:
     print("| --- | --- | --- | --- | --- |")
     with torch.no_grad():
         for run, asked, colour in single_object_runs(folder):
-            caption, frame = str(run["caption"]), run["images"][int(run["judge_score"].argmax())]
+            caption, frame = str(run["caption"]), run["images"][own_pick(run)]
             rows, cols = largest_part(frame)
             if not len(rows):
                 continue
@@ -424,7 +435,7 @@ def against_renders(folder: str, views: int = 64) -> None:
 def shape_counts(folder: str) -> None:
     counts = collections.defaultdict(lambda: np.zeros(6, dtype=int))
     for run, shape, _ in single_object_runs(folder):
-        accepted, pick = run["accepted"], int(run["judge_score"].argmax())
+        accepted, pick = run["accepted"], own_pick(run)
         rows, cols = largest_part(run["images"][pick])
         # the world's objects never touch the border (rows and columns 0 and 63)
         border = len(rows) > 0 and (rows.min() == 0 or cols.min() == 0 or rows.max() == 63 or cols.max() == 63)

@@ -162,6 +162,10 @@ ALL_ENGINE_OPTIONS = {name for engine in ENGINE_NAMES for name in engine_options
                help="For a prompt \"A above B\" (below, left of, right of): also ask for \"A on the top\" of the "
                     "picture with its bottom half painted over, and for B likewise, with this weight; 0: off.")
 @engine_option("--region-cuts", type=click.IntRange(min=1), help="Cutouts of each half-picture per step (--region-weight).")
+@engine_option("--shape-weight", type=click.FloatRange(min=0),
+               help="Also ask for the prompt without its colour words on a silhouette of the picture, with this "
+                    "weight (for a guide taught silhouettes, as the toy guide is); 0: off.")
+@engine_option("--shape-cuts", type=click.IntRange(min=1), help="Cutouts of the silhouette per step (--shape-weight).")
 @engine_option("--ema", type=click.FloatRange(min=0, max=1, max_open=True),
                help="Frames show an exponential average of the latents, with this decay per step; 0: off.")
 @engine_option("--judge-model", help="A CLIP that never guides: it scores every saved frame, and final.png is the "

@@ -51,6 +51,8 @@ class GenerationConfig:
     tv_weight: float = 0.0          # total-variation penalty on the image: flat regions, clean edges
     region_weight: float = 0.0      # "A above B": also "A on the top" of the top half alone, and so on (regions.py); 0: off
     region_cuts: int = 8            # cutouts of each half-picture per step, beside the cutn of the whole
+    shape_weight: float = 0.0       # also the prompt without its colour words, asked of the picture's silhouette (shapes.py); 0: off
+    shape_cuts: int = 4             # cutouts of the silhouette per step (shape_weight)
     ema: float = 0.0                # frames show an exponential average of the latents (decay per step); 0: off
     patience: int = 0               # stop when the judge's best frame is this many frames old; 0: never
     pick_flatness: float = 0.0      # the judge's ranking minus this times off-colour, stray and missing foreground
@@ -74,7 +76,7 @@ class GenerationConfig:
         self.augmentations = parse_augmentations(self.augmentations)
         self.image_prompts = (self.image_prompts,) if isinstance(self.image_prompts, str) else tuple(self.image_prompts)
         self._check_inputs()
-        for name in ("iters", "cutn", "size", "save_every", "batch", "candidates", "region_cuts"):
+        for name in ("iters", "cutn", "size", "save_every", "batch", "candidates", "region_cuts", "shape_cuts"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ClipdrawError(f"{name.replace('_', '-')} must be a positive whole number, got {value!r}")
@@ -95,7 +97,7 @@ class GenerationConfig:
         for name in ("overview", "patience"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ClipdrawError(f"{name} must be a whole number >= 0, got {getattr(self, name)!r}")
-        for name in ("tv_weight", "pick_flatness", "pick_objects", "region_weight"):
+        for name in ("tv_weight", "pick_flatness", "pick_objects", "region_weight", "shape_weight"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise ClipdrawError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         for name, allowed in (("relaxation", RELAXATIONS), ("loss", LOSSES), ("lr_schedule", LR_SCHEDULES)):

@@ -33,6 +33,7 @@ from .results import Frame, Result, best_frame, to_pil
 from .picking import frame_pickers
 from .prompts import require_something_to_draw
 from .regions import region_targets
+from .shapes import shape_targets
 from .targets import Segment, parse_schedule, schedule_targets
 
 
@@ -159,6 +160,9 @@ class Optimization:
                         region_targets(clip, segment.prompts, config.size, config.region_weight, self.init_pixels,
                                        device)
                         for segment in schedule]
+        self.shapes = [[] if config.edit_from is not None else
+                       shape_targets(clip, segment.prompts, config.shape_weight, self.init_pixels)
+                       for segment in schedule]
         self.logits = torch.cat([torch.randn(1, decoder.vocab_size, grid, grid, generator=g, device=device)
                                  for g in self.generators]).mul_(config.init_std)
         if init_logits is None and self.init_pixels is not None:   # the image's tokens, over the noise
@@ -184,6 +188,8 @@ class Optimization:
                                config.cut_pow, config.overview).to(device)
         self.region_cutouts = Cutouts(clip.input_resolution, config.region_cuts, config.cut_min_scale,
                                       config.augmentations, config.cut_pow, config.overview).to(device)
+        self.shape_cutouts = Cutouts(clip.input_resolution, config.shape_cuts, config.cut_min_scale,
+                                     config.augmentations, config.cut_pow, config.overview).to(device)
         dtype = clip_autocast_dtype(device, models.precision)
         self.clip_precision: Callable[[], ContextManager] = (
             (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext)
@@ -203,17 +209,19 @@ class Optimization:
                                            compiler=self.compiler)
         segment = self.segment_at(step - 1)
         regions = self.regions[segment]   # "A above B": the half-pictures "A on the top", ... (regions.py)
-        cutouts = [self.cutouts(image)] + [self.region_cutouts(r.shown(image)) for r in regions]
+        shapes = self.shapes[segment]     # the silhouette, read against the prompt without colours (shapes.py)
+        cutouts = ([self.cutouts(image)] + [self.region_cutouts(r.shown(image)) for r in regions] +
+                   [self.shape_cutouts(s.shown(image)) for s in shapes])
         with self.clip_precision():
-            views_in = torch.cat(cutouts) if regions else cutouts[0]   # no copy of the whole picture's views
+            views_in = torch.cat(cutouts) if len(cutouts) > 1 else cutouts[0]   # no copy of the whole picture's views
             embeds = self.encode(views_in, low_memory=self.config.low_memory)  # views -> CLIP
-        views, *region_views = embeds.split([len(c) for c in cutouts])
+        views, *extra_views = embeds.split([len(c) for c in cutouts])
         views = views.view(self.rows, self.config.cutn, -1)             # row i: views i*cutn...
         targets = self.targets[segment]
         loss, similarity = targets.loss(views, self.config.loss), targets.similarity(views).mean(-1)
-        for region, seen in zip(regions, region_views):
-            loss = loss + region.weight * region.targets.loss(seen.view(self.rows, self.config.region_cuts, -1),
-                                                              self.config.loss)
+        extra = [(r, self.config.region_cuts) for r in regions] + [(s, self.config.shape_cuts) for s in shapes]
+        for (part, cuts), seen in zip(extra, extra_views):
+            loss = loss + part.weight * part.targets.loss(seen.view(self.rows, cuts, -1), self.config.loss)
         if self.config.tv_weight:
             loss = loss + self.config.tv_weight * total_variation(image)
         if self.config.init_weight:

@@ -51,7 +51,8 @@ def pixels(image: Image.Image) -> np.ndarray:
 def test_new_settings_are_validated_and_toy_config_layers_settings_over_the_toy_defaults():
     for bad in (dict(cut_pow=0), dict(cut_pow=-1.0), dict(ema=1.0), dict(ema=-0.1), dict(overview=-1),
                 dict(overview=1.5), dict(patience=-2), dict(patience=2.0), dict(tv_weight=-0.1),
-                dict(region_weight=-0.5), dict(region_weight=float("nan")), dict(region_cuts=0)):
+                dict(region_weight=-0.5), dict(region_weight=float("nan")), dict(region_cuts=0),
+                dict(shape_weight=-1.0), dict(shape_weight=float("inf")), dict(shape_cuts=0)):
         with pytest.raises(ClipdrawError):
             GenerationConfig(**bad)
     GenerationConfig(cut_pow=0.5, ema=0.9, overview=3, patience=4, tv_weight=0.2, region_weight=2.0,
@@ -554,6 +555,62 @@ def test_region_weight_adds_the_half_pictures_loss_for_a_relation_prompt_only(ti
                                init_logits=start)
     assert single_weighted.losses == single.losses
     assert np.array_equal(pixels(single_weighted.image), pixels(single.image))
+
+
+def test_without_colour_words_captions_a_picture_as_the_toy_world_captions_its_silhouettes():
+    from clipdraw.shapes import without_colour_words
+    from clipdraw.toy import data
+
+    assert without_colour_words("a red circle above a Blue square") == "a circle above a square"
+    assert without_colour_words("a kite over the bluest sea") == "a kite over the bluest sea"   # whole words only
+    for index in range(60):   # every kind of toy caption: the guide's silhouettes were named so
+        caption = data.scene_at(index, 5).caption
+        assert without_colour_words(caption) == data.without_colours(caption)
+
+
+def test_a_soft_silhouette_is_the_ground_where_nothing_is_drawn_and_ink_where_a_shape_is():
+    from clipdraw.shapes import FULL_INK_DISTANCE, INK, border_ground, soft_silhouettes
+
+    ground = torch.full((3, 8, 8), 0.9)
+    images = ground.expand(2, 3, 8, 8).clone()
+    images[0, :, 2:5, 2:5] = torch.tensor([0.9, 0.1, 0.1]).view(3, 1, 1)   # a red square: far from the ground
+    images[1, 0, 6, 6] = 0.9 - FULL_INK_DISTANCE / 2                       # a faint speck: half ink
+    images.requires_grad_(True)
+    shown = soft_silhouettes(images, ground)
+    ink = torch.tensor(INK).view(3, 1, 1)
+    assert torch.allclose(shown[0, :, 2:5, 2:5], ink.expand(3, 3, 3))
+    assert torch.allclose(shown[0, :, 0, 0], ground[:, 0, 0])               # the ground stays
+    assert torch.allclose(shown[1, :, 6, 6], (ground[:, 0, 0] + ink[:, 0, 0]) / 2)
+    assert torch.equal(shown[0], shown[0].detach().clone())
+    grad, = torch.autograd.grad(shown[1].sum(), images)
+    assert grad[1, 0, 6, 6] != 0 and grad[1, 0, 0, 0] == 0   # the speck can still move; the ground is flat there
+    assert torch.equal(border_ground(images.detach())[:, :, 0, 0], torch.full((2, 3), 0.9))
+
+
+def test_shape_weight_adds_the_silhouettes_loss_for_a_prompt_that_names_a_colour_only(tiny_models_cpu):
+    from clipdraw.shapes import border_ground, soft_silhouettes
+
+    decoder, clip = tiny_models_cpu.decoder, tiny_models_cpu.clip
+    grid = 32 // decoder.upsample_factor
+    start = torch.randn(decoder.vocab_size, grid, grid, generator=torch.Generator().manual_seed(1))
+    # every view the whole picture, no augmentation: the views are known without the random crops
+    config = GenerationConfig(iters=1, seed=0, save_every=1, overview=2, shape_cuts=2, **FAST)
+    plain = generate(tiny_models_cpu, "a red kite", config, progress=False, init_logits=start)
+    weighted = generate(tiny_models_cpu, "a red kite", replace(config, shape_weight=0.5), progress=False,
+                        init_logits=start)
+    with torch.no_grad():
+        image = decoder(relax(start[None], config, 0, torch.Generator()))
+        shown = soft_silhouettes(image, border_ground(image))   # no start image: each picture's border colour
+        view = F.interpolate(shown, size=clip.input_resolution, mode="bilinear", align_corners=False)
+        expected = 0.5 * -(clip.encode_image(view) @ clip.encode_text(["a kite"]).T).item()
+    assert weighted.losses[0] - plain.losses[0] == pytest.approx(expected, rel=1e-3, abs=1e-5)
+    assert weighted.similarities == pytest.approx(plain.similarities)   # the picture's own views are the same
+    # A prompt that names no colour runs exactly as without the setting.
+    uncoloured = generate(tiny_models_cpu, "a kite", config, progress=False, init_logits=start)
+    uncoloured_weighted = generate(tiny_models_cpu, "a kite", replace(config, shape_weight=0.5), progress=False,
+                                   init_logits=start)
+    assert uncoloured_weighted.losses == uncoloured.losses
+    assert np.array_equal(pixels(uncoloured_weighted.image), pixels(uncoloured.image))
 
 
 class _ReadingJudge:

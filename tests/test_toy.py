@@ -209,6 +209,8 @@ def test_the_rounds_draw_with_the_recipes_settings_not_whatever_the_toy_defaults
     # The judge's frames (labelled_frames) are drawn through the same settings.
     judged = drawing_settings(recipe, 7, 120, candidates=1, pick_flatness=0.0)
     assert (judged.region_weight, judged.iters, judged.seed, judged.pick_flatness) == (0, 120, 7, 0.0)
+    # Silhouettes in the loss came after the recipe's drawings were fixed: they stay off there.
+    assert drawn.shape_weight == judged.shape_weight == 0.0 != toy_config(shape_weight=1.0).shape_weight
 
 
 def test_training_is_deterministic_by_seed(tiny_world, tmp_path):

@@ -448,7 +448,7 @@ def drawing_settings(config: TrainConfig, seed: int, iters: int, **settings) -> 
     later change of those toy defaults does not change what ``clipdraw toy train`` makes; then
     ``settings``."""
     recipe = dict(seed=seed, iters=iters, region_weight=config.clip_round_regions, candidates=1,
-                  cutn=config.clip_round_cutn, overview=config.clip_round_overview)
+                  cutn=config.clip_round_cutn, overview=config.clip_round_overview, shape_weight=0.0)
     return toy_config(**{**recipe, **settings})
 
 
