@@ -25,7 +25,7 @@ from .targets import Targets, build_targets
 
 COLOUR_WORDS = ("red", "green", "blue", "yellow", "orange", "purple", "pink", "brown", "black", "white",
                 "grey", "gray")
-INK = (60 / 255, 60 / 255, 60 / 255)   # the toy guide's silhouettes' ink (toy.train_clip.SILHOUETTE_INK)
+SILHOUETTE_INK = (60, 60, 60)   # the one colour of every shape in a silhouette, 0..255 (the toy guide's training too)
 FULL_INK_DISTANCE = 0.3   # RGB distance from the ground (pixels in [0, 1]) at which a pixel is all ink
 _COLOURS = re.compile(rf"\b(?:{'|'.join(COLOUR_WORDS)})\s+", re.IGNORECASE)
 
@@ -40,7 +40,7 @@ def soft_silhouettes(images: torch.Tensor, ground: torch.Tensor) -> torch.Tensor
     """(B, 3, H, W) in [0, 1] -> silhouettes: each pixel the ``ground`` (3, H, W or B, 3, H, W)
     where it equals it, ink from ``FULL_INK_DISTANCE`` away, in between in proportion, so that
     the gradient reaches every pixel that is not yet all ink or all ground."""
-    ink = torch.tensor(INK, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    ink = torch.tensor(SILHOUETTE_INK, dtype=images.dtype, device=images.device).view(1, 3, 1, 1) / 255
     share = ((images - ground).norm(dim=1, keepdim=True) / FULL_INK_DISTANCE).clamp(max=1)
     return ground + share * (ink - ground)
 

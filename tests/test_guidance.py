@@ -569,7 +569,7 @@ def test_without_colour_words_captions_a_picture_as_the_toy_world_captions_its_s
 
 
 def test_a_soft_silhouette_is_the_ground_where_nothing_is_drawn_and_ink_where_a_shape_is():
-    from clipdraw.shapes import FULL_INK_DISTANCE, INK, border_ground, soft_silhouettes
+    from clipdraw.shapes import FULL_INK_DISTANCE, SILHOUETTE_INK, border_ground, soft_silhouettes
 
     ground = torch.full((3, 8, 8), 0.9)
     images = ground.expand(2, 3, 8, 8).clone()
@@ -577,7 +577,7 @@ def test_a_soft_silhouette_is_the_ground_where_nothing_is_drawn_and_ink_where_a_
     images[1, 0, 6, 6] = 0.9 - FULL_INK_DISTANCE / 2                       # a faint speck: half ink
     images.requires_grad_(True)
     shown = soft_silhouettes(images, ground)
-    ink = torch.tensor(INK).view(3, 1, 1)
+    ink = torch.tensor(SILHOUETTE_INK).view(3, 1, 1) / 255
     assert torch.allclose(shown[0, :, 2:5, 2:5], ink.expand(3, 3, 3))
     assert torch.allclose(shown[0, :, 0, 0], ground[:, 0, 0])               # the ground stays
     assert torch.allclose(shown[1, :, 6, 6], (ground[:, 0, 0] + ink[:, 0, 0]) / 2)

@@ -24,12 +24,12 @@ from ..dvae import decoder_output_to_pixels
 from ..models import CLIP_MEAN, CLIP_STD
 from ..picking import foreground
 from ..progress import progress_bar
+from ..shapes import SILHOUETTE_INK
 from ..weights import import_clip
 from . import data
 from .models import build_clip, cosine_lr
 from .train import TrainConfig, map_pixels, scene_batch, train_loop
 
-SILHOUETTE_INK = (60, 60, 60)   # the one colour of every shape in a silhouette
 
 
 def _augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
