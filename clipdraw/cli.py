@@ -185,7 +185,7 @@ ALL_ENGINE_OPTIONS = {name for engine in ENGINE_NAMES for name in engine_options
 @engine_option("--save-every", type=click.IntRange(min=1),
                help="A frame every K iterations (transformer: K tokens)  "
                     f"[default: {ENGINE_SETTINGS['optimize']().save_every}; toy: {TOY_DEFAULTS['save_every']}; "
-                    "transformer: one row of the token grid].")
+                    "transformer: one row of the token grid]")
 @engine_option("--batch", type=click.IntRange(min=1),
                help="Optimize N images at once, seeds SEED..SEED+N-1, each written to its own run folder.")
 @engine_option("--candidates", type=click.IntRange(min=1),
