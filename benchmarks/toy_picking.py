@@ -102,6 +102,7 @@ def features(runs: List[dict], bank: List[str]) -> None:
                     run[f"{name}{tag}_{part}"] = block[:, start:end]
             run[f"{name}_aug_min"] = cos[:, :, 0].min(0).values.numpy()
             run[f"{name}_alone"] = objects_alone(run, clip, run[f"{name}_scale"])
+            run[f"{name}_silhouette"] = silhouette_reading(images, caption, clip, run[f"{name}_scale"])
         with torch.no_grad():   # the toy transformer's log p(frame's tokens | caption): a model unlike the CLIPs
             codes = encoder(map_pixels(images)).argmax(1).flatten(1)
             likelihood = [torch.log_softmax(gpt(text.expand(len(codes), -1), codes), -1)
@@ -118,6 +119,29 @@ def features(runs: List[dict], bank: List[str]) -> None:
         stats = [flatness_statistics(image, toy_object_count(caption)) for image in run["images"]]
         for key in stats[0]:
             run[key] = np.array([s[key] for s in stats])
+
+
+def silhouette_reading(images, caption: str, clip, scale: float) -> np.ndarray:
+    """Per frame, log P(the prompt without colours | the frame's silhouette) among that prompt
+    with one shape word changed ("a square in the left" against "a circle in the left", ...):
+    the shapes read apart from the colours, as the guide was taught silhouettes
+    (``toy.train_clip.silhouettes``; docs/toy-guidance.md, "Silhouettes in the loss")."""
+    import re  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+
+    from clipdraw.shapes import without_colour_words  # noqa: PLC0415
+    from clipdraw.toy.data import SHAPES  # noqa: PLC0415
+    from clipdraw.toy.train_clip import silhouettes  # noqa: PLC0415
+
+    bare = without_colour_words(caption)
+    found = list(re.finditer(rf"\b({'|'.join(SHAPES)})", bare))
+    twins = [bare[:m.start()] + other + bare[m.end():] for m in found for other in SHAPES if other != m.group(1)]
+    if not twins:
+        return np.zeros(len(images))
+    with torch.no_grad():
+        cos = clip.encode_image(silhouettes(images)) @ clip.encode_text([bare, *twins]).T
+    return torch.log_softmax(cos * scale, -1)[:, 0].numpy()
 
 
 def objects_alone(run: dict, clip, scale: float) -> np.ndarray:
@@ -259,6 +283,12 @@ PICKERS: Dict[str, Callable[[dict], np.ndarray]] = {
     "FramePicker + judge, each object alone, iteration >= 100": lambda r: later(r["shipped"] + r["judge_alone"], r, 100),
     "FramePicker + judge and guide, each object alone, iteration >= 100": lambda r: later(
         r["shipped"] + r["judge_alone"] + r["guide_alone"], r, 100),
+    "judge, the silhouette read among shape twins": lambda r: r["judge_silhouette"],
+    "guide, the silhouette read among shape twins": lambda r: r["guide_silhouette"],
+    "toy default + judge's silhouette reading, iteration >= 100": lambda r: later(
+        r["toy_default"] + r["judge_silhouette"], r, 100),
+    "toy default + guide's silhouette reading, iteration >= 100": lambda r: later(
+        r["toy_default"] + r["guide_silhouette"], r, 100),
     "transformer log-likelihood given the prompt": lambda r: r["transformer_prompt"],
     "transformer posterior among the twins": lambda r: log_softmax_first(
         r["transformer_prompt"], r["transformer_twins"], 1.0),
