@@ -621,7 +621,8 @@ class _ReadingJudge:
     def __init__(self, rename=None):
         from clipdraw.toy import data
 
-        self.captions = [f"a {c} {s}" for c in data.COLORS for s in data.SHAPES]
+        # colour-shape names, then the colourless ones a silhouette is read by
+        self.captions = [f"a {c} {s}" for c in data.COLORS for s in data.SHAPES] + [f"a {s}" for s in data.SHAPES]
         self.rename = rename or {}
 
     def encode_text(self, texts):
@@ -630,10 +631,15 @@ class _ReadingJudge:
     def encode_image(self, images):
         from clipdraw.toy.judge import detect
 
+        from clipdraw.shapes import SILHOUETTE_INK
+        from clipdraw.toy import data
+
         rows = []
         for image in (images.permute(0, 2, 3, 1) * 255).round().byte().numpy():
+            ink = np.all(image == SILHOUETTE_INK, axis=-1)
+            image[ink] = data.COLORS["red"]   # a silhouette: its shape read in a colour the judge knows
             found = detect(image)[0]
-            name = f"a {found.color} {found.shape}"
+            name = f"a {found.shape}" if ink.any() else f"a {found.color} {found.shape}"
             rows.append(self.encode_text([self.rename[name]])[0] + 0.5 * self.encode_text([name])[0]
                         if name in self.rename else self.encode_text([name])[0])
         return torch.stack(rows)
@@ -649,3 +655,12 @@ def test_toy_judges_names_each_held_out_pair_among_the_twelve_captions():
     bound = _ReadingJudge({"a blue square": "a red square"})
     assert toy_judges.pair_accuracy(bound, n=30) == {"blue square": 0.0, "green triangle": 1.0, "yellow circle": 1.0}
     assert toy_judges.shape_accuracy(bound, "heldout", n=30) == 1.0
+    # On silhouettes no colour is left to bind: the shapes are read right, and a judge that reads
+    # every square's silhouette as a circle gets the held-out pairs' squares wrong.
+    from clipdraw.toy import data
+
+    assert toy_judges.silhouette_shape_accuracy(bound, "heldout", n=30) == 1.0
+    squares = sum(data.scene_at(i, 4242, "heldout", "single").objects[0].shape == "square" for i in range(30))
+    blind = _ReadingJudge({"a square": "a circle"})
+    assert toy_judges.silhouette_shape_accuracy(blind, "heldout", n=30) == pytest.approx(1 - squares / 30)
+    assert 0 < squares < 30
