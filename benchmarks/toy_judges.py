@@ -184,7 +184,7 @@ def main() -> None:
                 clip_scores = picker.clip_scores(images)
                 if not accepted.all() and accepted.any():
                     _auc(frames[name], clip_scores.numpy(), accepted)
-                score = picker.total(clip_scores, penalties) + picker.object_weight * picker.object_scores(images)
+                score = picker.total(clip_scores, penalties, picker.object_scores(images))
                 picked[name] += int(accepted[int(np.argmax(score.numpy()))])
         label = Path(folder).name
         for name in judges:

@@ -360,13 +360,11 @@ def largest_part(image: np.ndarray):
 
 
 def own_pick(run) -> int:
-    """The index of the frame a dumped run picked: the judge's best from the toy defaults'
-    ``pick_from`` on, by the rule runs pick with (``clipdraw.results.best_frame``)."""
+    """The index of the frame a dumped run picked, at the toy defaults' ``pick_from``."""
     from clipdraw.config import toy_config  # noqa: PLC0415
-    from clipdraw.results import Frame, best_frame  # noqa: PLC0415
+    from toy_success import dumped_pick  # noqa: PLC0415
 
-    frames = [Frame(int(i), None, 0.0, float(s)) for i, s in zip(run["iterations"], run["judge_score"])]
-    return frames.index(best_frame(frames, toy_config().first_pick))
+    return dumped_pick(run["iterations"], run["judge_score"], toy_config().first_pick)
 
 
 def single_object_runs(folder: str):

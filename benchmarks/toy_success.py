@@ -221,17 +221,25 @@ def dump_path(folder: str, run: dict) -> str:
     return os.path.join(folder, "".join(c for c in name if c.isalnum() or c in "_-.()") + ".npz")
 
 
+def dumped_pick(iterations, scores, first_pick: int) -> int:
+    """The index of the frame a dumped run picked, by the rule runs pick with
+    (``clipdraw.results.best_frame``): its saved frames' iterations and judge scores."""
+    import numpy as np  # noqa: PLC0415
+
+    from clipdraw.results import Frame, best_frame  # noqa: PLC0415
+
+    frames = [Frame(int(i), None, 0.0, None if np.isnan(s) else float(s)) for i, s in zip(iterations, scores)]
+    return frames.index(best_frame(frames, first_pick))
+
+
 def read_dump(path: str, out: dict, first_pick: int) -> dict:
     """A run already dumped (an earlier, interrupted benchmark): its verdicts read back, not rerun;
     its seconds unknown."""
     import numpy as np  # noqa: PLC0415
 
-    from clipdraw.results import Frame, best_frame  # noqa: PLC0415
-
     with np.load(path) as data:
         accepted, iterations, scores = data["accepted"], data["iterations"], data["judge_score"]
-    frames = [Frame(int(i), None, 0.0, None if np.isnan(s) else float(s)) for i, s in zip(iterations, scores)]
-    chosen = frames.index(best_frame(frames, first_pick))   # the run's own pick, by the rule the run used
+    chosen = dumped_pick(iterations, scores, first_pick)   # the run's own pick, by the rule the run used
     first = next((int(i) for i, ok in zip(iterations, accepted) if ok), None)
     return {**out, "ok": bool(accepted[chosen]), "last_ok": bool(accepted[-1]), "first_ok_iteration": first,
             "first_ok_seconds": None, "chosen_iteration": int(iterations[chosen]), "seconds": None, "resumed": True}

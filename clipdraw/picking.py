@@ -203,14 +203,17 @@ class FramePicker:
     def scores(self, images: torch.Tensor) -> List[float]:
         """One score per image of (B, 3, H, W) in [0, 1]; higher is better."""
         penalties = flatness_penalties(images, self.objects) if self.flatness_weight else []
-        return (self.total(self.clip_scores(images), penalties) + self.object_weight * self.object_scores(images)).tolist()
+        return self.total(self.clip_scores(images), penalties, self.object_scores(images)).tolist()
 
-    def total(self, clip_scores: torch.Tensor, penalties: Sequence[float]) -> torch.Tensor:
-        """The score from its parts (``clip_scores``, ``flatness_penalties``), for callers that
-        reuse a part: the penalties do not depend on the CLIP."""
-        if not self.flatness_weight:
-            return clip_scores
-        return clip_scores - torch.tensor([self.flatness_weight * p for p in penalties])
+    def total(self, clip_scores: torch.Tensor, penalties: Sequence[float],
+              object_scores: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The score from its parts (``clip_scores``, ``flatness_penalties``, ``object_scores``;
+        None: without that term), for callers that reuse a part: the penalties do not depend on
+        the CLIP."""
+        score = clip_scores
+        if self.flatness_weight:
+            score = score - torch.tensor([self.flatness_weight * p for p in penalties])
+        return score if object_scores is None else score + self.object_weight * object_scores
 
     @torch.no_grad()
     def clip_scores(self, images: torch.Tensor) -> torch.Tensor:

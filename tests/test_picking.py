@@ -115,14 +115,15 @@ def test_the_flatness_penalty_ranks_a_clean_scene_above_the_same_scene_with_a_sp
     picker = FramePicker([toy_judge], [scene.caption], [1.0], flatness_weight=20.0)
     parts = picker.total(picker.clip_scores(images), flatness_penalties(images, toy_object_count(scene.caption)))
     assert parts.tolist() == flat
-    # ... and so do they for two objects, the object-wise term added as toy_judges.py adds it.
+    # ... and so do they for two objects, the object-wise term among the parts as toy_judges.py passes it.
     relation = data.scene_at(1, 4321, "all", "relation")
     two = _tensor([data.render(relation), data.render(scene)])
     picker = FramePicker([toy_judge], [relation.caption], [1.0], flatness_weight=20.0, object_clips=[toy_judge],
                          object_weight=1.0)
-    parts = picker.total(picker.clip_scores(two), flatness_penalties(two, toy_object_count(relation.caption)))
-    with_objects = parts + picker.object_weight * picker.object_scores(two)
-    assert with_objects.tolist() == picker.scores(two) and not torch.equal(with_objects, parts)
+    clip_scores, penalties = picker.clip_scores(two), flatness_penalties(two, toy_object_count(relation.caption))
+    with_objects = picker.total(clip_scores, penalties, picker.object_scores(two))
+    assert with_objects.tolist() == picker.scores(two)
+    assert not torch.equal(with_objects, picker.total(clip_scores, penalties))   # the object term counts
 
 
 def test_without_twins_or_flatness_the_score_is_the_weighted_cosine(toy_judge):
