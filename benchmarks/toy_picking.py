@@ -72,7 +72,8 @@ def features(runs: List[dict], bank: List[str]) -> None:
 
     from clipdraw.models import ClipModel  # noqa: PLC0415
     from clipdraw.config import TOY_DEFAULTS  # noqa: PLC0415
-    from clipdraw.picking import FramePicker, flatness_statistics, toy_object_count, toy_twin_captions  # noqa: PLC0415
+    from clipdraw.picking import (FramePicker, flatness_penalties, flatness_statistics, toy_object_count,
+                                  toy_twin_captions)  # noqa: PLC0415
     from clipdraw.dvae import map_pixels  # noqa: PLC0415
     from clipdraw.toy.models import load_toy_clip, load_toy_dvae, load_toy_gpt, weights_dir  # noqa: PLC0415
 
@@ -110,10 +111,12 @@ def features(runs: List[dict], bank: List[str]) -> None:
         run["transformer_prompt"] = likelihood[0].numpy()
         run["transformer_twins"] = torch.stack(likelihood[1:], 1).numpy()
         picker = FramePicker([clips["judge"]], [caption], [1.0], flatness_weight=SHIPPED_FLATNESS)
-        run["shipped"] = np.array(picker.scores(images))
         default = FramePicker([clips["judge"]], [caption], [1.0], flatness_weight=TOY_DEFAULTS["pick_flatness"],
                               object_clips=[clips["judge"], clips["guide"]], object_weight=TOY_DEFAULTS["pick_objects"])
-        run["toy_default"] = np.array(default.scores(images))   # as frame_pickers builds it for a toy run
+        judge_part, penalties = picker.clip_scores(images), flatness_penalties(images, picker.objects)
+        run["shipped"] = picker.total(judge_part, penalties).numpy()
+        # as frame_pickers builds it for a toy run: the same judge term and statistics, each weighted its own way
+        run["toy_default"] = default.total(judge_part, penalties, default.object_scores(images)).numpy()
         both = FramePicker([clips["judge"], clips["guide"]], [caption], [1.0], flatness_weight=SHIPPED_FLATNESS)
         run["judge_and_guide"] = np.array(both.scores(images))
         stats = [flatness_statistics(image, toy_object_count(caption)) for image in run["images"]]

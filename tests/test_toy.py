@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from clipdraw.shapes import without_colour_words
 from clipdraw.toy import data
 from clipdraw.toy.models import WEIGHTS_DIR, load_weights
 from clipdraw.toy.train import TrainConfig, train_all
@@ -464,7 +465,7 @@ def test_a_silhouette_keeps_shapes_and_places_and_drops_colours():
     assert len(np.unique(shown[0].reshape(3, -1).T.numpy(), axis=0)) == 2
     assert silhouettes(torch.zeros(0, 3, 64, 64)).shape == (0, 3, 64, 64)   # a batch with none chosen
     colours = [o.color for o in scene.objects]
-    assert data.without_colours(scene.caption) == scene.caption.replace(colours[0] + " ", "").replace(colours[1] + " ", "")
+    assert without_colour_words(scene.caption) == scene.caption.replace(colours[0] + " ", "").replace(colours[1] + " ", "")
 
 
 @pytest.mark.parametrize("which", ["judge", "guide"])
@@ -661,7 +662,7 @@ def test_silhouette_rows_lose_their_colour_words_and_no_near_miss_becomes_a_capt
     for i in range(len(scenes)):
         grey = bool((out[i, 0] == out[i, 1]).all() and (out[i, 1] == out[i, 2]).all())
         assert grey == (i in shown)   # a silhouette is ink on the grey ground; a toy render is coloured
-        assert captions_out[i] == (data.without_colours(captions[i]) if i in shown else captions[i])
+        assert captions_out[i] == (without_colour_words(captions[i]) if i in shown else captions[i])
     assert not set(wrong_out) & set(captions_out)
     assert set(wrong) - set(captions) <= set(wrong_out)
 

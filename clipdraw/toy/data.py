@@ -228,12 +228,6 @@ def image_batch(batch: Sequence[Scene]):
     return torch.from_numpy(np.stack([render(s) for s in batch])).permute(0, 3, 1, 2).float() / 255
 
 
-def without_colours(caption: str) -> str:
-    """The caption with its colour words taken out ("a red circle above a blue square" -> "a circle
-    above a square"): what a silhouette of the scene shows."""
-    return re.sub(rf"\b(?:{'|'.join(COLORS)}) ", "", caption)
-
-
 def _swap_word(caption: str, old: str, new: str, count: int = 0) -> str:
     """Replace the word ``old`` (and its plural) by ``new`` in a caption (the first ``count``
     times; 0: all), fixing a/an before it."""

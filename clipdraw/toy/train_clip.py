@@ -24,7 +24,7 @@ from ..dvae import decoder_output_to_pixels
 from ..models import CLIP_MEAN, CLIP_STD
 from ..picking import foreground
 from ..progress import progress_bar
-from ..shapes import SILHOUETTE_INK
+from ..shapes import SILHOUETTE_INK, without_colour_words
 from ..weights import import_clip
 from . import data
 from .models import build_clip, cosine_lr
@@ -245,9 +245,9 @@ def _as_silhouettes(pixels: torch.Tensor, negatives: torch.Tensor, captions: Lis
     dark = torch.rand(negatives.shape[0], generator=generator) < share
     negatives = negatives.clone()
     negatives[dark] = silhouettes(negatives[dark])
-    captions = [data.without_colours(c) if j < eligible and shown[j] else c for j, c in enumerate(captions)]
-    wrong = wrong + [data.without_colours(w) for w, s in zip(wrong, shown.tolist()) if s]
-    wrong += [data.without_colours(a) for a, s in zip(frames_asked, shown[scenes:].tolist()) if a and s]
+    captions = [without_colour_words(c) if j < eligible and shown[j] else c for j, c in enumerate(captions)]
+    wrong = wrong + [without_colour_words(w) for w, s in zip(wrong, shown.tolist()) if s]
+    wrong += [without_colour_words(a) for a, s in zip(frames_asked, shown[scenes:].tolist()) if a and s]
     kept = set(captions)
     return pixels, negatives, captions, [w for w in dict.fromkeys(wrong) if w not in kept]
 
