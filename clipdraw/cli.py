@@ -15,7 +15,7 @@ from typing import List, Optional
 
 import click
 
-from .cli_checks import DEFAULT_SOURCES, refuse_other_engines_options, refuse_real_models_for_toy
+from .cli_checks import DEFAULT_SOURCES, FolderPath, refuse_other_engines_options, refuse_real_models_for_toy
 from .config import (DALLEMINI_DTYPES, DEFAULT_CLIP, DEFAULT_DECODER, EDIT_METHODS, ENGINE_NAMES, ENGINE_SETTINGS,
                      LOSSES, LR_SCHEDULES, RELAXATIONS, SOURCE_OPTIONS, TOY_DEFAULTS,
                      GenerationConfig, engine_options, engine_settings)
@@ -133,7 +133,7 @@ ALL_ENGINE_OPTIONS = {name for engine in ENGINE_NAMES for name in engine_options
 @click.option("--model", type=click.Choice(["openai", "toy"]), default="openai", show_default=True,
               help="openai: real CLIP + dVAE (downloaded); toy: the small trained world shipped with clipdraw.")
 @click.option("--seed", type=int, default=None, help="Random seed (default: a random one, recorded in run.json).")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("outputs"), show_default=True,
+@click.option("--out", type=FolderPath(), default=Path("outputs"), show_default=True,
               help="Folder that receives one sub-folder per run.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--offline", is_flag=True, help="Never touch the network; use cached or given files only.")
@@ -306,6 +306,8 @@ def edit(ctx: click.Context, image: Path, source_text: str, target_text: str, me
     clipdraw edit cat.png --from "a photo of a cat" --to "a photo of a dog"
     clipdraw toy scene "a red circle" red.png && clipdraw edit red.png --from "a red circle" --to "a blue circle" --model toy
     """
+    if not target_text.strip():
+        raise ClipdrawError("--to is empty: give the caption the image moves toward")
     fixed = {"init_image": str(image), "edit_from": source_text,
              **({"edit_method": method} if method else {}), **({"edit_strength": strength} if strength is not None else {})}
     _draw(ctx, target_text, "optimize", model, seed, out, device, offline, gif, mp4, quiet, options, fixed)
@@ -345,13 +347,19 @@ def _generate_batch(runner, prompt: str, out: Path, gif: bool, mp4: bool, quiet:
                          gif=gif, mp4=mp4) for seed in seeds]
     note(f"{prompt!r} seeds {seeds[0]}..{seeds[-1]} on {described['device']} "
          f"-> {', '.join(str(w.run_dir) for w in writers)}")
-    with contextlib.ExitStack() as stack:
+    try:
+        with contextlib.ExitStack() as stack:
+            for writer in writers:
+                stack.enter_context(writer.on_failure())
+            results = runner.generate_batch(prompt, settings.seed, progress=not quiet,
+                                            on_frame=lambda index, frame: writers[index].add_frame(frame))
+            for writer, result in zip(writers, results):
+                writer.finish(result)
+    except KeyboardInterrupt:   # before the first frame: empty run folders are no runs
         for writer in writers:
-            stack.enter_context(writer.on_failure())
-        results = runner.generate_batch(prompt, settings.seed, progress=not quiet,
-                                        on_frame=lambda index, frame: writers[index].add_frame(frame))
-        for writer, result in zip(writers, results):
-            writer.finish(result)
+            if not any(writer.run_dir.iterdir()):
+                writer.run_dir.rmdir()
+        exit_interrupted("interrupted before the first frame: nothing kept")
     for writer, result in zip(writers, results):
         click.echo(f"{writer.run_dir / 'final.png'}  ({runner.summary_line(result)})")
     note(f"{results[0].seconds_per_iteration:.3f} s/it for {settings.batch} images")
@@ -397,6 +405,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         sys.exit(e.exit_code)
     except (KeyboardInterrupt, click.exceptions.Abort):
         exit_interrupted()
+    except getattr(click.exceptions, "NoArgsIsHelpError", ()) as e:   # `clipdraw` or `clipdraw toy` alone (click >= 8.2)
+        click.echo(e.ctx.get_help())
+        sys.exit(0)
     except click.ClickException as e:
         fail(e.format_message(), EXIT_USAGE)
     except Exception as e:

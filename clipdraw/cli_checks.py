@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import click
@@ -12,6 +13,19 @@ from .config import ENGINE_NAMES, REAL_MODEL_OPTIONS, engine_options
 from .errors import ClipdrawError
 
 DEFAULT_SOURCES = (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)   # an option the user did not give
+
+
+class FolderPath(click.Path):
+    """An --out folder, as a Path; an empty name is refused (click would read it as ".", the
+    current folder, which the user did not name)."""
+
+    def __init__(self):
+        super().__init__(path_type=Path)
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("is empty: name the folder to write into", param, ctx)
+        return super().convert(value, param, ctx)
 
 
 def refuse_real_models_for_toy(ctx: click.Context, model: str) -> None:

@@ -10,6 +10,7 @@ command line reads them (its options, defaults and help) without loading anythin
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Iterable, List, Optional, Tuple, Union
@@ -28,6 +29,22 @@ DEFAULT_ENCODER = "openai"   # OpenAI's dVAE encoder: only init images and edits
 DALLEMINI_DTYPES = ("float32", "float16", "bfloat16")
 DALLEMINI_IMAGE_VOCAB = 2 ** 14   # VQGAN codebook; the decoder samples among its first 2**14 logits
 DALLEMINI_MAX_GRID = 8            # 64 images in one pass; memory grows with grid**2
+MAX_SEED = 2 ** 63 - 1            # a signed 64-bit integer: what torch, numpy and JAX all take
+
+
+def check_seed(seed, count: int = 1) -> None:
+    """One ClipdrawError line unless seeds ``seed`` .. ``seed + count - 1`` are whole numbers
+    from 0 to MAX_SEED (a larger one fails deep inside torch's generator)."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED - (count - 1):
+        batch = f" (with --batch {count}, at most 2**63 - {count}: the batch's seeds run to seed + {count - 1})" \
+            if count > 1 else ""
+        raise ClipdrawError(f"seed must be a whole number from 0 to 2**63 - 1{batch}, got {seed!r}")
+
+
+def check_positive(name: str, value) -> None:
+    """One ClipdrawError line unless ``value`` is a finite number above 0 (NaN and inf refused)."""
+    if isinstance(value, bool) or not (isinstance(value, numbers.Real) and math.isfinite(value) and value > 0):
+        raise ClipdrawError(f"{name} must be positive (and finite), got {value}")
 
 
 @dataclass
@@ -82,14 +99,11 @@ class GenerationConfig:
                 raise ClipdrawError(f"{name.replace('_', '-')} must be a positive whole number, got {value!r}")
         if self.size % 8:
             raise ClipdrawError(f"size must be a multiple of 8 (the dVAE decoder upsamples 8x), got {self.size}")
-        if not self.lr > 0:
-            raise ClipdrawError(f"lr must be positive, got {self.lr}")
-        if not (self.tau > 0 and self.tau_end > 0):
-            raise ClipdrawError("tau and tau-end must be positive")
+        check_seed(self.seed, self.batch)
+        for name in ("lr", "tau", "tau_end", "cut_pow"):
+            check_positive(name.replace("_", "-"), getattr(self, name))
         if not 0 < self.cut_min_scale <= 1:
             raise ClipdrawError(f"cut-min-scale must lie in (0, 1], got {self.cut_min_scale}")
-        if not self.cut_pow > 0:
-            raise ClipdrawError(f"cut-pow must be positive, got {self.cut_pow}")
         if not 0 <= self.ema < 1:
             raise ClipdrawError(f"ema must lie in [0, 1), got {self.ema}")
         if not 0 <= self.pick_from < 1:
@@ -121,7 +135,7 @@ class GenerationConfig:
         if self.edit_method not in EDIT_METHODS:
             raise ClipdrawError(f"unknown edit method {self.edit_method!r}: expected one of {', '.join(EDIT_METHODS)}")
         if not (math.isfinite(self.edit_strength) and self.edit_strength >= 0):
-            raise ClipdrawError(f"edit strength must be >= 0, got {self.edit_strength}")
+            raise ClipdrawError(f"edit strength must be a finite number >= 0, got {self.edit_strength}")
         if self.edit_from is not None and not self.init_image:
             raise ClipdrawError("an edit needs the image it edits: clipdraw edit IMAGE --from TEXT --to TEXT")
         if self.edit_from is not None and not self.edit_from.strip():
@@ -186,8 +200,8 @@ class SamplingConfig:
     save_every: Optional[int] = None   # image tokens between saved frames; None: one row of the token grid
 
     def __post_init__(self):
-        if not self.temperature > 0:
-            raise ClipdrawError(f"temperature must be positive, got {self.temperature}")
+        check_seed(self.seed)
+        check_positive("temperature", self.temperature)
         if self.top_k < 0 or (self.save_every is not None and self.save_every <= 0):
             raise ClipdrawError("top-k must be >= 0 and save-every positive")
 
@@ -223,12 +237,12 @@ class DalleMiniConfig:
 
     def __post_init__(self):
         self.rerank = parse_rerank(self.rerank)
+        check_seed(self.seed)
         if not isinstance(self.grid, int) or not 1 <= self.grid <= DALLEMINI_MAX_GRID:
             raise ClipdrawError(f"grid must be a whole number from 1 to {DALLEMINI_MAX_GRID}, got {self.grid!r}")
         if not isinstance(self.top_k, int) or not 0 <= self.top_k <= DALLEMINI_IMAGE_VOCAB:
             raise ClipdrawError(f"top-k must be from 0 (all) to {DALLEMINI_IMAGE_VOCAB}, got {self.top_k!r}")
-        if not (math.isfinite(self.temperature) and self.temperature > 0):
-            raise ClipdrawError(f"temperature must be positive, got {self.temperature}")
+        check_positive("temperature", self.temperature)
         if not (math.isfinite(self.supercondition) and self.supercondition >= 0):
             raise ClipdrawError(f"supercondition must be 0 or more, got {self.supercondition}")
         if self.dtype not in DALLEMINI_DTYPES:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import torch
@@ -68,3 +69,16 @@ def keep_freed_memory() -> bool:
     no_mmap = mallopt(_M_MMAP_MAX, 0)                 # large blocks from the heap, not fresh mappings
     no_trim = mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)   # and never returned to the OS while the process runs
     return bool(no_mmap and no_trim)
+
+
+def total_memory(device: torch.device) -> Optional[int]:
+    """Bytes of memory ``device`` has in all (a GPU's own, or the machine's RAM for the CPU); None
+    where it cannot be told."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    if device.type == "cpu":
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (AttributeError, ValueError, OSError):   # no sysconf (Windows), or no such name
+            return None
+    return None

@@ -28,7 +28,7 @@ EXIT_FAILURE = 1       # the command was fine, the run failed (disk, memory, a b
 EXIT_USAGE = 2         # bad input: fix the command or the files it names
 EXIT_INTERRUPTED = 130
 DEBUG_VARIABLE = "CLIPDRAW_DEBUG"
-MEMORY_HINT = "lower --batch, --cutn or --size, or add --low-memory"
+MEMORY_HINT = "lower --batch, --candidates, --cutn or --size, or add --low-memory"
 
 # Messages torch's allocators give (CUDA, MPS, the CPU's DefaultCPUAllocator) without an
 # exception type of their own on every supported torch.

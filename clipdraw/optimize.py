@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from .augment import Cutouts
 from .config import GenerationConfig
+from .device import total_memory
 from .errors import ClipdrawError
 from .dvae import gumbel_noise, relaxed_tokens
 from .images import read_image
@@ -148,6 +149,7 @@ class Optimization:
         grid = config.size // decoder.upsample_factor
         self.models, self.config = models, config
         self.rows = config.batch * config.candidates
+        require_memory_for_latents(self.rows, decoder.vocab_size, grid, device)
         self.generators = [torch.Generator(device=device).manual_seed(candidate_seed(config, row))
                            for row in range(self.rows)]
         self.init_pixels = (read_image(config.init_image, config.size, "init image").to(device)
@@ -260,6 +262,19 @@ class Optimization:
             judged = [None] * len(similarities)
         return [Frame(step, to_pil(image), similarity, score, scores, self.texts[segment])
                 for image, similarity, score, scores in zip(images, similarities, judged, targets.report(embeds))]
+
+
+LATENT_COPIES = 5   # the logits, their gradient, Adam's two moments, the relaxed tokens: a floor, not an estimate
+
+
+def require_memory_for_latents(rows: int, vocab: int, grid: int, device: torch.device) -> None:
+    """A MemoryError (one line from the CLI, exit 1) before anything is allocated when the latents
+    alone would not fit in ``device``'s memory: the kernel would otherwise kill the process
+    without a word, at a size or candidate count typed by mistake."""
+    needed, total = LATENT_COPIES * 4 * rows * vocab * grid * grid, total_memory(device)
+    if total is not None and needed > total:
+        raise MemoryError(f"{rows} row(s) of latents (images x candidates) of {vocab} tokens on a {grid}x{grid} "
+                          f"grid need at least {needed / 2 ** 30:.1f} GiB; the {device.type} has {total / 2 ** 30:.1f} GiB")
 
 
 def candidate_seed(config: GenerationConfig, row: int) -> int:

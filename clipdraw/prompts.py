@@ -38,6 +38,8 @@ def parse_prompts(spec: str) -> List[Prompt]:
         text = " ".join(text.split())
         if not text:
             raise ClipdrawError(f"empty text in prompt {spec!r}: every '|'-separated part needs words")
+        if not math.isfinite(weight):
+            raise ClipdrawError(f"prompt {spec!r}: the weight of {text!r} is too large to be a number")
         prompts.append(Prompt(text, weight))
     if not any(p.weight > 0 for p in prompts):
         raise ClipdrawError(f"prompt {spec!r} has no positive weight: nothing to draw towards")
@@ -60,6 +62,8 @@ def parse_image_prompt(spec: str) -> ImagePrompt:
     that itself ends in ``:number`` exists as a file and is taken whole."""
     match = _WEIGHTED_PATH.match(spec)
     if match and not Path(spec).expanduser().exists():
+        if not math.isfinite(float(match["weight"])):
+            raise ClipdrawError(f"image prompt {spec!r}: its weight is too large to be a number")
         return ImagePrompt(match["path"], float(match["weight"]))
     return ImagePrompt(spec)
 

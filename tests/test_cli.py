@@ -67,6 +67,14 @@ CHEAP_BAD_INPUTS = [
     (["a cat", "--engine", "transformer", "--model", "toy", "--dtype", "float16"],
      "--dtype is not used by --engine transformer: it is for --engine optimize or dallemini"),
     (["a cat", "--engine", "dallemini", "--dtype", "auto"], "unknown dtype 'auto'"),
+    (["a cat", "--seed", str(2 ** 64)], "seed must be a whole number from 0 to 2**63 - 1"),
+    (["a cat", "--seed", str(2 ** 63 - 1), "--batch", "2"], "with --batch 2, at most 2**63 - 2"),
+    (["a cat", "--lr", "inf"], "lr must be positive (and finite), got inf"),
+    (["a cat", "--tau", "inf"], "tau must be positive (and finite)"),
+    (["a cat:1e400"], "the weight of 'a cat' is too large to be a number"),
+    (["a cat", "--image-prompt", "cat.png:1e400"], "its weight is too large to be a number"),
+    (["a cat", "--engine", "transformer", "--model", "toy", "--temperature", "inf"], "temperature must be positive"),
+    (["edit", "cat.png", "--from", "a cat", "--to", " "], "--to is empty"),
 ]
 
 
@@ -82,6 +90,36 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, pattern):
 def test_cuda_asked_for_but_absent(tmp_path):
     out = tmp_path / "out"
     assert_clean_failure(run_cli("a cat", "--device", "cuda", "--out", out, cwd=tmp_path), "no CUDA", out)
+
+
+def test_an_empty_output_folder_name_is_refused_not_read_as_the_current_folder(tmp_path):
+    for command in (["a cat", "--model", "toy"], ["compare", "prompts.txt", "--model", "toy"], ["toy", "train"]):
+        result = run_cli(*command, "--out", "", cwd=tmp_path)
+        assert_clean_failure(result, "'--out': is empty: name the folder to write into", tmp_path / "never")
+        assert list(tmp_path.iterdir()) == []
+
+
+def test_clipdraw_alone_prints_its_help(tmp_path):
+    for command, first in (([], "Usage: clipdraw [OPTIONS] COMMAND"), (["toy"], "Usage: clipdraw toy [OPTIONS] COMMAND")):
+        result = run_cli(*command, cwd=tmp_path)
+        assert result.returncode == 0 and result.stderr == "" and result.stdout.startswith(first)
+        assert "Commands:" in result.stdout
+
+
+def test_latents_too_large_for_the_machine_are_one_line_before_any_allocation(tmp_path):
+    from clipdraw.device import total_memory
+    from clipdraw.optimize import LATENT_COPIES, require_memory_for_latents
+
+    total = total_memory(torch.device("cpu"))
+    assert total and total > 2 ** 28   # a machine that runs the tests has this much
+    rows = total // (LATENT_COPIES * 4 * 128 * 64) + 1   # one more row than fits, on an 8x8 grid of 128 tokens
+    with pytest.raises(MemoryError, match=f"{rows} row"):
+        require_memory_for_latents(rows, 128, 8, torch.device("cpu"))
+    require_memory_for_latents(rows - 1, 128, 8, torch.device("cpu"))   # one row fewer passes
+    out = tmp_path / "out"
+    result = run_cli("a red circle", "--model", "toy", "--candidates", rows, "--iters", 1, "--out", out, cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"clipdraw: error: out of memory ({rows} row(s) of latents")
 
 
 def test_unusable_output_folders(tmp_path, tiny_files):
@@ -298,3 +336,21 @@ def test_a_prompt_word_unlike_any_command_is_still_drawn(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main(["cat", "--model", "toy", "--iters", "1", "--seed", "0", "--out", str(tmp_path / "out"), "--quiet"])
     assert info.value.code == 0 and (tmp_path / "out" / "cat-0" / "final.png").is_file()
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_ctrl_c_before_the_first_frame_leaves_no_run_folder(tmp_path, monkeypatch, capsys, batch):
+    from clipdraw import optimize
+    from clipdraw.cli import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(optimize.Optimization, "__init__", interrupted)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as info:
+        main(["a red circle", "--model", "toy", "--iters", "2", "--seed", "3", "--batch", str(batch),
+              "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert info.value.code == 130 and err.strip().splitlines()[-1] == "clipdraw: interrupted before the first frame: nothing kept"
+    assert out.is_dir() and list(out.iterdir()) == []

@@ -503,6 +503,8 @@ def test_bad_experiment_input(tmp_path, capsys, coco_set):
         (["compare", "--coco", coco_set[0], "--images", tmp_path / "nowhere"], "does not exist or is not a folder"),
         (["compare", "--coco", coco_set[0]], "needs --images DIR"),
         (["compare"], "give one prompt source"),
+        (["compare", TOY_ENTITIES, "--model", "toy", "--split", "val"], "--split picks a part of --flickr's captions"),
+        (["compare", "--coco", coco_set[0], "--images", coco_set[1], "--split", "val"], "does not go with --coco"),
         (["compare", TOY_ENTITIES, "--model", "toy", "--engines", "optimize,magic"], "unknown engine 'magic'"),
         (["compare", TOY_ENTITIES, "--engines", "transformer"], "needs --model toy"),
         (["compare", TOY_ENTITIES, "--engines", "optimize", "--offline"], "CLIP model ViT-B/32 is not in the cache"),

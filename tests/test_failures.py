@@ -415,7 +415,7 @@ def test_describe_failure_maps_each_kind_to_one_line_and_its_code():
         (FileNotFoundError(errno.ENOENT, "No such file or directory", "/in.png"), EXIT_FAILURE,
          "file error on /in.png: No such file or directory"),
         (OSError(errno.ENOMEM, "Cannot allocate memory"), EXIT_FAILURE, "out of memory"),
-        (MemoryError(), EXIT_FAILURE, "out of memory (MemoryError): lower --batch, --cutn or --size, or add --low-memory"),
+        (MemoryError(), EXIT_FAILURE, "out of memory (MemoryError): lower --batch, --candidates, --cutn or --size, or add --low-memory"),
         (KeyError("x"), EXIT_FAILURE, "unexpected KeyError: 'x'"),
     ]
     for error, code, words in cases:

@@ -312,13 +312,20 @@ def test_toy_cli_writes_the_same_outputs_for_both_paradigms(tiny_world, tmp_path
     (["a cat", "--engine", "transformer"], "needs --model toy"),
     (["toy", "train", "--stages", "vae"], "unknown stage"),
     (["toy", "train", "--scale", "0"], "--scale must be positive"),
+    (["toy", "train", "--scale", "inf"], "--scale must be positive (and finite), got inf"),
+    (["toy", "train", "--seed", "-1"], "seed must be a whole number from 0"),
+    (["toy", "scene", "a red circle", "red.jpg"], "does not end in .png"),
+    (["toy", "scene", "a red circle", "a-file/red.png"], "a-file is a file, not a folder"),
+    (["toy", "scene", "a red circle", "red.png", "--size", "100000"], "100000 is not in the range 1<=x<=4096"),
     (["toy", "train", "--guide-rounds", "1", "--coco", "captions.json"], "does not go with --coco"),
     (["toy", "train", "--drawing-workers", "2", "--coco", "captions.json"], "does not go with --coco"),
 ])
 def test_toy_bad_input(tmp_path, args, pattern):
+    (tmp_path / "a-file").write_text("not a folder")
     result = run_cli(*args, tmp_path=tmp_path, CLIPDRAW_TOY_WEIGHTS=str(tmp_path / "none"))
     assert result.returncode == 2 and pattern in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]   # nothing written
 
 
 @pytest.mark.parametrize("guide_rounds,workers", [(None, 0), (1, 2)])

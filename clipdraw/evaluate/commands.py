@@ -22,7 +22,7 @@ from typing import List, Optional, Sequence
 
 import click
 
-from ..cli_checks import refuse_other_engines_options, refuse_real_models_for_toy
+from ..cli_checks import DEFAULT_SOURCES, FolderPath, refuse_other_engines_options, refuse_real_models_for_toy
 from ..config import DEFAULT_CLIP, ENGINE_NAMES, TOY_DEFAULTS   # no torch there
 from ..errors import EXIT_FAILURE, ClipdrawError, exit_interrupted, fail, note
 from .typographic import LABEL_POSITIONS, LABEL_SIZES, REAL_TEMPLATE, TOY_TEMPLATE   # no numpy, PIL or torch there
@@ -185,7 +185,7 @@ def generation_options(function=None, *, judged: bool = True):
                      help="Engine transformer: folder with transformer.safetensors."),
         click.option("--mega", is_flag=True, help="Engine dallemini: dalle-mega instead of dalle-mini."),
         *([eval_model] if judged else []),
-        click.option("--out", type=click.Path(path_type=Path), default=None,
+        click.option("--out", type=FolderPath(), default=None,
                      help="Experiment folder; running again into it resumes  [default: outputs/<kind>-<list>]."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda."),
         click.option("--offline", is_flag=True, help="Never touch the network."),
@@ -341,6 +341,9 @@ def compare(prompt_file: Optional[Path], coco: Optional[Path], flickr: Optional[
     if len(sources) != 1:
         raise ClipdrawError("give one prompt source: PROMPT_FILE, --coco captions.json --images DIR, "
                             "or --flickr dataset_flickr30k.json --images DIR")
+    if flickr is None and click.get_current_context().get_parameter_source("split") not in DEFAULT_SOURCES:
+        raise ClipdrawError("--split picks a part of --flickr's captions: it does not go with "
+                            f"{'--coco' if coco else 'a prompt file'}")
     if prompt_file is not None:
         if images_dir is not None:
             raise ClipdrawError("--images goes with --coco or --flickr, not a prompt file")
@@ -431,7 +434,7 @@ def _fractions(text: str, option: str) -> List[float]:
 @click.option("--eval-model", default=None,
               help=f"The judging CLIP: name, path, toy-judge or toy  [default: {DEFAULT_EVAL_MODEL}; --model toy: "
                    f"{TOY_EVAL_MODEL}].")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
+@click.option("--out", type=FolderPath(), default=None,
               help="Report folder  [default: outputs/typographic-<label>].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--offline", is_flag=True, help="Never download the judging CLIP.")

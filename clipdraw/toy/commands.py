@@ -9,7 +9,8 @@ from typing import Optional
 
 import click
 
-from ..config import TOY_STAGES
+from ..cli_checks import FolderPath
+from ..config import TOY_STAGES, check_positive, check_seed
 from ..errors import ClipdrawError
 
 
@@ -50,11 +51,15 @@ def toy_judge(image: Path, caption: str) -> None:
     sys.exit(1)
 
 
+TOY_SCENE_MAX_SIZE = 4096   # 48 MB of pixels; the toy world draws at 64
+
+
 @toy.command("scene")
 @click.argument("caption")
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--seed", type=int, default=0, show_default=True, help="Where the objects are placed.")
-@click.option("--size", type=click.IntRange(min=1), default=64, show_default=True, help="Image side in pixels.")
+@click.option("--size", type=click.IntRange(min=1, max=TOY_SCENE_MAX_SIZE), default=64, show_default=True,
+              help="Image side in pixels.")
 def toy_scene(caption: str, out: Path, seed: int, size: int) -> None:
     """Render CAPTION as a toy scene into the PNG file OUT: an image to edit (clipdraw edit), start
     from (--init-image) or aim at (--image-prompt) in the toy world."""
@@ -65,8 +70,13 @@ def toy_scene(caption: str, out: Path, seed: int, size: int) -> None:
     from .data import render
     from .specs import scene_for
 
+    check_seed(seed)
     if out.is_dir():
         raise ClipdrawError(f"{out} is a folder: give the PNG file to write")
+    if out.suffix.lower() != ".png":
+        raise ClipdrawError(f"{out} does not end in .png: the scene is written as a PNG")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise ClipdrawError(f"cannot write {out}: {out.parent} is a file, not a folder")
     if not out.parent.is_dir():
         raise ClipdrawError(f"folder {out.parent} does not exist")
     try:
@@ -79,7 +89,7 @@ def toy_scene(caption: str, out: Path, seed: int, size: int) -> None:
 
 
 @toy.command("train")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
+@click.option("--out", type=FolderPath(), default=None,
               help="Folder for the weights (default: $CLIPDRAW_TOY_WEIGHTS, else the package's own; "
                    "with --coco: ./coco-transformer).")
 @click.option("--stages", default=",".join(TOY_STAGES), show_default=True,
@@ -113,8 +123,8 @@ def toy_train(out: Optional[Path], stages: str, seed: int, scale: float, guide_r
               device: Optional[str], offline: bool, quiet: bool) -> None:
     """Train the toy world from scratch on the CPU (deterministic by seed), or with --coco the
     mini transformer over the real dVAE's tokens of a COCO-format image-caption set."""
-    if not scale > 0:
-        raise ClipdrawError(f"--scale must be positive, got {scale}")
+    check_positive("--scale", scale)
+    check_seed(seed)
     if coco is not None:
         if guide_rounds is not None or drawing_workers:
             raise ClipdrawError(f"{'--guide-rounds' if guide_rounds is not None else '--drawing-workers'} trains "
