@@ -343,7 +343,7 @@ def _generate_batch(runner, prompt: str, out: Path, gif: bool, mp4: bool, quiet:
 
     settings, described = runner.settings, runner.describe()
     seeds = range(settings.seed, settings.seed + settings.batch)
-    writers = [RunWriter(make_run_dir(out, prompt, seed), prompt, asdict(runner.settings_at(seed)), described,
+    writers = [RunWriter(make_run_dir(out, prompt or "image prompt", seed), prompt, asdict(runner.settings_at(seed)), described,
                          gif=gif, mp4=mp4) for seed in seeds]
     note(f"{prompt!r} seeds {seeds[0]}..{seeds[-1]} on {described['device']} "
          f"-> {', '.join(str(w.run_dir) for w in writers)}")

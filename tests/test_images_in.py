@@ -158,6 +158,9 @@ def test_an_image_prompt_alone_pulls_toward_its_image(toy_models, red_circle, tm
     assert result.prompts == [] and result.frames[-1].similarity > result.frames[0].similarity + 0.1
     code = cli("--image-prompt", red_circle, "--model", "toy", "--iters", 2, "--out", tmp_path, "--seed", 5, "-q")
     assert code == 0 and (tmp_path / "image-prompt-5" / "final.png").exists()
+    code = cli("--image-prompt", red_circle, "--model", "toy", "--iters", 2, "--out", tmp_path, "--seed", 7, "--batch", 2,
+               "-q")   # a batch names its folders as single runs do
+    assert code == 0 and all((tmp_path / f"image-prompt-{seed}" / "final.png").exists() for seed in (7, 8))
 
 
 def test_targets_combine_text_and_images_and_push_with_negative_weights(toy_models, red_circle):
