@@ -59,7 +59,7 @@ TRICKS = {   # the toy default each row undoes (clipdraw.config.TOY_DEFAULTS)
     "large cuts": {"cut_min_scale": 0.5},
     "affine and perspective augmentations": {"augmentations": "noise"},
 }
-RELATION_ONLY = {"optimizer without each object in its half", "optimizer without each object read alone in the pick"}
+RELATION_SETTINGS = {"region_weight", "pick_objects"}   # settings that only prompts naming two objects read
 TRICKS_OFF = {   # the peers' tricks the toy defaults leave off: each row adds one
     "latent EMA (0.9)": {"ema": 0.9},
     "learning-rate decay (cosine)": {"lr_schedule": "cosine"},
@@ -314,9 +314,12 @@ def main() -> None:
     groups = {g: v for g, v in prompt_sets(args.prompts, args.seed).items() if g.split(",")[0] in args.groups}
     trial = {name: _value(value) for name, value in (item.split("=", 1) for item in args.set)}
     methods: Dict[str, dict] = {"optimizer": dict(trial)}
+    relation_only = set()   # rows that would repeat the "optimizer" row's runs on single objects
     if args.tricks:
         methods.update({f"optimizer without {name}": {**trial, **undo} for name, undo in TRICKS.items()
                         if undo is not None})
+        relation_only = {f"optimizer without {name}" for name, undo in TRICKS.items()
+                         if undo is not None and set(undo) <= RELATION_SETTINGS}
         methods.update({f"optimizer with {name}": {**trial, **added} for name, added in TRICKS_OFF.items()})
     methods.update({f"optimizer from background ({k:g})": {**trial, "background_start": k}
                     for k in args.background_start})
@@ -331,7 +334,7 @@ def main() -> None:
     for group, prompts in groups.items():
         for index, (caption, scene) in enumerate(prompts):
             for method, overrides in methods.items():
-                if scene.kind == "relation" or method not in RELATION_ONLY:   # else the same runs as "optimizer"
+                if scene.kind == "relation" or method not in relation_only:
                     tasks.append((method, group, index, caption, overrides))
             if args.optimizer_only:
                 continue

@@ -31,7 +31,6 @@ from .models import build_clip, cosine_lr
 from .train import TrainConfig, map_pixels, scene_batch, train_loop
 
 
-
 def _augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Light shifts and noise: CLIP should judge content, not exact pixels."""
     n = images.shape[0]
